@@ -1,0 +1,13 @@
+# Build options. Everything beyond the library itself defaults to ON only when persona is the top-level
+# project, so a project that vendors persona builds just the library.
+option(PERSONA_BUILD_TESTS "Build the test suite" ${PROJECT_IS_TOP_LEVEL})
+option(PERSONA_BUILD_EXAMPLES "Build the examples" ${PROJECT_IS_TOP_LEVEL})
+option(PERSONA_BUILD_BENCHMARKS "Build the benchmarks" ${PROJECT_IS_TOP_LEVEL})
+option(PERSONA_INSTALL "Generate the install target and package config" ${PROJECT_IS_TOP_LEVEL})
+option(PERSONA_WERROR "Treat compiler warnings as errors (ON in CI)" OFF)
+option(PERSONA_ENABLE_CUDA "Build the CUDA backend" OFF)
+set(PERSONA_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address;undefined")
+
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()

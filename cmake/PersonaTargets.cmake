@@ -1,0 +1,70 @@
+include(GNUInstallDirs)
+include(CheckCXXCompilerFlag)
+
+# Warnings, sanitizers and include interfaces for one persona target, set per target, never globally.
+function(persona_setup_target target)
+  get_target_property(type ${target} TYPE)
+  if(NOT type STREQUAL "EXECUTABLE")
+    add_library(persona::${target} ALIAS ${target})
+    target_include_directories(${target} PUBLIC
+      $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+      $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+    target_compile_features(${target} PUBLIC cxx_std_20)
+    set_target_properties(${target} PROPERTIES
+      POSITION_INDEPENDENT_CODE ON
+      VERSION ${PROJECT_VERSION}
+      SOVERSION ${PROJECT_VERSION_MAJOR})
+  else()
+    target_compile_features(${target} PRIVATE cxx_std_20)
+  endif()
+  set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+                                             -Wno-sign-conversion)
+    if(PERSONA_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+  endif()
+  persona_apply_sanitizers(${target})
+endfunction()
+
+function(persona_apply_sanitizers target)
+  if(PERSONA_SANITIZE)
+    list(JOIN PERSONA_SANITIZE "," sanitizers)
+    get_target_property(type ${target} TYPE)
+    set(scope PUBLIC)
+    if(type STREQUAL "EXECUTABLE")
+      set(scope PRIVATE)
+    endif()
+    target_compile_options(${target} ${scope} -fsanitize=${sanitizers} -fno-omit-frame-pointer
+                                              -fno-sanitize-recover=all)
+    target_link_options(${target} ${scope} -fsanitize=${sanitizers})
+  endif()
+endfunction()
+
+# Per-architecture kernel files: each is compiled with its own instruction-set flags and picked at run
+# time by the dispatcher (src/core/kernel_table.cpp). The rest of the library is built for the baseline.
+function(persona_add_arch_kernels target)
+  if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+    return()
+  endif()
+  set(avx2_flags -mavx2 -mfma -mf16c)
+  set(avx512_flags -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mavx512bf16
+                   -mfma -mf16c)
+  list(JOIN avx512_flags " " avx512_joined)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    # GCC 12's own avx512fintrin.h trips -Wmaybe-uninitialized on _mm512_undefined_*() (a false positive).
+    list(APPEND avx512_flags -Wno-maybe-uninitialized)
+  endif()
+  check_cxx_compiler_flag("${avx512_joined}" PERSONA_COMPILER_HAS_AVX512)
+  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx2.cpp)
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx2.cpp PROPERTIES
+    COMPILE_OPTIONS "${avx2_flags}")
+  target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX2_KERNELS=1)
+  if(PERSONA_COMPILER_HAS_AVX512)
+    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp)
+    set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp PROPERTIES
+      COMPILE_OPTIONS "${avx512_flags}")
+    target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX512_KERNELS=1)
+  endif()
+endfunction()

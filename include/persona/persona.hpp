@@ -1,0 +1,10 @@
+// Everything persona offers, in one include.
+#pragma once
+
+#include "persona/core/cpu_features.hpp"
+#include "persona/core/dtype.hpp"
+#include "persona/core/error.hpp"
+#include "persona/core/ops.hpp"
+#include "persona/core/tensor.hpp"
+#include "persona/core/threading.hpp"
+#include "persona/version.hpp"

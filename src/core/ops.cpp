@@ -1,0 +1,305 @@
+// Validation, threading and dispatch for the dense ops; the arithmetic is in the kernel tables.
+#include "persona/core/ops.hpp"
+
+#include "core/kernel_table.hpp"
+#include "persona/core/threading.hpp"
+
+#include <array>
+#include <cmath>
+#include <vector>
+
+namespace persona {
+namespace {
+
+using detail::CoreKernelTable;
+
+// Work is cut into fixed chunks (never by thread count) so results are identical for any thread count.
+constexpr std::size_t kRowGrain = 16;
+constexpr std::size_t kMatmulRowTile = 128;
+constexpr std::size_t kMatmulColTile = 256;
+constexpr std::size_t kMaxHeadDim = 1024;
+
+struct Rows {
+  std::size_t rows, cols;
+};
+
+// Rank-2 (or rank-1, as one row) view with contiguous rows.
+template <class T>
+Rows check_rows(const TensorView<T>& v, const char* function, const char* name) {
+  if (v.rank() != 1 && v.rank() != 2) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("{} must have rank 1 or 2, got shape {}", name, v.shape().to_string()));
+  }
+  const std::size_t cols = v.dim(v.rank() - 1);
+  if (cols > 1 && v.stride(v.rank() - 1) != 1) {
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("{} must have contiguous rows (last stride 1), got strides {}", name,
+                            v.strides().to_string()));
+  }
+  return {v.rank() == 2 ? v.dim(0) : 1, cols};
+}
+
+template <class T>
+std::size_t row_stride(const TensorView<T>& v) {
+  return v.rank() == 2 ? v.stride(0) : v.dim(0);
+}
+
+template <class A, class B>
+void check_same_shape(const TensorView<A>& a, const TensorView<B>& b, const char* function, const char* name_a,
+                      const char* name_b) {
+  if (!(a.shape() == b.shape())) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("{} has shape {} but {} has shape {}", name_a, a.shape().to_string(), name_b,
+                            b.shape().to_string()));
+  }
+}
+
+// The span of memory a view can touch, for overlap checks.
+template <class T>
+std::pair<const char*, const char*> extent(const TensorView<T>& v) {
+  if (v.empty()) return {nullptr, nullptr};
+  std::size_t last = 0;
+  for (std::size_t d = 0; d < v.rank(); ++d) last += (v.dim(d) - 1) * v.stride(d);
+  const auto* begin = reinterpret_cast<const char*>(v.data());
+  return {begin, begin + (last + 1) * sizeof(T)};
+}
+
+// `out` may be exactly `in` (same data and strides); any other overlap is an Error.
+template <class T>
+void check_no_partial_overlap(const TensorView<const float>& in, const TensorView<T>& out, const char* function,
+                              const char* name_in) {
+  const auto [ib, ie] = extent(in);
+  const auto [ob, oe] = extent(out);
+  if (ib == nullptr || ob == nullptr || ie <= ob || oe <= ib) return;
+  const bool same = in.data() == out.data() && in.strides() == out.strides();
+  if (!same) {
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("out overlaps {} without being the same view (in-place needs identical views)", name_in));
+  }
+}
+
+template <class Kernel>
+void run_rows(TensorView<const float> x, TensorView<float> out, const char* function, bool threaded, Kernel&& kernel) {
+  const Rows r = check_rows(x, function, "x");
+  check_rows(out, function, "out");
+  check_same_shape(x, out, function, "x", "out");
+  check_no_partial_overlap(x, out, function, "x");
+  const std::size_t xs = row_stride(x), os = row_stride(out);
+  auto body = [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) kernel(i, x.data() + i * xs, out.data() + i * os, r.cols);
+  };
+  if (threaded) {
+    parallel_for(r.rows, kRowGrain, body);
+  } else {
+    body(0, r.rows);
+  }
+}
+
+void rmsnorm_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> x, std::span<const float> weight,
+                  float eps, TensorView<float> out, const char* function) {
+  const Rows r = check_rows(x, function, "x");
+  if (weight.size() != r.cols) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("weight has {} elements but x has shape {} (expected {})", weight.size(),
+                            x.shape().to_string(), r.cols));
+  }
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    throw Error(ErrorCode::invalid_argument, function, fmt::format("eps must be finite and >= 0, got {}", eps));
+  }
+  if (r.cols == 0 && r.rows > 0) {
+    throw Error(ErrorCode::invalid_argument, function, "rows of length 0 have no mean square");
+  }
+  run_rows(x, out, function, threaded,
+           [&](std::size_t, const float* in, float* y, std::size_t n) { k.rmsnorm(in, weight.data(), eps, y, n); });
+}
+
+void softmax_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> x, TensorView<float> out,
+                  const char* function) {
+  run_rows(x, out, function, threaded, [&](std::size_t, const float* in, float* y, std::size_t n) { k.softmax(in, y, n); });
+}
+
+void silu_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> x, TensorView<float> out,
+               const char* function) {
+  run_rows(x, out, function, threaded, [&](std::size_t, const float* in, float* y, std::size_t n) { k.silu(in, y, n); });
+}
+
+void swiglu_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> gate, TensorView<const float> up,
+                 TensorView<float> out, const char* function) {
+  check_rows(up, function, "up");
+  check_same_shape(gate, up, function, "gate", "up");
+  check_no_partial_overlap(up, out, function, "up");
+  const std::size_t us = row_stride(up);
+  run_rows(gate, out, function, threaded, [&](std::size_t row, const float* g, float* y, std::size_t n) {
+    k.swiglu(g, up.data() + row * us, y, n);
+  });
+}
+
+void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> a, TensorView<const float> b,
+                 TensorView<float> c, Transpose transpose_b, const char* function) {
+  for (auto [v, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
+    if (v->rank() != 2) {
+      throw Error(ErrorCode::shape_mismatch, function,
+                  fmt::format("{} must have rank 2, got shape {}", name, v->shape().to_string()));
+    }
+  }
+  if (c.rank() != 2) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("c must have rank 2, got shape {}", c.shape().to_string()));
+  }
+  const bool bt = transpose_b == Transpose::yes;
+  const std::size_t m = a.dim(0), k_dim = a.dim(1);
+  const std::size_t b_k = bt ? b.dim(1) : b.dim(0), n = bt ? b.dim(0) : b.dim(1);
+  if (b_k != k_dim) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("a {} and b {}{} disagree on the inner dimension ({} vs {})", a.shape().to_string(),
+                            b.shape().to_string(), bt ? " (transposed)" : "", k_dim, b_k));
+  }
+  if (c.dim(0) != m || c.dim(1) != n) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("c has shape {} but a {} times b{} {} gives [{}, {}]", c.shape().to_string(),
+                            a.shape().to_string(), bt ? "^T" : "", b.shape().to_string(), m, n));
+  }
+  check_rows(a, function, "a");
+  check_rows(b, function, "b");
+  check_rows(c, function, "c");
+  check_no_partial_overlap(a, c, function, "a");
+  check_no_partial_overlap(b, c, function, "b");
+  if (m == 0 || n == 0) return;
+  if ((a.data() == static_cast<const float*>(c.data()) || b.data() == static_cast<const float*>(c.data())) &&
+      k_dim > 0) {
+    throw Error(ErrorCode::invalid_argument, function, "c must not alias a or b");
+  }
+  const std::size_t row_tiles = (m + kMatmulRowTile - 1) / kMatmulRowTile;
+  const std::size_t col_tiles = (n + kMatmulColTile - 1) / kMatmulColTile;
+  auto tile = [&](std::size_t t) {
+    const std::size_t i0 = (t / col_tiles) * kMatmulRowTile, j0 = (t % col_tiles) * kMatmulColTile;
+    const std::size_t mi = std::min(kMatmulRowTile, m - i0), nj = std::min(kMatmulColTile, n - j0);
+    detail::MatmulArgs args{};
+    args.a = a.data() + i0 * a.stride(0);
+    args.b = bt ? b.data() + j0 * b.stride(0) : b.data() + j0;
+    args.c = c.data() + i0 * c.stride(0) + j0;
+    args.m = mi;
+    args.n = nj;
+    args.k = k_dim;
+    args.lda = a.stride(0);
+    args.ldb = b.stride(0);
+    args.ldc = c.stride(0);
+    args.b_transposed = bt;
+    k.matmul(args);
+  };
+  const std::size_t tiles = row_tiles * col_tiles;
+  if (threaded) {
+    parallel_for(tiles, 1, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t t = begin; t < end; ++t) tile(t);
+    });
+  } else {
+    for (std::size_t t = 0; t < tiles; ++t) tile(t);
+  }
+}
+
+float dot_impl(const CoreKernelTable& k, std::span<const float> a, std::span<const float> b, const char* function) {
+  if (a.size() != b.size()) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("a has {} elements but b has {}", a.size(), b.size()));
+  }
+  return k.dot(a.data(), b.data(), a.size());
+}
+
+// Angles in double so that the SIMD and reference paths share the exact same cos/sin tables.
+template <class PositionOf>
+void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std::size_t tokens,
+               PositionOf position_of, const RopeConfig& config, const char* function) {
+  if (x.rank() != 3) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("x must be [tokens, heads, head_dim], got shape {}", x.shape().to_string()));
+  }
+  if (x.dim(0) != tokens) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("{} positions given for {} tokens", tokens, x.dim(0)));
+  }
+  const std::size_t heads = x.dim(1), head_dim = x.dim(2);
+  if (head_dim % 2 != 0 || head_dim > kMaxHeadDim) {
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("head_dim must be even and <= {}, got {}", kMaxHeadDim, head_dim));
+  }
+  if (!(config.theta > 1.0f) || !std::isfinite(config.theta)) {
+    throw Error(ErrorCode::invalid_argument, function, fmt::format("theta must be finite and > 1, got {}", config.theta));
+  }
+  if (x.empty()) return;
+  if (x.stride(2) != 1 || (heads > 1 && x.stride(1) != head_dim)) {
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("each token's heads must be contiguous, got strides {}", x.strides().to_string()));
+  }
+  const std::size_t half = head_dim / 2;
+  auto body = [&](std::size_t begin, std::size_t end) {
+    std::array<float, kMaxHeadDim / 2> cos{}, sin{};
+    for (std::size_t t = begin; t < end; ++t) {
+      const double position = static_cast<double>(position_of(t));
+      for (std::size_t i = 0; i < half; ++i) {
+        const double inv_freq = std::pow(static_cast<double>(config.theta),
+                                         -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+        cos[i] = static_cast<float>(std::cos(position * inv_freq));
+        sin[i] = static_cast<float>(std::sin(position * inv_freq));
+      }
+      float* row = x.data() + t * x.stride(0);
+      for (std::size_t h = 0; h < heads; ++h) k.rope(row + h * head_dim, cos.data(), sin.data(), half);
+    }
+  };
+  if (threaded) {
+    parallel_for(tokens, kRowGrain, body);
+  } else {
+    body(0, tokens);
+  }
+}
+
+const CoreKernelTable& ref() { return detail::reference_core_kernels(); }
+const CoreKernelTable& fast() { return detail::core_kernels(); }
+
+}  // namespace
+
+void matmul(TensorView<const float> a, TensorView<const float> b, TensorView<float> c, Transpose transpose_b) {
+  matmul_impl(fast(), true, a, b, c, transpose_b, "matmul");
+}
+void matmul_ref(TensorView<const float> a, TensorView<const float> b, TensorView<float> c, Transpose transpose_b) {
+  matmul_impl(ref(), false, a, b, c, transpose_b, "matmul_ref");
+}
+
+float dot(std::span<const float> a, std::span<const float> b) { return dot_impl(fast(), a, b, "dot"); }
+float dot_ref(std::span<const float> a, std::span<const float> b) { return dot_impl(ref(), a, b, "dot_ref"); }
+
+void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out) {
+  rmsnorm_impl(fast(), true, x, weight, eps, out, "rmsnorm");
+}
+void rmsnorm_ref(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out) {
+  rmsnorm_impl(ref(), false, x, weight, eps, out, "rmsnorm_ref");
+}
+
+void softmax(TensorView<const float> x, TensorView<float> out) { softmax_impl(fast(), true, x, out, "softmax"); }
+void softmax_ref(TensorView<const float> x, TensorView<float> out) { softmax_impl(ref(), false, x, out, "softmax_ref"); }
+
+void silu(TensorView<const float> x, TensorView<float> out) { silu_impl(fast(), true, x, out, "silu"); }
+void silu_ref(TensorView<const float> x, TensorView<float> out) { silu_impl(ref(), false, x, out, "silu_ref"); }
+
+void swiglu(TensorView<const float> gate, TensorView<const float> up, TensorView<float> out) {
+  swiglu_impl(fast(), true, gate, up, out, "swiglu");
+}
+void swiglu_ref(TensorView<const float> gate, TensorView<const float> up, TensorView<float> out) {
+  swiglu_impl(ref(), false, gate, up, out, "swiglu_ref");
+}
+
+void rope(TensorView<float> x, std::size_t position_offset, const RopeConfig& config) {
+  rope_impl(fast(), true, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
+            "rope");
+}
+void rope_ref(TensorView<float> x, std::size_t position_offset, const RopeConfig& config) {
+  rope_impl(ref(), false, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
+            "rope_ref");
+}
+void rope(TensorView<float> x, std::span<const std::size_t> positions, const RopeConfig& config) {
+  rope_impl(fast(), true, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope");
+}
+void rope_ref(TensorView<float> x, std::span<const std::size_t> positions, const RopeConfig& config) {
+  rope_impl(ref(), false, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope_ref");
+}
+
+}  // namespace persona

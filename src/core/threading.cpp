@@ -1,0 +1,71 @@
+#include "persona/core/threading.hpp"
+
+#include "persona/core/error.hpp"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace persona {
+namespace {
+
+std::atomic<int> g_process_limit{0};  // 0: hardware
+thread_local int t_scoped_limit = 0;  // 0: none
+
+// One arena per thread limit, made on first use and kept: arenas are cheap to keep and costly to make.
+tbb::task_arena& arena_for(int threads) {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<tbb::task_arena>> arenas;
+  std::lock_guard lock(mutex);
+  auto& arena = arenas[threads];
+  if (!arena) arena = std::make_unique<tbb::task_arena>(threads);
+  return *arena;
+}
+
+}  // namespace
+
+int hardware_threads() noexcept { return tbb::info::default_concurrency(); }
+
+int num_threads() noexcept {
+  if (t_scoped_limit > 0) return t_scoped_limit;
+  const int limit = g_process_limit.load(std::memory_order_relaxed);
+  return limit > 0 ? limit : hardware_threads();
+}
+
+void set_num_threads(int n) {
+  PERSONA_CHECK(n >= 0, "thread count must be >= 0 (0 = all hardware threads), got {}", n);
+  g_process_limit.store(n, std::memory_order_relaxed);
+}
+
+ScopedNumThreads::ScopedNumThreads(int n) : previous_(t_scoped_limit) {
+  PERSONA_CHECK(n >= 1, "scoped thread count must be >= 1, got {}", n);
+  t_scoped_limit = n;
+}
+
+ScopedNumThreads::~ScopedNumThreads() { t_scoped_limit = previous_; }
+
+namespace detail {
+
+void parallel_for_chunks(std::size_t chunk_count, const std::function<void(std::size_t)>& body) {
+  const int threads = num_threads();
+  arena_for(threads).execute([&] {
+    // Nested persona calls inside a worker must see the same limit, not the process default.
+    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, chunk_count, 1),
+                      [&](const tbb::blocked_range<std::size_t>& range) {
+                        const int saved = t_scoped_limit;
+                        t_scoped_limit = threads;
+                        for (std::size_t c = range.begin(); c != range.end(); ++c) body(c);
+                        t_scoped_limit = saved;
+                      },
+                      tbb::simple_partitioner());
+  });
+}
+
+}  // namespace detail
+}  // namespace persona
