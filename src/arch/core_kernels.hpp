@@ -15,9 +15,9 @@
 namespace persona::detail {
 
 // 16-bit element loads and stores for one Arch, widened to / narrowed from 32-bit lanes:
-//   static batch<float, Arch> load_f16(const std::uint16_t*);  static void store_f16(std::uint16_t*, batch<float, Arch>)
-//   static batch<std::uint32_t, Arch> load_u16(const std::uint16_t*);
-//   static void store_u16(std::uint16_t*, batch<std::uint32_t, Arch>)   (lanes hold values < 2^16)
+//   static batch<float, Arch> load_f16(const std::uint16_t*);  static void store_f16(std::uint16_t*, batch<float,
+//   Arch>) static batch<std::uint32_t, Arch> load_u16(const std::uint16_t*); static void store_u16(std::uint16_t*,
+//   batch<std::uint32_t, Arch>)   (lanes hold values < 2^16)
 template <class Arch>
 struct HalfIo;
 
@@ -153,9 +153,8 @@ struct CoreKernels {
 template <class Arch>
 constexpr CoreKernelTable make_core_kernel_table(IsaLevel level) {
   using K = CoreKernels<Arch>;
-  return CoreKernelTable{level,         K::dot,        K::rmsnorm,    K::softmax,
-                         K::silu,       K::swiglu,     K::rope,       K::f32_to_f16,
-                         K::f16_to_f32, K::f32_to_bf16, K::bf16_to_f32, eigen_matmul};
+  return CoreKernelTable{level,   K::dot,        K::rmsnorm,    K::softmax,     K::silu,        K::swiglu,
+                         K::rope, K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16, K::bf16_to_f32, eigen_matmul};
 }
 
 }  // namespace persona::detail

@@ -18,8 +18,7 @@ void eigen_matmul(const MatmulArgs& p) noexcept {
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ColMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
   using Stride = Eigen::OuterStride<>;
-  const auto m = static_cast<Eigen::Index>(p.m), n = static_cast<Eigen::Index>(p.n),
-             k = static_cast<Eigen::Index>(p.k);
+  const auto m = static_cast<Eigen::Index>(p.m), n = static_cast<Eigen::Index>(p.n), k = static_cast<Eigen::Index>(p.k);
   Eigen::Map<const RowMajor, 0, Stride> a(p.a, m, k, Stride(static_cast<Eigen::Index>(p.lda)));
   Eigen::Map<RowMajor, 0, Stride> c(p.c, m, n, Stride(static_cast<Eigen::Index>(p.ldc)));
   if (p.b_transposed) {

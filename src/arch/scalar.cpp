@@ -82,8 +82,8 @@ void matmul_ref(const MatmulArgs& p) noexcept {
   }
 }
 
-constexpr CoreKernelTable kReference{IsaLevel::scalar, dot_ref,        rmsnorm_ref,    softmax_ref,
-                                     silu_ref,         swiglu_ref,     rope_ref,       f32_to_f16_ref,
+constexpr CoreKernelTable kReference{IsaLevel::scalar, dot_ref,         rmsnorm_ref,     softmax_ref,
+                                     silu_ref,         swiglu_ref,      rope_ref,        f32_to_f16_ref,
                                      f16_to_f32_ref,   f32_to_bf16_ref, bf16_to_f32_ref, matmul_ref};
 
 constexpr CoreKernelTable with_eigen_matmul(CoreKernelTable table) {

@@ -100,8 +100,9 @@ IsaLevel parse_isa_level(std::string_view name) {
   for (IsaLevel level : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
     if (name == to_string(level)) return level;
   }
-  PERSONA_THROW(invalid_argument, "unknown ISA level '{}': allowed values are scalar, avx2, avx512 (this CPU supports: {})",
-                name, supported_list());
+  PERSONA_THROW(invalid_argument,
+                "unknown ISA level '{}': allowed values are scalar, avx2, avx512 (this CPU supports: {})", name,
+                supported_list());
 }
 
 std::vector<IsaLevel> supported_isa_levels() {

@@ -32,9 +32,9 @@ Rows check_rows(const TensorView<T>& v, const char* function, const char* name) 
   }
   const std::size_t cols = v.dim(v.rank() - 1);
   if (cols > 1 && v.stride(v.rank() - 1) != 1) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("{} must have contiguous rows (last stride 1), got strides {}", name,
-                            v.strides().to_string()));
+    throw Error(
+        ErrorCode::invalid_argument, function,
+        fmt::format("{} must have contiguous rows (last stride 1), got strides {}", name, v.strides().to_string()));
   }
   return {v.rank() == 2 ? v.dim(0) : 1, cols};
 }
@@ -115,12 +115,14 @@ void rmsnorm_impl(const CoreKernelTable& k, bool threaded, TensorView<const floa
 
 void softmax_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> x, TensorView<float> out,
                   const char* function) {
-  run_rows(x, out, function, threaded, [&](std::size_t, const float* in, float* y, std::size_t n) { k.softmax(in, y, n); });
+  run_rows(x, out, function, threaded,
+           [&](std::size_t, const float* in, float* y, std::size_t n) { k.softmax(in, y, n); });
 }
 
 void silu_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> x, TensorView<float> out,
                const char* function) {
-  run_rows(x, out, function, threaded, [&](std::size_t, const float* in, float* y, std::size_t n) { k.silu(in, y, n); });
+  run_rows(x, out, function, threaded,
+           [&](std::size_t, const float* in, float* y, std::size_t n) { k.silu(in, y, n); });
 }
 
 void swiglu_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> gate, TensorView<const float> up,
@@ -129,9 +131,8 @@ void swiglu_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
   check_same_shape(gate, up, function, "gate", "up");
   check_no_partial_overlap(up, out, function, "up");
   const std::size_t us = row_stride(up);
-  run_rows(gate, out, function, threaded, [&](std::size_t row, const float* g, float* y, std::size_t n) {
-    k.swiglu(g, up.data() + row * us, y, n);
-  });
+  run_rows(gate, out, function, threaded,
+           [&](std::size_t row, const float* g, float* y, std::size_t n) { k.swiglu(g, up.data() + row * us, y, n); });
 }
 
 void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float> a, TensorView<const float> b,
@@ -199,23 +200,21 @@ void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
 
 float dot_impl(const CoreKernelTable& k, std::span<const float> a, std::span<const float> b, const char* function) {
   if (a.size() != b.size()) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("a has {} elements but b has {}", a.size(), b.size()));
+    throw Error(ErrorCode::shape_mismatch, function, fmt::format("a has {} elements but b has {}", a.size(), b.size()));
   }
   return k.dot(a.data(), b.data(), a.size());
 }
 
 // Angles in double so that the SIMD and reference paths share the exact same cos/sin tables.
 template <class PositionOf>
-void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std::size_t tokens,
-               PositionOf position_of, const RopeConfig& config, const char* function) {
+void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std::size_t tokens, PositionOf position_of,
+               const RopeConfig& config, const char* function) {
   if (x.rank() != 3) {
     throw Error(ErrorCode::shape_mismatch, function,
                 fmt::format("x must be [tokens, heads, head_dim], got shape {}", x.shape().to_string()));
   }
   if (x.dim(0) != tokens) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("{} positions given for {} tokens", tokens, x.dim(0)));
+    throw Error(ErrorCode::shape_mismatch, function, fmt::format("{} positions given for {} tokens", tokens, x.dim(0)));
   }
   const std::size_t heads = x.dim(1), head_dim = x.dim(2);
   if (head_dim % 2 != 0 || head_dim > kMaxHeadDim) {
@@ -223,7 +222,8 @@ void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std
                 fmt::format("head_dim must be even and <= {}, got {}", kMaxHeadDim, head_dim));
   }
   if (!(config.theta > 1.0f) || !std::isfinite(config.theta)) {
-    throw Error(ErrorCode::invalid_argument, function, fmt::format("theta must be finite and > 1, got {}", config.theta));
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("theta must be finite and > 1, got {}", config.theta));
   }
   if (x.empty()) return;
   if (x.stride(2) != 1 || (heads > 1 && x.stride(1) != head_dim)) {
@@ -236,8 +236,8 @@ void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std
     for (std::size_t t = begin; t < end; ++t) {
       const double position = static_cast<double>(position_of(t));
       for (std::size_t i = 0; i < half; ++i) {
-        const double inv_freq = std::pow(static_cast<double>(config.theta),
-                                         -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+        const double inv_freq =
+            std::pow(static_cast<double>(config.theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
         cos[i] = static_cast<float>(std::cos(position * inv_freq));
         sin[i] = static_cast<float>(std::sin(position * inv_freq));
       }
@@ -275,7 +275,9 @@ void rmsnorm_ref(TensorView<const float> x, std::span<const float> weight, float
 }
 
 void softmax(TensorView<const float> x, TensorView<float> out) { softmax_impl(fast(), true, x, out, "softmax"); }
-void softmax_ref(TensorView<const float> x, TensorView<float> out) { softmax_impl(ref(), false, x, out, "softmax_ref"); }
+void softmax_ref(TensorView<const float> x, TensorView<float> out) {
+  softmax_impl(ref(), false, x, out, "softmax_ref");
+}
 
 void silu(TensorView<const float> x, TensorView<float> out) { silu_impl(fast(), true, x, out, "silu"); }
 void silu_ref(TensorView<const float> x, TensorView<float> out) { silu_impl(ref(), false, x, out, "silu_ref"); }
@@ -288,18 +290,22 @@ void swiglu_ref(TensorView<const float> gate, TensorView<const float> up, Tensor
 }
 
 void rope(TensorView<float> x, std::size_t position_offset, const RopeConfig& config) {
-  rope_impl(fast(), true, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
-            "rope");
+  rope_impl(
+      fast(), true, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
+      "rope");
 }
 void rope_ref(TensorView<float> x, std::size_t position_offset, const RopeConfig& config) {
-  rope_impl(ref(), false, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
-            "rope_ref");
+  rope_impl(
+      ref(), false, x, x.rank() == 3 ? x.dim(0) : 0, [&](std::size_t t) { return position_offset + t; }, config,
+      "rope_ref");
 }
 void rope(TensorView<float> x, std::span<const std::size_t> positions, const RopeConfig& config) {
-  rope_impl(fast(), true, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope");
+  rope_impl(
+      fast(), true, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope");
 }
 void rope_ref(TensorView<float> x, std::span<const std::size_t> positions, const RopeConfig& config) {
-  rope_impl(ref(), false, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope_ref");
+  rope_impl(
+      ref(), false, x, positions.size(), [&](std::size_t t) { return positions[t]; }, config, "rope_ref");
 }
 
 }  // namespace persona

@@ -7,6 +7,7 @@
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -54,16 +55,18 @@ namespace detail {
 
 void parallel_for_chunks(std::size_t chunk_count, const std::function<void(std::size_t)>& body) {
   const int threads = num_threads();
-  arena_for(threads).execute([&] {
+  // More threads than the hardware has only adds contention (and oneTBB warns); chunks stay the same.
+  arena_for(std::min(threads, hardware_threads())).execute([&] {
     // Nested persona calls inside a worker must see the same limit, not the process default.
-    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, chunk_count, 1),
-                      [&](const tbb::blocked_range<std::size_t>& range) {
-                        const int saved = t_scoped_limit;
-                        t_scoped_limit = threads;
-                        for (std::size_t c = range.begin(); c != range.end(); ++c) body(c);
-                        t_scoped_limit = saved;
-                      },
-                      tbb::simple_partitioner());
+    tbb::parallel_for(
+        tbb::blocked_range<std::size_t>(0, chunk_count, 1),
+        [&](const tbb::blocked_range<std::size_t>& range) {
+          const int saved = t_scoped_limit;
+          t_scoped_limit = threads;
+          for (std::size_t c = range.begin(); c != range.end(); ++c) body(c);
+          t_scoped_limit = saved;
+        },
+        tbb::simple_partitioner());
   });
 }
 

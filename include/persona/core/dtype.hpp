@@ -49,12 +49,30 @@ struct bf16 {
 
 template <class T>
 struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
-template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
-template <> struct dtype_of<std::int8_t> { static constexpr DType value = DType::i8; };
-template <> struct dtype_of<std::int32_t> { static constexpr DType value = DType::i32; };
-template <> struct dtype_of<std::uint8_t> { static constexpr DType value = DType::u8; };
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::f32;
+};
+template <>
+struct dtype_of<f16> {
+  static constexpr DType value = DType::f16;
+};
+template <>
+struct dtype_of<bf16> {
+  static constexpr DType value = DType::bf16;
+};
+template <>
+struct dtype_of<std::int8_t> {
+  static constexpr DType value = DType::i8;
+};
+template <>
+struct dtype_of<std::int32_t> {
+  static constexpr DType value = DType::i32;
+};
+template <>
+struct dtype_of<std::uint8_t> {
+  static constexpr DType value = DType::u8;
+};
 template <class T>
 inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
@@ -100,8 +118,7 @@ constexpr std::uint16_t f32_to_f16_bits(float value) noexcept {
     const std::uint32_t half_mantissa = mantissa >> shift;
     const std::uint32_t remainder = mantissa & ((1u << shift) - 1);
     const std::uint32_t halfway = 1u << (shift - 1);
-    const std::uint32_t round_up =
-        (remainder > halfway || (remainder == halfway && (half_mantissa & 1u))) ? 1u : 0u;
+    const std::uint32_t round_up = (remainder > halfway || (remainder == halfway && (half_mantissa & 1u))) ? 1u : 0u;
     return static_cast<std::uint16_t>(sign | (half_mantissa + round_up));
   }
   // Normal: rebias the exponent and round the mantissa to 10 bits (a carry may bump the exponent).

@@ -51,17 +51,18 @@ template <class... Args>
 }  // namespace persona
 
 // Caller mistakes: throws persona::Error(invalid_argument) unless `cond` holds.
-#define PERSONA_CHECK(cond, ...)                                                              \
-  do {                                                                                        \
-    if (!(cond)) ::persona::detail::throw_error(::persona::ErrorCode::invalid_argument,       \
-                                                static_cast<const char*>(__func__), __VA_ARGS__); \
+#define PERSONA_CHECK(cond, ...)                                                                                 \
+  do {                                                                                                           \
+    if (!(cond))                                                                                                 \
+      ::persona::detail::throw_error(::persona::ErrorCode::invalid_argument, static_cast<const char*>(__func__), \
+                                     __VA_ARGS__);                                                               \
   } while (false)
 
 // The same with an explicit ErrorCode, e.g. PERSONA_CHECK_CODE(shape_mismatch, a == b, "...").
-#define PERSONA_CHECK_CODE(code, cond, ...)                                                          \
-  do {                                                                                               \
-    if (!(cond)) ::persona::detail::throw_error(::persona::ErrorCode::code,                          \
-                                                static_cast<const char*>(__func__), __VA_ARGS__);    \
+#define PERSONA_CHECK_CODE(code, cond, ...)                                                                        \
+  do {                                                                                                             \
+    if (!(cond))                                                                                                   \
+      ::persona::detail::throw_error(::persona::ErrorCode::code, static_cast<const char*>(__func__), __VA_ARGS__); \
   } while (false)
 
 #define PERSONA_THROW(code, ...) \

@@ -6,8 +6,8 @@
 #include "persona/core/dtype.hpp"
 #include "persona/core/error.hpp"
 
-#include <Eigen/Core>
 #include <fmt/format.h>
+#include <Eigen/Core>
 
 #include <algorithm>
 #include <array>
@@ -50,8 +50,8 @@ class Shape {
   std::size_t numel() const {
     std::size_t n = 1;
     for (std::size_t i = 0; i < rank_; ++i) {
-      PERSONA_CHECK_CODE(out_of_range, !__builtin_mul_overflow(n, dims_[i], &n),
-                         "element count of shape {} overflows", to_string());
+      PERSONA_CHECK_CODE(out_of_range, !__builtin_mul_overflow(n, dims_[i], &n), "element count of shape {} overflows",
+                         to_string());
     }
     return n;
   }
@@ -90,8 +90,8 @@ class TensorView {
     const std::size_t n = shape_.numel();
     PERSONA_CHECK(data != nullptr || n == 0, "null data pointer for a non-empty shape {}", shape_.to_string());
     std::size_t bytes = 0;
-    PERSONA_CHECK_CODE(out_of_range, !__builtin_mul_overflow(n, sizeof(T), &bytes),
-                       "byte size of shape {} overflows", shape_.to_string());
+    PERSONA_CHECK_CODE(out_of_range, !__builtin_mul_overflow(n, sizeof(T), &bytes), "byte size of shape {} overflows",
+                       shape_.to_string());
   }
 
   // A strided view into a buffer of `capacity` elements; every element the view can reach must lie
@@ -107,10 +107,10 @@ class TensorView {
     std::size_t last = 0;  // offset of the last reachable element
     for (std::size_t i = 0; i < shape.rank(); ++i) {
       std::size_t step = 0;
-      PERSONA_CHECK_CODE(out_of_range,
-                         !__builtin_mul_overflow(shape[i] - 1, strides[i], &step) &&
-                             !__builtin_add_overflow(last, step, &last),
-                         "strides {} with shape {} overflow", strides.to_string(), shape.to_string());
+      PERSONA_CHECK_CODE(
+          out_of_range,
+          !__builtin_mul_overflow(shape[i] - 1, strides[i], &step) && !__builtin_add_overflow(last, step, &last),
+          "strides {} with shape {} overflow", strides.to_string(), shape.to_string());
     }
     PERSONA_CHECK_CODE(out_of_range, last < capacity,
                        "shape {} with strides {} reaches element {} but the buffer holds {}", shape.to_string(),
@@ -119,9 +119,8 @@ class TensorView {
 
   // A view of const elements from a view of mutable ones.
   operator TensorView<const T>() const noexcept  // NOLINT(google-explicit-constructor)
-    requires(!std::is_const_v<T>)
-  {
-    return TensorView<const T>(data_, shape_, strides_, unchecked_tag{});
+      requires(!std::is_const_v<T>) {
+    return TensorView<const T>(data_, shape_, strides_, typename TensorView<const T>::unchecked_tag{});
   }
 
   T* data() const noexcept { return data_; }
@@ -157,11 +156,11 @@ class TensorView {
   template <class... I>
   T& at(I... index) const {
     const std::array<std::size_t, sizeof...(I)> idx{static_cast<std::size_t>(index)...};
-    PERSONA_CHECK_CODE(shape_mismatch, idx.size() == rank(), "{} indices given for a tensor of rank {}",
-                       idx.size(), rank());
+    PERSONA_CHECK_CODE(shape_mismatch, idx.size() == rank(), "{} indices given for a tensor of rank {}", idx.size(),
+                       rank());
     for (std::size_t d = 0; d < idx.size(); ++d) {
-      PERSONA_CHECK_CODE(out_of_range, idx[d] < shape_[d], "index {} on dimension {} is outside shape {}", idx[d],
-                         d, shape_.to_string());
+      PERSONA_CHECK_CODE(out_of_range, idx[d] < shape_[d], "index {} on dimension {} is outside shape {}", idx[d], d,
+                         shape_.to_string());
     }
     return (*this)(index...);
   }
@@ -235,11 +234,11 @@ class TensorView {
 
 // A view of an Eigen matrix or map (any storage order), without copying.
 template <class M>
-  requires requires(M& m) {
-    m.data();
-    m.outerStride();
-    m.innerStride();
-  }
+requires requires(M& m) {
+  m.data();
+  m.outerStride();
+  m.innerStride();
+}
 auto view_of(M& m) {
   using T = std::remove_pointer_t<decltype(m.data())>;
   const auto rows = static_cast<std::size_t>(m.rows());

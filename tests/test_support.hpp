@@ -1,0 +1,51 @@
+// Helpers shared by the component tests: seeded random data, and the loops over every SIMD level this
+// CPU runs and over thread counts.
+#pragma once
+
+#include <persona/core/cpu_features.hpp>
+#include <persona/core/tensor.hpp>
+#include <persona/core/threading.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <string>
+
+namespace persona::test {
+
+inline Tensor<float> random_tensor(Shape shape, std::uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  Tensor<float> t(shape);
+  for (float& v : t.span()) v = normal(rng);
+  return t;
+}
+
+// Runs `body` once per supported SIMD level and thread count, each in its own Catch section.
+template <class Body>
+void for_each_level_and_threads(Body&& body) {
+  for (IsaLevel level : supported_isa_levels()) {
+    for (int threads : {1, 2}) {
+      DYNAMIC_SECTION(to_string(level) << ", " << threads << " thread(s)") {
+        ScopedIsaLevel isa(level);
+        ScopedNumThreads limit(threads);
+        body(level, threads);
+      }
+    }
+  }
+}
+
+// Error thrown by `expr` has `code` and its what() contains `needle`.
+#define PERSONA_REQUIRE_ERROR(expr, error_code, needle)                     \
+  do {                                                                      \
+    try {                                                                   \
+      (void)(expr);                                                         \
+      FAIL("expected persona::Error(" #error_code ") from " #expr);         \
+    } catch (const ::persona::Error& e) {                                   \
+      CHECK(e.code() == ::persona::ErrorCode::error_code);                  \
+      CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains(needle)); \
+    }                                                                       \
+  } while (false)
+
+}  // namespace persona::test
