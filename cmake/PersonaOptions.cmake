@@ -8,6 +8,7 @@ option(PERSONA_WERROR "Treat compiler warnings as errors (ON in CI)" OFF)
 option(PERSONA_ENABLE_CUDA "Build the CUDA backend" OFF)
 set(PERSONA_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address;undefined")
 
-if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+# Release by default, but only for persona's own build: a parent project's build type is its own.
+if(PROJECT_IS_TOP_LEVEL AND NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
   set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
 endif()

@@ -25,7 +25,7 @@ const std::vector<std::size_t> kSizes = {0, 1, 7, 8, 15, 16, 17, 1000, 4097};
 bool same_bits(float a, float b) { return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b); }
 
 bool bitwise_equal(const Tensor<float>& a, const Tensor<float>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
+  return a.shape() == b.shape() && (a.empty() || std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0);
 }
 
 // Every |fast - ref| must be within bound(i); reports the first element that is not.
@@ -188,6 +188,10 @@ TEST_CASE("Tensor is zeroed, 64-byte aligned, row-major", "[core][tensor]") {
   Tensor<float> copy = t;
   CHECK(copy(1, 2, 3) == 4.0f);
   CHECK(copy.data() != t.data());
+  const Tensor<float> default_tensor;
+  CHECK(default_tensor.empty());
+  CHECK(default_tensor.span().empty());
+  CHECK(TensorView<float>().empty());
   Tensor<float> empty({0, 4});
   CHECK(empty.empty());
   CHECK(empty.view().rows(0, 0).empty());
@@ -232,6 +236,8 @@ TEST_CASE("TensorView slicing and checked access", "[core][tensor]") {
   CHECK(column.as_eigen()(3, 0) == 10.0f);
   TensorView<const float> as_const = v;
   CHECK(as_const(0, 1) == 1.0f);
+  softmax(v, v);  // a mutable view passes as the op's const input
+  CHECK(v(0, 2) > v(0, 1));
 }
 
 TEST_CASE("Eigen interop is zero-copy both ways", "[core][tensor]") {
@@ -294,6 +300,16 @@ TEST_CASE("Thread limits and parallel_for", "[core][threads]") {
     CHECK(num_threads() == 1);
   }
   CHECK(num_threads() == before);
+
+  {
+    // A body that throws reaches the caller and leaves every thread's limit as it was.
+    ScopedNumThreads two(2);
+    auto throwing = [] {
+      parallel_for(100, 1, [](std::size_t begin, std::size_t) { PERSONA_CHECK(begin != 50, "chunk {}", begin); });
+    };
+    PERSONA_REQUIRE_ERROR(throwing(), invalid_argument, "chunk 50");
+    CHECK(num_threads() == 2);
+  }
 
   for (int threads : {1, 2, 3}) {
     ScopedNumThreads limit(threads);

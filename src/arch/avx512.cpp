@@ -1,5 +1,4 @@
-// AVX-512 level (F/CD/BW/DQ/VL; VNNI and BF16 enabled for later integer kernels): compiled with its own
-// flags, used only when the CPU has them.
+// AVX-512 level (F/CD/BW/DQ/VL): compiled with its own flags, used only when the CPU has them.
 #define PERSONA_ARCH_EIGEN persona_eigen_avx512
 #include "arch/core_kernels.hpp"
 

@@ -29,6 +29,18 @@ tbb::task_arena& arena_for(int threads) {
   return *arena;
 }
 
+// Sets this thread's limit and restores it on exit, exceptions included.
+class LimitGuard {
+ public:
+  explicit LimitGuard(int threads) noexcept : saved_(t_scoped_limit) { t_scoped_limit = threads; }
+  ~LimitGuard() { t_scoped_limit = saved_; }
+  LimitGuard(const LimitGuard&) = delete;
+  LimitGuard& operator=(const LimitGuard&) = delete;
+
+ private:
+  int saved_;
+};
+
 }  // namespace
 
 int hardware_threads() noexcept { return tbb::info::default_concurrency(); }
@@ -61,10 +73,8 @@ void parallel_for_chunks(std::size_t chunk_count, const std::function<void(std::
     tbb::parallel_for(
         tbb::blocked_range<std::size_t>(0, chunk_count, 1),
         [&](const tbb::blocked_range<std::size_t>& range) {
-          const int saved = t_scoped_limit;
-          t_scoped_limit = threads;
+          const LimitGuard guard(threads);
           for (std::size_t c = range.begin(); c != range.end(); ++c) body(c);
-          t_scoped_limit = saved;
         },
         tbb::simple_partitioner());
   });

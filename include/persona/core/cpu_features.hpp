@@ -31,7 +31,7 @@ struct CpuFeatures {
   IsaLevel best = IsaLevel::scalar;    // the highest level this CPU (and this build) can run
   IsaLevel active = IsaLevel::scalar;  // the level in use: `best`, or what PERSONA_ISA / ScopedIsaLevel says
 
-  // One line, e.g. "active avx512 (best avx512; avx2 fma f16c avx512f ... avx512_vnni)".
+  // One line, e.g. "active avx512 (best avx512; cpu: avx2 fma f16c avx512f ... avx512_vnni)".
   std::string to_string() const;
 };
 

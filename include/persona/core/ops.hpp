@@ -2,8 +2,8 @@
 // has a *_ref twin: the plain scalar oracle the tests compare against (single-threaded, accumulating
 // reductions in double). Results do not depend on the thread count.
 //
-// Activations are rank-2 views [rows, n] whose rows may be strided but whose elements within a row are
-// contiguous. `out` may be the input itself (in place); any other overlap is an Error.
+// Activations are rank-2 views [rows, n] (rank 1 counts as one row) whose rows may be strided but whose elements within
+// a row are contiguous. `out` may be the input itself (in place); any other overlap is an Error.
 #pragma once
 
 #include "persona/core/tensor.hpp"

@@ -7,6 +7,7 @@
 #include "persona/core/error.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -228,8 +229,8 @@ class TensorView {
   }
 
   T* data_ = nullptr;
-  Shape shape_;
-  Shape strides_;
+  Shape shape_ = Shape{0};  // a default view is empty, not a rank-0 scalar without storage
+  Shape strides_ = Shape{1};
 };
 
 // A view of an Eigen matrix or map (any storage order), without copying.
@@ -317,7 +318,7 @@ class Tensor {
 
  private:
   std::unique_ptr<T[], detail::AlignedFree> data_;
-  Shape shape_;
+  Shape shape_ = Shape{0};  // a default tensor is empty, not a rank-0 scalar without storage
 };
 
 }  // namespace persona
