@@ -131,14 +131,16 @@ struct CoreKernels {
   // Round to nearest even in integer arithmetic (bit-exact with f32_to_bf16_bits, denormals included,
   // which the AVX-512 BF16 instruction would flush).
   static void f32_to_bf16(const float* in, std::uint16_t* out, std::size_t n) noexcept {
-    const U one(1u), rounding(0x7fffu), quiet(0x40u), abs_mask(0x7fffffffu), inf(0x7f800000u);
+    const U one(1u), rounding(0x7fffu), quiet(0x40u);
     std::size_t i = 0;
     for (; i + W <= n; i += W) {
-      const U bits = xsimd::bitwise_cast<U>(F::load_unaligned(in + i));
+      const F v = F::load_unaligned(in + i);
+      const U bits = xsimd::bitwise_cast<U>(v);
       const U rounded = (bits + rounding + ((bits >> 16) & one)) >> 16;
       const U nan = (bits >> 16) | quiet;
-      const auto is_nan = (bits & abs_mask) > inf;
-      HalfIo<Arch>::store_u16(out + i, xsimd::select(is_nan, nan, rounded));
+      // A float compare: xsimd 8.1 emulates unsigned 32-bit compares on AVX2.
+      const F chosen = xsimd::select(v != v, xsimd::bitwise_cast<F>(nan), xsimd::bitwise_cast<F>(rounded));
+      HalfIo<Arch>::store_u16(out + i, xsimd::bitwise_cast<U>(chosen));
     }
     for (; i < n; ++i) out[i] = f32_to_bf16_bits(in[i]);
   }

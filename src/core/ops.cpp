@@ -231,15 +231,18 @@ void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std
                 fmt::format("each token's heads must be contiguous, got strides {}", x.strides().to_string()));
   }
   const std::size_t half = head_dim / 2;
+  std::array<double, kMaxHeadDim / 2> inv_freq{};
+  for (std::size_t i = 0; i < half; ++i) {
+    inv_freq[i] =
+        std::pow(static_cast<double>(config.theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  }
   auto body = [&](std::size_t begin, std::size_t end) {
     std::array<float, kMaxHeadDim / 2> cos{}, sin{};
     for (std::size_t t = begin; t < end; ++t) {
       const double position = static_cast<double>(position_of(t));
       for (std::size_t i = 0; i < half; ++i) {
-        const double inv_freq =
-            std::pow(static_cast<double>(config.theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-        cos[i] = static_cast<float>(std::cos(position * inv_freq));
-        sin[i] = static_cast<float>(std::sin(position * inv_freq));
+        cos[i] = static_cast<float>(std::cos(position * inv_freq[i]));
+        sin[i] = static_cast<float>(std::sin(position * inv_freq[i]));
       }
       float* row = x.data() + t * x.stride(0);
       for (std::size_t h = 0; h < heads; ++h) k.rope(row + h * head_dim, cos.data(), sin.data(), half);
