@@ -139,7 +139,7 @@ struct CoreKernels {
       const U rounded = (bits + rounding + ((bits >> 16) & one)) >> 16;
       const U nan = (bits >> 16) | quiet;
       // A float compare: xsimd 8.1 emulates unsigned 32-bit compares on AVX2.
-      const F chosen = xsimd::select(v != v, xsimd::bitwise_cast<F>(nan), xsimd::bitwise_cast<F>(rounded));
+      const F chosen = xsimd::select(xsimd::isnan(v), xsimd::bitwise_cast<F>(nan), xsimd::bitwise_cast<F>(rounded));
       HalfIo<Arch>::store_u16(out + i, xsimd::bitwise_cast<U>(chosen));
     }
     for (; i < n; ++i) out[i] = f32_to_bf16_bits(in[i]);
