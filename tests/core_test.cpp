@@ -269,7 +269,8 @@ TEST_CASE("CPU features and ISA levels", "[core][dispatch]") {
   const CpuFeatures features = cpu_features();
   CHECK(levels.back() == features.best);
   if (features.best >= IsaLevel::avx2) CHECK((features.avx2 && features.fma && features.f16c));
-  if (features.best == IsaLevel::avx512) CHECK((features.avx512f && features.avx512bw && features.avx512vl));
+  if (features.best >= IsaLevel::avx512) CHECK((features.avx512f && features.avx512bw && features.avx512vl));
+  if (features.best == IsaLevel::avx512_vnni) CHECK(features.avx512_vnni);
   CHECK(features.to_string().find(std::string(to_string(features.active))) != std::string::npos);
 
   for (IsaLevel level : levels) {
@@ -278,9 +279,9 @@ TEST_CASE("CPU features and ISA levels", "[core][dispatch]") {
     CHECK(cpu_features().active == level);
   }
   CHECK(parse_isa_level("avx2") == IsaLevel::avx2);
-  PERSONA_REQUIRE_ERROR(parse_isa_level("neon"), invalid_argument, "allowed values are scalar, avx2, avx512");
-  if (features.best != IsaLevel::avx512) {
-    PERSONA_REQUIRE_ERROR(set_isa_level(IsaLevel::avx512), unsupported, "support only");
+  PERSONA_REQUIRE_ERROR(parse_isa_level("neon"), invalid_argument, "allowed values are scalar, avx2, avx512, avx512_vnni");
+  if (features.best != IsaLevel::avx512_vnni) {
+    PERSONA_REQUIRE_ERROR(set_isa_level(IsaLevel::avx512_vnni), unsupported, "support only");
   }
 }
 

@@ -7,4 +7,8 @@
 #include "persona/core/ops.hpp"
 #include "persona/core/tensor.hpp"
 #include "persona/core/threading.hpp"
+#include "persona/quant/quant_spec.hpp"
+#include "persona/quant/quantize.hpp"
+#include "persona/quant/quantized_matmul.hpp"
+#include "persona/quant/quantized_matrix.hpp"
 #include "persona/version.hpp"

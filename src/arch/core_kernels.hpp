@@ -1,9 +1,10 @@
-// The core kernels written once over xsimd::batch<float, Arch>, each with a scalar tail. Every
-// src/arch/<isa>.cpp includes this after specializing HalfIo for its Arch and instantiates the table
-// with make_core_kernel_table<Arch>(). The scalar oracles are in src/arch/scalar.cpp.
+// The core kernels written once over xsimd::batch<float, Arch>, each with a scalar tail, on the
+// primitives of src/arch/x86_io.hpp. Every src/arch/<isa>.cpp instantiates the table with
+// make_core_kernel_table<Arch>(). The scalar oracles are in src/arch/scalar.cpp.
 #pragma once
 
 #include "arch/eigen_matmul.hpp"
+#include "arch/x86_io.hpp"
 #include "core/kernel_table.hpp"
 #include "persona/core/dtype.hpp"
 
@@ -13,13 +14,6 @@
 #include <cstdint>
 
 namespace persona::detail {
-
-// 16-bit element loads and stores for one Arch, widened to / narrowed from 32-bit lanes:
-//   static batch<float, Arch> load_f16(const std::uint16_t*);  static void store_f16(std::uint16_t*, batch<float,
-//   Arch>) static batch<std::uint32_t, Arch> load_u16(const std::uint16_t*); static void store_u16(std::uint16_t*,
-//   batch<std::uint32_t, Arch>)   (lanes hold values < 2^16)
-template <class Arch>
-struct HalfIo;
 
 template <class Arch>
 struct CoreKernels {
@@ -32,12 +26,13 @@ struct CoreKernels {
     F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
     std::size_t i = 0;
     for (; i + 4 * W <= n; i += 4 * W) {
-      acc0 = xsimd::fma(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
-      acc1 = xsimd::fma(F::load_unaligned(a + i + W), F::load_unaligned(b + i + W), acc1);
-      acc2 = xsimd::fma(F::load_unaligned(a + i + 2 * W), F::load_unaligned(b + i + 2 * W), acc2);
-      acc3 = xsimd::fma(F::load_unaligned(a + i + 3 * W), F::load_unaligned(b + i + 3 * W), acc3);
+      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
+      acc1 = fused_multiply_add<Arch>(F::load_unaligned(a + i + W), F::load_unaligned(b + i + W), acc1);
+      acc2 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 2 * W), F::load_unaligned(b + i + 2 * W), acc2);
+      acc3 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 3 * W), F::load_unaligned(b + i + 3 * W), acc3);
     }
-    for (; i + W <= n; i += W) acc0 = xsimd::fma(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
+    for (; i + W <= n; i += W)
+      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
     float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
     for (; i < n; ++i) sum += a[i] * b[i];
     return sum;
@@ -106,8 +101,8 @@ struct CoreKernels {
     for (; i + W <= half; i += W) {
       const F x1 = F::load_unaligned(x + i), x2 = F::load_unaligned(x + half + i);
       const F c = F::load_unaligned(cos + i), s = F::load_unaligned(sin + i);
-      xsimd::fms(x1, c, x2 * s).store_unaligned(x + i);
-      xsimd::fma(x2, c, x1 * s).store_unaligned(x + half + i);
+      fused_multiply_sub<Arch>(x1, c, x2 * s).store_unaligned(x + i);
+      fused_multiply_add<Arch>(x2, c, x1 * s).store_unaligned(x + half + i);
     }
     for (; i < half; ++i) {
       const float x1 = x[i], x2 = x[i + half];

@@ -56,6 +56,7 @@ CpuFeatures probe() {
 #if PERSONA_HAVE_AVX512_KERNELS
   if (f.best == IsaLevel::avx2 && f.avx512f && f.avx512cd && f.avx512bw && f.avx512dq && f.avx512vl) {
     f.best = IsaLevel::avx512;
+    if (f.avx512_vnni) f.best = IsaLevel::avx512_vnni;
   }
 #endif
   return f;
@@ -92,16 +93,17 @@ std::string_view to_string(IsaLevel level) noexcept {
     case IsaLevel::scalar: return "scalar";
     case IsaLevel::avx2: return "avx2";
     case IsaLevel::avx512: return "avx512";
+    case IsaLevel::avx512_vnni: return "avx512_vnni";
   }
   return "unknown";
 }
 
 IsaLevel parse_isa_level(std::string_view name) {
-  for (IsaLevel level : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
+  for (IsaLevel level : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512, IsaLevel::avx512_vnni}) {
     if (name == to_string(level)) return level;
   }
   PERSONA_THROW(invalid_argument,
-                "unknown ISA level '{}': allowed values are scalar, avx2, avx512 (this CPU supports: {})", name,
+                "unknown ISA level '{}': allowed values are scalar, avx2, avx512, avx512_vnni (this CPU supports: {})", name,
                 supported_list());
 }
 

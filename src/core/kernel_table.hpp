@@ -48,5 +48,6 @@ const CoreKernelTable& core_kernels();
 const CoreKernelTable& scalar_core_kernels() noexcept;
 const CoreKernelTable& avx2_core_kernels() noexcept;
 const CoreKernelTable& avx512_core_kernels() noexcept;
+const CoreKernelTable& avx512_vnni_core_kernels() noexcept;
 
 }  // namespace persona::detail

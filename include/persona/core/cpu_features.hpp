@@ -9,11 +9,11 @@
 namespace persona {
 
 // Kernel levels, lowest to highest. `scalar` is portable C++ (the reference kernels); `avx2` needs
-// AVX2 + FMA + F16C; `avx512` needs AVX-512 F/CD/BW/DQ/VL.
-enum class IsaLevel { scalar = 0, avx2 = 1, avx512 = 2 };
+// AVX2 + FMA + F16C; `avx512` needs AVX-512 F/CD/BW/DQ/VL; `avx512_vnni` adds VNNI (int8 dot products).
+enum class IsaLevel { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3 };
 
 std::string_view to_string(IsaLevel level) noexcept;
-// Parses "scalar", "avx2" or "avx512"; throws Error(invalid_argument) listing the allowed values.
+// Parses "scalar", "avx2", "avx512" or "avx512_vnni"; throws Error(invalid_argument) listing the allowed values.
 IsaLevel parse_isa_level(std::string_view name);
 
 struct CpuFeatures {
@@ -42,7 +42,7 @@ CpuFeatures cpu_features();
 std::vector<IsaLevel> supported_isa_levels();
 
 // The level kernels run at now. At first use it is read from the environment variable PERSONA_ISA
-// (scalar|avx2|avx512) if set, else the best level; a value that is unknown or that the CPU lacks is an
+// (scalar|avx2|avx512|avx512_vnni) if set, else the best level; a value that is unknown or that the CPU lacks is an
 // Error naming the allowed values and what the CPU supports.
 IsaLevel active_isa_level();
 

@@ -1,0 +1,15 @@
+// AVX-512 with VNNI: the avx512 level's flags plus -mavx512vnni; integer dot products use vpdpbusd.
+#define PERSONA_ARCH_EIGEN persona_eigen_avx512_vnni
+#include "arch/core_kernels.hpp"
+#include "arch/quant_kernels.hpp"
+
+namespace persona::detail {
+namespace {
+constexpr CoreKernelTable kCore = make_core_kernel_table<Avx512VnniArch>(IsaLevel::avx512_vnni);
+constexpr QuantKernelTable kQuant = make_quant_kernel_table<Avx512VnniArch>();
+}  // namespace
+
+const CoreKernelTable& avx512_vnni_core_kernels() noexcept { return kCore; }
+const QuantKernelTable& avx512_vnni_quant_kernels() noexcept { return kQuant; }
+
+}  // namespace persona::detail

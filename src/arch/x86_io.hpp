@@ -1,0 +1,177 @@
+// The x86 primitives the generic kernels build on, for the AVX2 and AVX-512 families: 16-bit loads and
+// stores (HalfIo) and the integer pieces of the quantized products (QuantIo). Included only by the
+// src/arch/<isa>.cpp files, each compiled with its own flags.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <immintrin.h>
+
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <cstring>
+
+namespace persona::detail {
+
+using Avx2Arch = xsimd::fma3<xsimd::avx2>;
+using Avx512Arch = xsimd::avx512bw;
+// AVX-512 with VNNI: its own type, so the instantiations in src/arch/avx512_vnni.cpp (built with
+// -mavx512vnni) never share a symbol with those of src/arch/avx512.cpp.
+struct Avx512VnniArch : xsimd::avx512bw {
+  static constexpr char const* name() noexcept { return "persona_avx512_vnni"; }
+};
+
+template <class Arch>
+concept Avx512Family = std::derived_from<Arch, xsimd::avx512bw>;
+
+// a * b + c rounded once. xsimd 8.1 has no AVX-512 fma: its generic fallback multiplies and adds
+// separately, which would break the bit-for-bit agreement with the scalar oracles (std::fma).
+template <class Arch>
+xsimd::batch<float, Arch> fused_multiply_add(const xsimd::batch<float, Arch>& a, const xsimd::batch<float, Arch>& b,
+                                             const xsimd::batch<float, Arch>& c) noexcept {
+  if constexpr (Avx512Family<Arch>) {
+    return _mm512_fmadd_ps(a, b, c);
+  } else {
+    return xsimd::fma(a, b, c);
+  }
+}
+
+// a * b - c rounded once.
+template <class Arch>
+xsimd::batch<float, Arch> fused_multiply_sub(const xsimd::batch<float, Arch>& a, const xsimd::batch<float, Arch>& b,
+                                             const xsimd::batch<float, Arch>& c) noexcept {
+  if constexpr (Avx512Family<Arch>) {
+    return _mm512_fmsub_ps(a, b, c);
+  } else {
+    return xsimd::fms(a, b, c);
+  }
+}
+
+template <class Arch>
+struct HalfIo;
+template <class Arch>
+struct QuantIo;
+
+template <>
+struct HalfIo<Avx2Arch> {
+  using F = xsimd::batch<float, Avx2Arch>;
+  using U = xsimd::batch<std::uint32_t, Avx2Arch>;
+  static F load_f16(const std::uint16_t* p) noexcept {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_f16(std::uint16_t* p, F v) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static U load_u16(const std::uint16_t* p) noexcept {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_u16(std::uint16_t* p, U v) noexcept {
+    // packus works per 128-bit lane; the permute gathers both lanes' results into the low half.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0b1000);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  }
+};
+
+template <Avx512Family Arch>
+struct HalfIo<Arch> {
+  using F = xsimd::batch<float, Arch>;
+  using U = xsimd::batch<std::uint32_t, Arch>;
+  static F load_f16(const std::uint16_t* p) noexcept {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store_f16(std::uint16_t* p, F v) noexcept {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static U load_u16(const std::uint16_t* p) noexcept {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store_u16(std::uint16_t* p, U v) noexcept {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
+  }
+};
+
+// dot4(acc, w, x): each 32-bit lane gets acc + sum_{j<4} (w_j - bias) * x_j for unsigned codes w and
+// signed int8 x. `Wide` codes may exceed 127: the maddubs paths then centre them (bias 128) so the 16-bit
+// pair sums cannot saturate; VNNI needs no bias.
+template <>
+struct QuantIo<Avx2Arch> {
+  using I32 = xsimd::batch<std::int32_t, Avx2Arch>;
+  using U8 = xsimd::batch<std::uint8_t, Avx2Arch>;
+  using F = xsimd::batch<float, Avx2Arch>;
+
+  template <bool Wide>
+  static constexpr std::int32_t dot_bias = Wide ? 128 : 0;
+
+  template <bool Wide>
+  static I32 dot4(I32 acc, U8 w, I32 x) noexcept {
+    __m256i pairs;
+    if constexpr (Wide) {
+      const __m256i centred = _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80)));
+      pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(centred), _mm256_sign_epi8(x, centred));
+    } else {
+      pairs = _mm256_maddubs_epi16(w, x);
+    }
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  // Per byte: table[index] for indices 0..15.
+  static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
+    return _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table.data()))), index);
+  }
+  // Per 32-bit lane: table[index] for indices 0..15.
+  static F lookup16(I32 index, const float* table) noexcept {
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_cmpgt_epi32(index, _mm256_set1_epi32(7))));
+  }
+};
+
+template <Avx512Family Arch>
+struct QuantIo<Arch> {
+  using I32 = xsimd::batch<std::int32_t, Arch>;
+  using U8 = xsimd::batch<std::uint8_t, Arch>;
+  using F = xsimd::batch<float, Arch>;
+  static constexpr bool kVnni = std::same_as<Arch, Avx512VnniArch>;
+
+  template <bool Wide>
+  static constexpr std::int32_t dot_bias = (Wide && !kVnni) ? 128 : 0;
+
+  template <bool Wide>
+  static I32 dot4(I32 acc, U8 w, I32 x) noexcept {
+    if constexpr (kVnni) {
+      return _mm512_dpbusd_epi32(acc, w, x);
+    } else {
+      __m512i pairs;
+      if constexpr (Wide) {
+        // No vpsignb in AVX-512: negate x where the centred code is negative.
+        const __m512i centred = _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80)));
+        const __m512i signed_x = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(centred), _mm512_setzero_si512(), x);
+        pairs = _mm512_maddubs_epi16(_mm512_abs_epi8(centred), signed_x);
+      } else {
+        pairs = _mm512_maddubs_epi16(w, x);
+      }
+      return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+    }
+  }
+  static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table.data()))),
+                               index);
+  }
+  static F lookup16(I32 index, const float* table) noexcept {
+    return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
+  }
+};
+
+}  // namespace persona::detail
+
+#if defined(__AVX512F__)
+namespace xsimd::types {
+template <class T>
+struct get_bool_simd_register<T, persona::detail::Avx512VnniArch> {
+  using type = simd_avx512_bool_register<T>;
+};
+XSIMD_DECLARE_SIMD_REGISTER_ALIAS(persona::detail::Avx512VnniArch, avx512bw);
+}  // namespace xsimd::types
+#endif

@@ -1,0 +1,59 @@
+// The quantized-product kernels one SIMD level provides, over validated, prepared inputs.
+#pragma once
+
+#include "persona/core/cpu_features.hpp"
+#include "persona/core/dtype.hpp"
+#include "persona/quant/quant_spec.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace persona::detail {
+
+// y[m, n] = x[m, k] · W[n, k]^T for the row panels [panel_begin, panel_end) of W.
+struct QuantProductArgs {
+  // Weights, as QuantizedMatrix stores them.
+  const std::uint8_t* codes;   // [panels, tiles_per_panel, 64]
+  const std::uint8_t* scales;  // [panels, groups, 16] of scale_type
+  const std::uint8_t* minima;  // the same, or null for symmetric specs
+  int bits;
+  std::size_t group_size;
+  DType scale_type;
+  QuantCodebook codebook;
+  std::size_t tiles_per_panel, groups;
+  std::size_t n, k;  // valid rows of W (the last panel may be padded), columns
+
+  // Activations. f32 path: x and x_sums. int8 path: xq, x_scales and xq_sums.
+  std::size_t m;
+  const float* x;  // [m, k], row stride ldx
+  std::size_t ldx;
+  const float* x_sums;          // [m, groups]: sum of x over each group, in column order
+  const std::int8_t* xq;        // [m, k] contiguous
+  const float* x_scales;        // [m, groups]
+  const std::int32_t* xq_sums;  // [m, groups]
+
+  float* y;  // [m, n], row stride ldy
+  std::size_t ldy;
+  std::size_t panel_begin, panel_end;
+};
+
+// What the kernels subtract from each code before multiplying: 2^(bits-1) for symmetric linear codes,
+// 127 for NF4 on the int8 path (its codes there are round(127 nf4) + 127), 0 otherwise.
+constexpr int code_offset(const QuantProductArgs& a, bool int8_path) noexcept {
+  if (a.codebook == QuantCodebook::nf4) return int8_path ? 127 : 0;
+  return a.minima == nullptr ? 1 << (a.bits - 1) : 0;
+}
+
+struct QuantKernelTable {
+  void (*product_f32)(const QuantProductArgs& args) noexcept;
+  void (*product_int8)(const QuantProductArgs& args) noexcept;
+};
+
+const QuantKernelTable& reference_quant_kernels() noexcept;
+const QuantKernelTable& quant_kernels(IsaLevel level) noexcept;
+
+const QuantKernelTable& avx2_quant_kernels() noexcept;
+const QuantKernelTable& avx512_quant_kernels() noexcept;
+const QuantKernelTable& avx512_vnni_quant_kernels() noexcept;
+
+}  // namespace persona::detail

@@ -1,0 +1,143 @@
+// Validation, activation preparation and threading for the quantized products.
+#include "persona/quant/quantized_matmul.hpp"
+
+#include "persona/core/threading.hpp"
+#include "quant/quant_kernel_table.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace persona {
+namespace {
+
+// Panels per chunk: fixed, so the split never depends on the thread count (nor could it change a
+// result: every output row is computed on its own).
+constexpr std::size_t kPanelGrain = 4;
+
+struct Activations {
+  std::vector<float> sums;              // f32 path: [m, groups]
+  std::vector<std::int8_t> codes;       // int8 path: [m, k]
+  std::vector<float> scales;            // int8 path: [m, groups]
+  std::vector<std::int32_t> code_sums;  // int8 path: [m, groups]
+};
+
+// Per token and group: scale = absmax / 127, code = nearbyint(x * 127 / absmax). Shared by every level.
+void quantize_activations(TensorView<const float> x, std::size_t group_size, Activations& out) {
+  const std::size_t m = x.dim(0), k = x.dim(1), groups = k / group_size;
+  out.codes.resize(m * k);
+  out.scales.resize(m * groups);
+  out.code_sums.resize(m * groups);
+  for (std::size_t t = 0; t < m; ++t) {
+    const float* row = x.data() + t * x.stride(0);
+    for (std::size_t g = 0; g < groups; ++g) {
+      float absmax = 0.0f;
+      for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
+        PERSONA_CHECK(std::isfinite(row[c]), "activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]);
+        absmax = std::max(absmax, std::fabs(row[c]));
+      }
+      const float inverse = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+      std::int32_t sum = 0;
+      for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
+        const float q = std::clamp(std::nearbyint(row[c] * inverse), -127.0f, 127.0f);
+        out.codes[t * k + c] = static_cast<std::int8_t>(q);
+        sum += static_cast<std::int32_t>(q);
+      }
+      out.scales[t * groups + g] = absmax / 127.0f;
+      out.code_sums[t * groups + g] = sum;
+    }
+  }
+}
+
+void sum_groups(TensorView<const float> x, std::size_t group_size, Activations& out) {
+  const std::size_t m = x.dim(0), groups = x.dim(1) / group_size;
+  out.sums.resize(m * groups);
+  for (std::size_t t = 0; t < m; ++t) {
+    const float* row = x.data() + t * x.stride(0);
+    for (std::size_t g = 0; g < groups; ++g) {
+      float sum = 0.0f;
+      for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) sum += row[c];
+      out.sums[t * groups + g] = sum;
+    }
+  }
+}
+
+void run_product(const detail::QuantKernelTable& kernels, bool threaded, TensorView<const float> x,
+                 const QuantizedMatrix& w, TensorView<float> y, QuantProductPath path, const char* function) {
+  if (x.rank() != 2 || y.rank() != 2) {
+    throw Error(
+        ErrorCode::shape_mismatch, function,
+        fmt::format("x and y must have rank 2, got shapes {} and {}", x.shape().to_string(), y.shape().to_string()));
+  }
+  if (x.dim(1) != w.cols()) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("x has shape {} but W is [{}, {}]: x needs {} columns", x.shape().to_string(), w.rows(),
+                            w.cols(), w.cols()));
+  }
+  if (y.dim(0) != x.dim(0) || y.dim(1) != w.rows()) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("y has shape {} but x {} times W^T [{}, {}] gives [{}, {}]", y.shape().to_string(),
+                            x.shape().to_string(), w.cols(), w.rows(), x.dim(0), w.rows()));
+  }
+  if ((x.dim(1) > 1 && x.stride(1) != 1) || (y.dim(1) > 1 && y.stride(1) != 1)) {
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("x and y must have contiguous rows, got strides {} and {}", x.strides().to_string(),
+                            y.strides().to_string()));
+  }
+  const std::size_t m = x.dim(0), n = w.rows();
+  if (m == 0 || n == 0) return;
+
+  const bool int8_path = path == QuantProductPath::int8_activations;
+  Activations act;
+  if (int8_path) {
+    quantize_activations(x, w.spec().group_size, act);
+  } else {
+    sum_groups(x, w.spec().group_size, act);
+  }
+  detail::QuantProductArgs args{};
+  args.codes = w.codes().data();
+  args.scales = w.scales().data();
+  args.minima = w.spec().symmetric ? nullptr : w.minima().data();
+  args.bits = w.spec().bits;
+  args.group_size = w.spec().group_size;
+  args.scale_type = w.spec().scale_type;
+  args.codebook = w.spec().codebook;
+  args.tiles_per_panel = w.tiles_per_panel();
+  args.groups = w.groups_per_row();
+  args.n = n;
+  args.k = w.cols();
+  args.m = m;
+  args.x = x.data();
+  args.ldx = x.stride(0);
+  args.x_sums = act.sums.data();
+  args.xq = act.codes.data();
+  args.x_scales = act.scales.data();
+  args.xq_sums = act.code_sums.data();
+  args.y = y.data();
+  args.ldy = y.stride(0);
+  const auto kernel = int8_path ? kernels.product_int8 : kernels.product_f32;
+  auto body = [&](std::size_t begin, std::size_t end) {
+    detail::QuantProductArgs chunk = args;
+    chunk.panel_begin = begin;
+    chunk.panel_end = end;
+    kernel(chunk);
+  };
+  if (threaded) {
+    parallel_for(w.panels(), kPanelGrain, body);
+  } else {
+    body(0, w.panels());
+  }
+}
+
+}  // namespace
+
+void quantized_matmul(TensorView<const float> x, const QuantizedMatrix& w, TensorView<float> y, QuantProductPath path) {
+  run_product(detail::quant_kernels(active_isa_level()), true, x, w, y, path, "quantized_matmul");
+}
+
+void quantized_matmul_ref(TensorView<const float> x, const QuantizedMatrix& w, TensorView<float> y,
+                          QuantProductPath path) {
+  run_product(detail::reference_quant_kernels(), false, x, w, y, path, "quantized_matmul_ref");
+}
+
+}  // namespace persona

@@ -1,0 +1,311 @@
+// Tests of the quant component: formats, quantize / dequantize error bounds derived from each format, the
+// NF4 code book, and both quantized products against their scalar oracles at every SIMD level and
+// thread count (bit for bit) and against dequantize-then-matmul (within a stated tolerance).
+#include "test_support.hpp"
+
+#include <persona/core/ops.hpp>
+#include <persona/quant/quantize.hpp>
+#include <persona/quant/quantized_matmul.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+using namespace persona;
+using persona::test::for_each_level_and_threads;
+using persona::test::random_tensor;
+
+namespace {
+
+// Every spec the format offers.
+std::vector<QuantSpec> all_specs() {
+  std::vector<QuantSpec> specs;
+  for (int bits : {8, 4, 2}) {
+    for (std::size_t group : {32, 64, 128}) {
+      for (bool symmetric : {true, false}) specs.push_back({bits, group, symmetric, DType::f16, QuantCodebook::linear});
+    }
+  }
+  for (std::size_t group : {32, 64, 128}) specs.push_back(QuantSpec::nf4(group));
+  specs.push_back({4, 32, false, DType::bf16, QuantCodebook::linear});
+  specs.push_back({8, 64, true, DType::f32, QuantCodebook::linear});
+  specs.push_back({2, 128, false, DType::f32, QuantCodebook::linear});
+  return specs;
+}
+
+// Student-t-like heavy tails: a normal divided by the root of a scaled chi-square with 3 degrees of freedom.
+Tensor<float> heavy_tailed(Shape shape, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Tensor<float> t(shape);
+  for (float& v : t.span()) {
+    const float a = normal(rng), b = normal(rng), c = normal(rng);
+    v = normal(rng) / std::sqrt((a * a + b * b + c * c) / 3.0f + 1e-3f);
+  }
+  return t;
+}
+
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+  return a.shape() == b.shape() && (a.empty() || std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("QuantSpec validation, names and bits per weight", "[quant]") {
+  CHECK(QuantSpec{}.to_string() == "int4 g32 sym f16");
+  CHECK(QuantSpec::nf4().to_string() == "nf4 g64 f16");
+  CHECK(QuantSpec{4, 32, true}.bits_per_weight() == 4.5);  // 4 + 16 / 32, as ggml's q4_0
+  CHECK(QuantSpec{4, 32, false}.bits_per_weight() == 5.0);
+  CHECK(QuantSpec{8, 128, true, DType::f32}.bits_per_weight() == 8.25);
+  CHECK(QuantSpec{2, 64, false}.bits_per_weight() == 2.5);
+  PERSONA_REQUIRE_ERROR((QuantSpec{3, 32}.validate()), invalid_argument, "bits is 3; allowed values are 8, 4, 2");
+  PERSONA_REQUIRE_ERROR((QuantSpec{4, 48}.validate()), invalid_argument, "group_size is 48");
+  PERSONA_REQUIRE_ERROR((QuantSpec{4, 32, true, DType::i8}.validate()), invalid_argument, "scale_type is i8");
+  PERSONA_REQUIRE_ERROR((QuantSpec{8, 32, true, DType::f16, QuantCodebook::nf4}.validate()), invalid_argument,
+                        "NF4 code book needs bits = 4");
+  PERSONA_REQUIRE_ERROR((QuantSpec{4, 32, false, DType::f16, QuantCodebook::nf4}.validate()), invalid_argument,
+                        "symmetric");
+  STATIC_REQUIRE(tile_traits(4).columns_per_tile == 8);
+  STATIC_REQUIRE(tile_traits(2).elements_per_tile == 256);
+}
+
+TEST_CASE("NF4 code book equals the published QLoRA table", "[quant]") {
+  // bitsandbytes' create_normal_map(): the 16 values printed in the QLoRA paper, appendix E.
+  const float published[16] = {-1.0f,
+                               -0.6961928009986877f,
+                               -0.5250730514526367f,
+                               -0.39491748809814453f,
+                               -0.28444138169288635f,
+                               -0.18477343022823334f,
+                               -0.09105003625154495f,
+                               0.0f,
+                               0.07958029955625534f,
+                               0.16093020141124725f,
+                               0.24611230194568634f,
+                               0.33791524171829224f,
+                               0.44070982933044434f,
+                               0.5626170039176941f,
+                               0.7229568362236023f,
+                               1.0f};
+  for (int i = 0; i < 16; ++i) CHECK(kNf4Codebook[i] == published[i]);
+  // Each value is the code book's own: quantizing scale * value gives back that code exactly.
+  Tensor<float> w({1, 64});
+  for (std::size_t c = 0; c < 64; ++c) w(0, c) = 0.5f * kNf4Codebook[c % 16];
+  const QuantizedMatrix q = quantize(w, QuantSpec::nf4(64));
+  for (std::size_t c = 0; c < 64; ++c) CHECK(q.code(0, c) == c % 16);
+  CHECK(error_report(w, q).max_abs_error == 0.0);
+}
+
+TEST_CASE("Codes and parameters land where docs/formats.md says", "[quant]") {
+  QuantizedMatrix q(17, 64, QuantSpec{4, 32, false});
+  CHECK(q.panels() == 2);
+  CHECK(q.tiles_per_panel() == 8);
+  CHECK(q.codes().size() == 2 * 8 * 64);
+  q.set_code(16, 13, 0xb);  // row 16: panel 1, row 0 in it; column 13: tile 1, field 1, byte 1
+  CHECK(q.codes()[(1 * 8 + 1) * 64 + 0 * 4 + 1] == 0xb0);
+  CHECK(q.code(16, 13) == 0xb);
+  CHECK(q.code(16, 9) == 0);
+  q.set_scale(16, 1, 0.5f);
+  q.set_minimum(16, 1, -2.0f);
+  CHECK(q.scale(16, 1) == 0.5f);
+  CHECK(q.minimum(16, 1) == -2.0f);
+  std::uint16_t bits = 0;  // [panels, groups, 16] f16: panel 1, group 1, row 0 -> index 48
+  std::memcpy(&bits, q.scales().data() + 2 * 48, 2);
+  CHECK(bits == 0x3800);
+  CHECK(reinterpret_cast<std::uintptr_t>(q.scales().data()) % 64 == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(q.minima().data()) % 64 == 0);
+  PERSONA_REQUIRE_ERROR(QuantizedMatrix(4, 100, QuantSpec{4, 64}), shape_mismatch,
+                        "cols = 100 is not a multiple of the group size 64");
+}
+
+TEST_CASE("Round trips stay within the error bound of each format", "[quant]") {
+  const Tensor<float> gaussian = random_tensor({33, 256}, 21);
+  const Tensor<float> heavy = heavy_tailed({33, 256}, 22);
+  for (const QuantSpec& spec : all_specs()) {
+    for (const Tensor<float>* w : {&gaussian, &heavy}) {
+      for (QuantMethod method : {QuantMethod::round_to_nearest, QuantMethod::search}) {
+        INFO(spec.to_string() << (w == &heavy ? " heavy-tailed" : " gaussian")
+                              << (method == QuantMethod::search ? " search" : " rtn"));
+        const QuantizedMatrix q = quantize(*w, spec, method);
+        const Tensor<float> back = dequantize(q);
+        const std::size_t g = spec.group_size;
+        const std::size_t levels = (std::size_t{1} << spec.bits) - 1;
+        for (std::size_t r = 0; r < w->dim(0); ++r) {
+          for (std::size_t group = 0; group < w->dim(1) / g; ++group) {
+            float lo = (*w)(r, group * g), hi = lo;
+            for (std::size_t c = group * g; c < (group + 1) * g; ++c) {
+              lo = std::min(lo, (*w)(r, c));
+              hi = std::max(hi, (*w)(r, c));
+            }
+            const float absmax = std::max(std::fabs(lo), std::fabs(hi));
+            // Bound on |w - dequant(w)| for round to nearest: half a step of the grid, where the step is
+            // range / levels (asymmetric), absmax / (2^(b-1) - 1) (symmetric), or for NF4 half the widest
+            // gap of the code book (0.3038 between -1 and -0.696) times absmax. Storing the scale (and
+            // minimum) in 16 bits moves every level by at most 2^-8 relative (bf16) of its magnitude.
+            // The search keeps a group only if its squared error is smaller, so its bound is the group's
+            // RTN squared error, checked below as an RMS bound.
+            double step = 0.0;
+            if (spec.codebook == QuantCodebook::nf4) {
+              step = 0.3038 * absmax;
+            } else if (spec.symmetric) {
+              step = absmax / static_cast<double>((1 << (spec.bits - 1)) - 1);
+            } else {
+              step = (hi - lo) / static_cast<double>(levels);
+            }
+            const double storage = std::ldexp(1.0, -8) * (std::fabs(lo) + std::fabs(hi) + absmax) + 1e-30;
+            double squared = 0.0;
+            for (std::size_t c = group * g; c < (group + 1) * g; ++c) {
+              const double e = std::fabs((*w)(r, c) - back(r, c));
+              squared += e * e;
+              if (method == QuantMethod::round_to_nearest && !(e <= 0.5 * step + storage)) {
+                FAIL("row " << r << " col " << c << ": error " << e << " > bound " << 0.5 * step + storage);
+              }
+            }
+            const double rms = std::sqrt(squared / static_cast<double>(g));
+            REQUIRE(rms <= 0.5 * step + storage);
+          }
+        }
+        // The search never loses to round to nearest on the whole matrix.
+        if (method == QuantMethod::search) {
+          CHECK(error_report(*w, q).rmse <= error_report(*w, quantize(*w, spec)).rmse);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("The search lowers the error on heavy-tailed weights", "[quant]") {
+  const Tensor<float> heavy = heavy_tailed({64, 512}, 23);
+  for (const QuantSpec& spec : {QuantSpec{4, 64, true}, QuantSpec{4, 64, false}, QuantSpec::nf4(64)}) {
+    const QuantErrorReport rtn = error_report(heavy, quantize(heavy, spec));
+    const QuantErrorReport searched = error_report(heavy, quantize(heavy, spec, QuantMethod::search));
+    INFO(spec.to_string() << ": rtn rmse " << rtn.rmse << ", search rmse " << searched.rmse);
+    CHECK(searched.rmse < 0.97 * rtn.rmse);
+    CHECK(searched.snr_db > rtn.snr_db);
+  }
+}
+
+TEST_CASE("Error report: RMSE, max error and SNR", "[quant]") {
+  Tensor<float> a({1, 4}), b({1, 4});
+  for (std::size_t i = 0; i < 4; ++i) a(0, i) = 2.0f;
+  b = a;
+  b(0, 3) = 0.0f;  // one error of 2
+  const QuantErrorReport r = error_report(a, b);
+  CHECK(r.rmse == Approx(1.0));
+  CHECK(r.max_abs_error == 2.0);
+  CHECK(r.snr_db == Approx(10.0 * std::log10(16.0 / 4.0)));
+  CHECK(std::isinf(error_report(a, a).snr_db));
+  PERSONA_REQUIRE_ERROR(error_report(a, Tensor<float>({2, 2})), shape_mismatch, "[2, 2]");
+}
+
+TEST_CASE("Quantizing NaN or Inf is an Error naming the element", "[quant]") {
+  Tensor<float> w = random_tensor({3, 64}, 24);
+  w(2, 41) = std::numeric_limits<float>::quiet_NaN();
+  PERSONA_REQUIRE_ERROR(quantize(w, QuantSpec{}), invalid_argument, "element [2, 41] is nan");
+  w(2, 41) = -std::numeric_limits<float>::infinity();
+  PERSONA_REQUIRE_ERROR(quantize(w, QuantSpec{}), invalid_argument, "element [2, 41] is -inf");
+  Tensor<float> huge({1, 32});
+  huge(0, 0) = 1e30f;  // its f16 scale overflows
+  PERSONA_REQUIRE_ERROR(quantize(huge, QuantSpec{}), out_of_range, "overflow the scale type f16");
+  CHECK_NOTHROW(quantize(huge, QuantSpec{4, 32, true, DType::f32}));
+  PERSONA_REQUIRE_ERROR(quantize(random_tensor({2, 40}, 1), QuantSpec{}), shape_mismatch, "cols = 40");
+}
+
+TEST_CASE("Dequantize a row range", "[quant]") {
+  const Tensor<float> w = random_tensor({40, 64}, 25);
+  const QuantizedMatrix q = quantize(w, QuantSpec{8, 32, false});
+  const Tensor<float> all = dequantize(q);
+  Tensor<float> part({5, 64});
+  dequantize(q, part, 17);
+  for (std::size_t r = 0; r < 5; ++r) {
+    for (std::size_t c = 0; c < 64; ++c) REQUIRE(part(r, c) == all(17 + r, c));
+  }
+  PERSONA_REQUIRE_ERROR(dequantize(q, part, 36), out_of_range, "rows [36, 41)");
+}
+
+TEST_CASE("Quantized products equal their scalar oracles bit for bit", "[quant][product]") {
+  struct Shape3 {
+    std::size_t m, n, k;
+  };
+  // Odd shapes: k = group size, n = 1, m = 0, n not a multiple of the panel or of two vectors.
+  const std::vector<Shape3> shapes = {{1, 1, 128},  {0, 16, 128}, {3, 17, 128},
+                                      {5, 48, 256}, {2, 33, 384}, {64, 40, 128}};
+  std::vector<QuantSpec> specs = all_specs();
+  for_each_level_and_threads([&](IsaLevel, int) {
+    for (const QuantSpec& spec : specs) {
+      for (const Shape3& s : shapes) {
+        if (s.k % spec.group_size != 0) continue;
+        INFO(spec.to_string() << " m " << s.m << " n " << s.n << " k " << s.k);
+        const Tensor<float> w = random_tensor({s.n, s.k}, 26);
+        const Tensor<float> x = random_tensor({s.m, s.k}, 27, 2.0f);
+        const QuantizedMatrix q = quantize(w, spec);
+        for (QuantProductPath path : {QuantProductPath::f32_activations, QuantProductPath::int8_activations}) {
+          Tensor<float> fast({s.m, s.n}), ref({s.m, s.n});
+          quantized_matmul(x, q, fast, path);
+          quantized_matmul_ref(x, q, ref, path);
+          if (!same_bits(fast, ref)) {
+            for (std::size_t i = 0; i < fast.numel(); ++i) {
+              if (std::bit_cast<std::uint32_t>(fast.data()[i]) != std::bit_cast<std::uint32_t>(ref.data()[i])) {
+                FAIL((path == QuantProductPath::int8_activations ? "int8" : "f32")
+                     << " path, element " << i << ": " << fast.data()[i] << " vs reference " << ref.data()[i]);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("Quantized products agree with dequantize-then-matmul", "[quant][product]") {
+  const std::size_t m = 7, n = 37, k = 256;
+  const Tensor<float> x = random_tensor({m, k}, 28);
+  const Tensor<float> w = random_tensor({n, k}, 29);
+  for (const QuantSpec& spec : all_specs()) {
+    INFO(spec.to_string());
+    const QuantizedMatrix q = quantize(w, spec);
+    const Tensor<float> dq = dequantize(q);
+    Tensor<float> exact({m, n}), abs_exact({m, n}), y({m, n});
+    matmul_ref(x, dq, exact, Transpose::yes);
+    Tensor<float> abs_x = x, abs_dq = dq;
+    for (float& v : abs_x.span()) v = std::fabs(v);
+    for (float& v : abs_dq.span()) v = std::fabs(v);
+    matmul_ref(abs_x, abs_dq, abs_exact, Transpose::yes);
+
+    // f32 path: the same products summed in another order: within 2 k u sum |x w| (plus the group
+    // minimum's term, bounded the same way).
+    quantized_matmul(x, q, y, QuantProductPath::f32_activations);
+    for (std::size_t i = 0; i < y.numel(); ++i) {
+      REQUIRE(std::fabs(y.data()[i] - exact.data()[i]) <= 2.0 * k * 0x1p-24 * abs_exact.data()[i] + 1e-6);
+    }
+    // int8 path: each activation is rounded to 1/254 of its group's absmax, so the error per product is at
+    // most |w| absmax_x / 254; NF4 codes also move by up to 0.5/127 of the scale.
+    quantized_matmul(x, q, y, QuantProductPath::int8_activations);
+    float absmax_x = 0.0f;
+    for (float v : x.span()) absmax_x = std::max(absmax_x, std::fabs(v));
+    for (std::size_t t = 0; t < m; ++t) {
+      for (std::size_t r = 0; r < n; ++r) {
+        double sum_w = 0.0, sum_scale = 0.0;
+        for (std::size_t c = 0; c < k; ++c) sum_w += std::fabs(dq(r, c));
+        for (std::size_t g = 0; g < k / spec.group_size; ++g)
+          sum_scale += static_cast<double>(q.scale(r, g)) * static_cast<double>(spec.group_size);
+        const double nf4_term = spec.codebook == QuantCodebook::nf4 ? sum_scale * absmax_x * 0.5 / 127.0 : 0.0;
+        const double bound = sum_w * absmax_x / 254.0 + nf4_term + 2.0 * k * 0x1p-24 * abs_exact(t, r) + 1e-5;
+        REQUIRE(std::fabs(y(t, r) - exact(t, r)) <= bound);
+      }
+    }
+  }
+}
+
+TEST_CASE("Quantized products reject bad shapes and non-finite activations", "[quant][product]") {
+  const QuantizedMatrix q = quantize(random_tensor({8, 64}, 30), QuantSpec{});
+  Tensor<float> x({2, 64}), y({2, 8});
+  Tensor<float> x_wrong({2, 32}), y_wrong({2, 9});
+  PERSONA_REQUIRE_ERROR(quantized_matmul(x_wrong, q, y), shape_mismatch, "x needs 64 columns");
+  PERSONA_REQUIRE_ERROR(quantized_matmul(x, q, y_wrong), shape_mismatch, "y has shape [2, 9]");
+  x(1, 5) = std::numeric_limits<float>::infinity();
+  PERSONA_REQUIRE_ERROR(quantized_matmul(x, q, y), invalid_argument, "activation [1, 5] is inf");
+  // The f32 path has no int8 step: the Inf simply reaches the outputs, as in any f32 product.
+  quantized_matmul(x, q, y, QuantProductPath::f32_activations);
+  CHECK(!std::isfinite(y(1, 0)));
+}
