@@ -2,8 +2,8 @@
 // holds one output row; a lane performs exactly the operations of the scalar oracle
 // (src/quant/quant_reference.cpp) in the same order, so every level agrees with it bit for bit.
 //
-// Work is cut into blocks of RowVectors x L rows (L = lanes) and TokenBlock tokens: the codes of a block
-// are loaded and unpacked once and used for every token of the block.
+// Work is cut into blocks of RowVectors x L rows (L = lanes) and up to QuantIo::kTokenBlock tokens: the
+// codes of a block are loaded and unpacked once and used for every token of the block.
 #pragma once
 
 #include "arch/x86_io.hpp"
@@ -24,8 +24,6 @@ struct QuantKernels {
   using U16 = xsimd::batch<std::uint16_t, Arch>;
   static constexpr std::size_t L = F::size;
   static_assert(kPanelRows % L == 0, "a row vector must lie inside one panel");
-  static constexpr std::size_t kRowVectors = 2;
-  static constexpr std::size_t kTokenBlock = 2;
 
   // Rows [row, row + L) of W: where their codes and parameters start.
   struct RowVector {
@@ -188,15 +186,24 @@ struct QuantKernels {
     }
   }
 
-  // Walks the panels given in blocks of kRowVectors row vectors (one where fewer rows are left).
+  // Walks the panels given in blocks of RowVectors row vectors (one where fewer rows are left).
   template <bool Int8, int Bits, bool Nf4>
   static void run(const QuantProductArgs& a) noexcept {
+    if (a.m == 1) {
+      run_rows<Int8, Bits, Nf4, Io::kDecodeRowVectors>(a);
+    } else {
+      run_rows<Int8, Bits, Nf4, Io::kRowVectors>(a);
+    }
+  }
+
+  template <bool Int8, int Bits, bool Nf4, std::size_t RowVectors>
+  static void run_rows(const QuantProductArgs& a) noexcept {
     const std::size_t stored_end = a.panel_end * kPanelRows;
     const std::size_t row_end = std::min(a.n, stored_end);
     for (std::size_t row = a.panel_begin * kPanelRows; row < row_end;) {
-      if (row + kRowVectors * L <= stored_end && row + (kRowVectors - 1) * L < row_end) {
-        run_tokens<Int8, Bits, Nf4, kRowVectors>(a, row, row_end);
-        row += kRowVectors * L;
+      if (row + RowVectors * L <= stored_end && row + (RowVectors - 1) * L < row_end) {
+        run_tokens<Int8, Bits, Nf4, RowVectors>(a, row, row_end);
+        row += RowVectors * L;
       } else {
         run_tokens<Int8, Bits, Nf4, 1>(a, row, row_end);
         row += L;
@@ -207,8 +214,9 @@ struct QuantKernels {
   template <bool Int8, int Bits, bool Nf4, std::size_t NV>
   static void run_tokens(const QuantProductArgs& a, std::size_t row, std::size_t row_end) noexcept {
     std::size_t token = 0;
-    for (; token + kTokenBlock <= a.m; token += kTokenBlock)
-      block<Int8, Bits, Nf4, NV, kTokenBlock>(a, row, token, row_end);
+    for (; token + Io::kTokenBlock <= a.m; token += Io::kTokenBlock) {
+      block<Int8, Bits, Nf4, NV, Io::kTokenBlock>(a, row, token, row_end);
+    }
     for (; token < a.m; ++token) block<Int8, Bits, Nf4, NV, 1>(a, row, token, row_end);
   }
 

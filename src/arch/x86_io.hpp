@@ -100,6 +100,11 @@ struct QuantIo<Avx2Arch> {
   using I32 = xsimd::batch<std::int32_t, Avx2Arch>;
   using U8 = xsimd::batch<std::uint8_t, Avx2Arch>;
   using F = xsimd::batch<float, Avx2Arch>;
+  // Register blocking of the quantized products (16 ymm registers): row vectors per block for one token
+  // (decode), and row vectors x tokens per block for several.
+  static constexpr std::size_t kDecodeRowVectors = 4;
+  static constexpr std::size_t kRowVectors = 2;
+  static constexpr std::size_t kTokenBlock = 2;
 
   template <bool Wide>
   static constexpr std::int32_t dot_bias = Wide ? 128 : 0;
@@ -134,6 +139,11 @@ struct QuantIo<Arch> {
   using U8 = xsimd::batch<std::uint8_t, Arch>;
   using F = xsimd::batch<float, Arch>;
   static constexpr bool kVnni = std::same_as<Arch, Avx512VnniArch>;
+  // Register blocking of the quantized products (32 zmm registers), measured on 4096 x 4096 int4: four
+  // row vectors (four weight streams) for one token; two row vectors x four tokens for several.
+  static constexpr std::size_t kDecodeRowVectors = 4;
+  static constexpr std::size_t kRowVectors = 2;
+  static constexpr std::size_t kTokenBlock = 4;
 
   template <bool Wide>
   static constexpr std::int32_t dot_bias = (Wide && !kVnni) ? 128 : 0;
