@@ -211,6 +211,23 @@ TEST_CASE("Quantizing NaN or Inf is an Error naming the element", "[quant]") {
   PERSONA_REQUIRE_ERROR(quantize(random_tensor({2, 40}, 1), QuantSpec{}), shape_mismatch, "cols = 40");
 }
 
+TEST_CASE("Quantization gives the same bytes on any thread count", "[quant]") {
+  const Tensor<float> w = heavy_tailed({70, 256}, 31);
+  for (const QuantSpec& spec : {QuantSpec{4, 32, false}, QuantSpec{2, 64, true}, QuantSpec::nf4(128)}) {
+    QuantizedMatrix one, two;
+    {
+      ScopedNumThreads limit(1);
+      one = quantize(w, spec, QuantMethod::search);
+    }
+    {
+      ScopedNumThreads limit(2);
+      two = quantize(w, spec, QuantMethod::search);
+    }
+    REQUIRE(one.bytes() == two.bytes());
+    CHECK(std::memcmp(one.codes().data(), two.codes().data(), one.bytes()) == 0);
+  }
+}
+
 TEST_CASE("Dequantize a row range", "[quant]") {
   const Tensor<float> w = random_tensor({40, 64}, 25);
   const QuantizedMatrix q = quantize(w, QuantSpec{8, 32, false});
@@ -228,8 +245,8 @@ TEST_CASE("Quantized products equal their scalar oracles bit for bit", "[quant][
     std::size_t m, n, k;
   };
   // Odd shapes: k = group size, n = 1, m = 0, n not a multiple of the panel or of two vectors.
-  const std::vector<Shape3> shapes = {{1, 1, 128},  {0, 16, 128}, {3, 17, 128},
-                                      {5, 48, 256}, {2, 33, 384}, {64, 40, 128}};
+  const std::vector<Shape3> shapes = {{2, 5, 32},   {1, 3, 64},   {1, 1, 128},  {0, 16, 128},
+                                      {3, 17, 128}, {5, 48, 256}, {2, 33, 384}, {64, 40, 128}};
   std::vector<QuantSpec> specs = all_specs();
   for_each_level_and_threads([&](IsaLevel, int) {
     for (const QuantSpec& spec : specs) {
