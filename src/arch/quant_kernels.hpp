@@ -11,6 +11,7 @@
 #include "quant/quant_layout.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace persona::detail {
@@ -67,6 +68,31 @@ struct QuantKernels {
     }
   }
 
+  template <std::size_t NV>
+  static std::array<RowVector, NV> row_vectors(const QuantProductArgs& a, std::size_t row) noexcept {
+    std::array<RowVector, NV> out;
+    for (std::size_t v = 0; v < NV; ++v) out[v] = row_vector(a, row + v * L);
+    return out;
+  }
+
+  template <class B, std::size_t NV, std::size_t NT>
+  static void fill(B (&blocks)[NV][NT], const B& value) noexcept {
+    for (auto& per_row : blocks) {
+      for (B& b : per_row) b = value;
+    }
+  }
+
+  // The block's outputs: y[token + t, row + v * L + lane] for the rows that exist.
+  template <std::size_t NV, std::size_t NT>
+  static void store_block(const QuantProductArgs& a, const F (&acc)[NV][NT], std::size_t row, std::size_t token,
+                          std::size_t row_end) noexcept {
+    for (std::size_t v = 0; v < NV && row + v * L < row_end; ++v) {
+      for (std::size_t t = 0; t < NT; ++t) {
+        store_rows(a.y + (token + t) * a.ldy + row + v * L, acc[v][t], row_end - row - v * L);
+      }
+    }
+  }
+
   static std::int32_t broadcast_quad(const std::int8_t* p) noexcept {
     std::int32_t quad = 0;
     std::memcpy(&quad, p, 4);
@@ -81,18 +107,15 @@ struct QuantKernels {
     constexpr std::size_t kTileColumns = 4 * kFields;
     const std::size_t tiles_per_group = a.group_size / kTileColumns;
     const std::int32_t correction = Io::template dot_bias<kWide> - code_offset(a, true);
-    RowVector rv[NV];
-    for (std::size_t v = 0; v < NV; ++v) rv[v] = row_vector(a, row + v * L);
+    const auto rv = row_vectors<NV>(a, row);
     const std::int8_t* xq[NT];
     for (std::size_t t = 0; t < NT; ++t) xq[t] = a.xq + (token + t) * a.k;
 
     F acc[NV][NT];
-    for (auto& r : acc)
-      for (F& f : r) f = F(0.0f);
+    fill(acc, F(0.0f));
     for (std::size_t g = 0; g < a.groups; ++g) {
       I32 sum[NV][NT];
-      for (auto& r : sum)
-        for (I32& s : r) s = I32(0);
+      fill(sum, I32(0));
       for (std::size_t tile = g * tiles_per_group; tile < (g + 1) * tiles_per_group; ++tile) {
         const std::size_t column = tile * kTileColumns;
         for (std::size_t v = 0; v < NV; ++v) {
@@ -121,11 +144,7 @@ struct QuantKernels {
         }
       }
     }
-    for (std::size_t v = 0; v < NV; ++v) {
-      if (row + v * L >= row_end) break;
-      for (std::size_t t = 0; t < NT; ++t)
-        store_rows(a.y + (token + t) * a.ldy + row + v * L, acc[v][t], row_end - row - v * L);
-    }
+    store_block(a, acc, row, token, row_end);
   }
 
   // ---- f32 activations ----------------------------------------------------------------------------
@@ -136,18 +155,15 @@ struct QuantKernels {
     const std::size_t tiles_per_group = a.group_size / kTileColumns;
     const I32 offset(code_offset(a, false));
     const I32 byte_mask(0xff);
-    RowVector rv[NV];
-    for (std::size_t v = 0; v < NV; ++v) rv[v] = row_vector(a, row + v * L);
+    const auto rv = row_vectors<NV>(a, row);
     const float* x[NT];
     for (std::size_t t = 0; t < NT; ++t) x[t] = a.x + (token + t) * a.ldx;
 
     F acc[NV][NT];
-    for (auto& r : acc)
-      for (F& f : r) f = F(0.0f);
+    fill(acc, F(0.0f));
     for (std::size_t g = 0; g < a.groups; ++g) {
       F sum[NV][NT];
-      for (auto& r : sum)
-        for (F& s : r) s = F(0.0f);
+      fill(sum, F(0.0f));
       for (std::size_t tile = g * tiles_per_group; tile < (g + 1) * tiles_per_group; ++tile) {
         const std::size_t column = tile * kTileColumns;
         for (std::size_t v = 0; v < NV; ++v) {
@@ -179,11 +195,7 @@ struct QuantKernels {
         }
       }
     }
-    for (std::size_t v = 0; v < NV; ++v) {
-      if (row + v * L >= row_end) break;
-      for (std::size_t t = 0; t < NT; ++t)
-        store_rows(a.y + (token + t) * a.ldy + row + v * L, acc[v][t], row_end - row - v * L);
-    }
+    store_block(a, acc, row, token, row_end);
   }
 
   // Walks the panels given in blocks of RowVectors row vectors (one where fewer rows are left).
