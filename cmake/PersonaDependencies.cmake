@@ -7,5 +7,4 @@ find_package(TBB 2021 REQUIRED)
 find_package(xsimd 8.1 REQUIRED)
 # Debian's xsimd 8.1 exports a link to an `xtl` target that does not exist; xsimd itself needs nothing.
 set_target_properties(xsimd PROPERTIES INTERFACE_LINK_LIBRARIES "")
-# Checked now so a missing package fails at configure time; io and registry link it when they land.
 find_package(nlohmann_json 3.11 REQUIRED)

@@ -7,6 +7,7 @@
 #include "persona/core/ops.hpp"
 #include "persona/core/tensor.hpp"
 #include "persona/core/threading.hpp"
+#include "persona/io/safetensors.hpp"
 #include "persona/quant/quant_spec.hpp"
 #include "persona/quant/quantize.hpp"
 #include "persona/quant/quantized_matmul.hpp"
