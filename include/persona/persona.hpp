@@ -8,6 +8,8 @@
 #include "persona/core/tensor.hpp"
 #include "persona/core/threading.hpp"
 #include "persona/io/safetensors.hpp"
+#include "persona/lora/lora_apply.hpp"
+#include "persona/lora/lora_module.hpp"
 #include "persona/quant/quant_spec.hpp"
 #include "persona/quant/quantize.hpp"
 #include "persona/quant/quantized_matmul.hpp"

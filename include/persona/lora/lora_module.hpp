@@ -1,0 +1,73 @@
+// One LoRA module (one adapted linear layer): y += scale * B (A x), with A [rank, in] and B [out, rank]
+// each stored as f32 or as a QuantizedMatrix (int8, int4, int2, NF4), and the scale alpha / rank
+// (LoRA) or alpha / sqrt(rank) (rsLoRA).
+#pragma once
+
+#include "persona/core/tensor.hpp"
+#include "persona/quant/quantized_matmul.hpp"
+#include "persona/quant/quantized_matrix.hpp"
+
+#include <cstddef>
+#include <string>
+#include <variant>
+
+namespace persona {
+
+// A [rows, cols] matrix of a LoRA module, f32 or quantized along cols.
+class LoraMatrix {
+ public:
+  LoraMatrix() = default;
+  explicit LoraMatrix(Tensor<float> weights);  // Error unless rank 2
+  explicit LoraMatrix(QuantizedMatrix weights);
+
+  std::size_t rows() const noexcept;
+  std::size_t cols() const noexcept;
+  bool quantized() const noexcept { return std::holds_alternative<QuantizedMatrix>(storage_); }
+  std::string format() const;  // "f32" or the QuantSpec, e.g. "int4 g32 sym f16"
+  std::size_t bytes() const noexcept;
+
+  // out[m, rows] = x[m, cols] · M^T. Quantized matrices use the int8-activation product.
+  void multiply(TensorView<const float> x, TensorView<float> out) const;
+  Tensor<float> to_f32() const;  // dequantized copy
+
+  const Tensor<float>* f32() const noexcept { return std::get_if<Tensor<float>>(&storage_); }
+  const QuantizedMatrix* quantized_matrix() const noexcept { return std::get_if<QuantizedMatrix>(&storage_); }
+
+ private:
+  std::variant<Tensor<float>, QuantizedMatrix> storage_;
+};
+
+enum class LoraScaling {
+  standard,         // alpha / rank (PEFT's default)
+  rank_stabilized,  // alpha / sqrt(rank) (rsLoRA, PEFT's use_rslora)
+};
+
+class LoraModule {
+ public:
+  LoraModule() = default;
+  // Error(shape_mismatch) unless a is [rank, in] and b is [out, rank] with rank >= 1; Error if alpha is
+  // not finite.
+  LoraModule(LoraMatrix a, LoraMatrix b, float alpha, LoraScaling scaling = LoraScaling::standard);
+
+  const LoraMatrix& a() const noexcept { return a_; }
+  const LoraMatrix& b() const noexcept { return b_; }
+  std::size_t rank() const noexcept { return a_.rows(); }
+  std::size_t in_features() const noexcept { return a_.cols(); }
+  std::size_t out_features() const noexcept { return b_.rows(); }
+  float alpha() const noexcept { return alpha_; }
+  LoraScaling scaling() const noexcept { return scaling_; }
+  float scale() const noexcept { return scale_; }
+  std::size_t bytes() const noexcept { return a_.bytes() + b_.bytes(); }
+
+ private:
+  LoraMatrix a_, b_;
+  float alpha_ = 0.0f;
+  LoraScaling scaling_ = LoraScaling::standard;
+  float scale_ = 0.0f;
+};
+
+// W[out, in] += scale * B A (merge) or -= (unmerge), in f32, for single-tenant hot paths.
+void merge_lora(TensorView<float> w, const LoraModule& module);
+void unmerge_lora(TensorView<float> w, const LoraModule& module);
+
+}  // namespace persona

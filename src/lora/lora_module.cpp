@@ -1,0 +1,85 @@
+#include "persona/lora/lora_module.hpp"
+
+#include "persona/core/ops.hpp"
+#include "persona/quant/quantize.hpp"
+
+#include <cmath>
+
+namespace persona {
+
+LoraMatrix::LoraMatrix(Tensor<float> weights) : storage_(std::move(weights)) {
+  const auto& w = std::get<Tensor<float>>(storage_);
+  PERSONA_CHECK_CODE(shape_mismatch, w.rank() == 2, "a LoRA matrix must have rank 2, got shape {}",
+                     w.shape().to_string());
+}
+
+LoraMatrix::LoraMatrix(QuantizedMatrix weights) : storage_(std::move(weights)) {}
+
+std::size_t LoraMatrix::rows() const noexcept {
+  if (const auto* q = quantized_matrix()) return q->rows();
+  return f32()->rank() == 2 ? f32()->dim(0) : 0;
+}
+
+std::size_t LoraMatrix::cols() const noexcept {
+  if (const auto* q = quantized_matrix()) return q->cols();
+  return f32()->rank() == 2 ? f32()->dim(1) : 0;
+}
+
+std::string LoraMatrix::format() const {
+  if (const auto* q = quantized_matrix()) return q->spec().to_string();
+  return "f32";
+}
+
+std::size_t LoraMatrix::bytes() const noexcept {
+  if (const auto* q = quantized_matrix()) return q->bytes();
+  return f32()->numel() * sizeof(float);
+}
+
+void LoraMatrix::multiply(TensorView<const float> x, TensorView<float> out) const {
+  if (const auto* q = quantized_matrix()) {
+    quantized_matmul(x, *q, out, QuantProductPath::int8_activations);
+  } else {
+    matmul(x, *f32(), out, Transpose::yes);
+  }
+}
+
+Tensor<float> LoraMatrix::to_f32() const {
+  if (const auto* q = quantized_matrix()) return dequantize(*q);
+  return *f32();
+}
+
+LoraModule::LoraModule(LoraMatrix a, LoraMatrix b, float alpha, LoraScaling scaling)
+    : a_(std::move(a)), b_(std::move(b)), alpha_(alpha), scaling_(scaling) {
+  PERSONA_CHECK_CODE(shape_mismatch, a_.rows() >= 1 && a_.cols() >= 1, "A must be [rank >= 1, in >= 1], got [{}, {}]",
+                     a_.rows(), a_.cols());
+  PERSONA_CHECK_CODE(shape_mismatch, b_.cols() == a_.rows(),
+                     "B is [{}, {}] but A is [{}, {}]: B needs {} columns (the rank)", b_.rows(), b_.cols(), a_.rows(),
+                     a_.cols(), a_.rows());
+  PERSONA_CHECK(std::isfinite(alpha), "alpha must be finite, got {}", alpha);
+  const auto rank = static_cast<float>(a_.rows());
+  scale_ = scaling == LoraScaling::standard ? alpha / rank : alpha / std::sqrt(rank);
+}
+
+namespace {
+
+void add_delta(TensorView<float> w, const LoraModule& module, float sign, const char* function) {
+  if (w.rank() != 2 || w.dim(0) != module.out_features() || w.dim(1) != module.in_features()) {
+    throw Error(ErrorCode::shape_mismatch, function,
+                fmt::format("W has shape {} but the module is [out {}, in {}]", w.shape().to_string(),
+                            module.out_features(), module.in_features()));
+  }
+  const Tensor<float> a = module.a().to_f32(), b = module.b().to_f32();
+  Tensor<float> delta({module.out_features(), module.in_features()});
+  matmul(b, a, delta);
+  const float scale = sign * module.scale();
+  for (std::size_t r = 0; r < w.dim(0); ++r) {
+    for (std::size_t c = 0; c < w.dim(1); ++c) w(r, c) += scale * delta(r, c);
+  }
+}
+
+}  // namespace
+
+void merge_lora(TensorView<float> w, const LoraModule& module) { add_delta(w, module, 1.0f, "merge_lora"); }
+void unmerge_lora(TensorView<float> w, const LoraModule& module) { add_delta(w, module, -1.0f, "unmerge_lora"); }
+
+}  // namespace persona

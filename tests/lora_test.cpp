@@ -1,0 +1,237 @@
+// Tests of the lora component: batch plans, many adapters (mixed ranks and formats) in one batch against
+// a per-token f64 reference, both apply forms, thread counts, merge / unmerge, and bad input.
+#include "test_support.hpp"
+
+#include <persona/core/ops.hpp>
+#include <persona/lora/lora_apply.hpp>
+#include <persona/quant/quantize.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+using namespace persona;
+using persona::test::for_each_level_and_threads;
+using persona::test::random_tensor;
+
+namespace {
+
+constexpr std::size_t kIn = 128, kOut = 96;
+
+LoraMatrix make_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed, const QuantSpec* spec) {
+  Tensor<float> w = random_tensor({rows, cols}, seed, 0.2f);
+  if (spec == nullptr) return LoraMatrix(std::move(w));
+  return LoraMatrix(quantize(w, *spec));
+}
+
+// Modules with ranks 1..64 and every storage format; B is quantized only where the rank is a multiple
+// of the group size (quantization groups run along B's columns, the rank).
+std::vector<std::unique_ptr<LoraModule>> mixed_modules() {
+  const QuantSpec int8{8, 32, true}, int4{4, 32, false}, int2{2, 64, true}, nf4 = QuantSpec::nf4(64);
+  struct Recipe {
+    std::size_t rank;
+    const QuantSpec* a;
+    const QuantSpec* b;
+    LoraScaling scaling;
+  };
+  const std::vector<Recipe> recipes = {
+      {1, nullptr, nullptr, LoraScaling::standard},     {3, &int8, nullptr, LoraScaling::rank_stabilized},
+      {8, &int4, nullptr, LoraScaling::standard},       {16, &nf4, nullptr, LoraScaling::standard},
+      {32, &int4, &int4, LoraScaling::rank_stabilized}, {64, &int8, &int8, LoraScaling::standard},
+      {64, &int2, &nf4, LoraScaling::standard}};
+  std::vector<std::unique_ptr<LoraModule>> modules;
+  std::uint32_t seed = 100;
+  for (const Recipe& r : recipes) {
+    modules.push_back(std::make_unique<LoraModule>(make_matrix(r.rank, kIn, seed, r.a),
+                                                   make_matrix(kOut, r.rank, seed + 1, r.b), 16.0f, r.scaling));
+    seed += 2;
+  }
+  return modules;
+}
+
+// |y - y_ref| for one token and output, from the int8 quantization of x (shrink) and of h (expand):
+// each activation moves by at most half a step, absmax / 254, and 1/127 bounds it with room for the
+// rounding of the f32 sums.
+double error_bound(const LoraModule& m, TensorView<const float> x, std::size_t t, std::size_t o) {
+  const Tensor<float> a = m.a().to_f32(), b = m.b().to_f32();
+  double amax_x = 0.0;
+  for (std::size_t c = 0; c < x.dim(1); ++c) amax_x = std::max(amax_x, std::fabs(static_cast<double>(x(t, c))));
+  std::vector<double> h(m.rank()), h_abs(m.rank());
+  double amax_h = 0.0, shrink_error = 0.0;
+  for (std::size_t r = 0; r < m.rank(); ++r) {
+    double sum = 0.0, abs_sum = 0.0, a_abs = 0.0;
+    for (std::size_t c = 0; c < x.dim(1); ++c) {
+      sum += static_cast<double>(a(r, c)) * x(t, c);
+      abs_sum += std::fabs(static_cast<double>(a(r, c)) * x(t, c));
+      a_abs += std::fabs(a(r, c));
+    }
+    h[r] = sum;
+    h_abs[r] = abs_sum;
+    amax_h = std::max(amax_h, std::fabs(sum));
+    const double e = (m.a().quantized() ? a_abs * amax_x / 127.0 : 0.0) + 1e-5 * abs_sum;
+    shrink_error = std::max(shrink_error, e);
+  }
+  double bound = 0.0;
+  for (std::size_t r = 0; r < m.rank(); ++r) {
+    const double bb = std::fabs(b(o, r));
+    bound += bb * (shrink_error + (m.b().quantized() ? (amax_h + shrink_error) / 127.0 : 0.0) + 1e-5 * h_abs[r]);
+  }
+  return static_cast<double>(m.scale()) * bound + 1e-6;
+}
+
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+  return a.shape() == b.shape() && (a.empty() || std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("plan_lora_batch groups tokens by slot, stably", "[lora]") {
+  const std::vector<std::int32_t> slots = {2, kNoLora, 0, 2, 2, 0, kNoLora};
+  const LoraBatchPlan plan = plan_lora_batch(slots, 4);
+  CHECK(plan.token_count == 7);
+  CHECK(plan.tokens == std::vector<std::size_t>{2, 5, 0, 3, 4});
+  REQUIRE(plan.segments.size() == 2);
+  CHECK(plan.segments[0].slot == 0);
+  CHECK(plan.segments[0].end - plan.segments[0].begin == 2);
+  CHECK(plan.segments[1].slot == 2);
+  CHECK(plan.max_segment_tokens == 3);
+  CHECK(plan_lora_batch({}, 3).segments.empty());
+  const std::vector<std::int32_t> bad = {0, 4};
+  PERSONA_REQUIRE_ERROR(plan_lora_batch(bad, 4), out_of_range, "token 1 has slot 4");
+}
+
+TEST_CASE("LoRA modules: scaling and shape checks", "[lora]") {
+  LoraModule lora(make_matrix(8, kIn, 1, nullptr), make_matrix(kOut, 8, 2, nullptr), 16.0f);
+  CHECK(lora.scale() == 2.0f);
+  LoraModule rs(make_matrix(16, kIn, 1, nullptr), make_matrix(kOut, 16, 2, nullptr), 16.0f,
+                LoraScaling::rank_stabilized);
+  CHECK(rs.scale() == 4.0f);
+  CHECK(rs.bytes() == (16 * kIn + kOut * 16) * sizeof(float));
+  PERSONA_REQUIRE_ERROR(LoraModule(make_matrix(8, kIn, 1, nullptr), make_matrix(kOut, 4, 2, nullptr), 8.0f),
+                        shape_mismatch, "B needs 8 columns");
+  PERSONA_REQUIRE_ERROR(LoraMatrix(Tensor<float>({4})), shape_mismatch, "rank 2");
+  const QuantSpec spec{4, 32, true};
+  CHECK(make_matrix(4, kIn, 3, &spec).format() == "int4 g32 sym f16");
+}
+
+TEST_CASE("Mixed batches match the per-token reference", "[lora]") {
+  const auto owned = mixed_modules();
+  std::vector<const LoraModule*> slots;
+  for (const auto& m : owned) slots.push_back(m.get());
+  const std::size_t n = slots.size();
+  struct Batch {
+    const char* name;
+    std::vector<std::int32_t> token_slots;
+  };
+  std::vector<Batch> batches = {{"no tokens", {}},
+                                {"one token", {4}},
+                                {"all on one adapter", std::vector<std::int32_t>(9, 5)},
+                                {"no adapter at all", std::vector<std::int32_t>(3, kNoLora)},
+                                {"every token its own", {}},
+                                {"mixed with gaps", {}}};
+  for (std::size_t s = 0; s < n; ++s) batches[4].token_slots.push_back(static_cast<std::int32_t>(s));
+  for (std::size_t t = 0; t < 40; ++t) {
+    batches[5].token_slots.push_back(t % 5 == 0 ? kNoLora : static_cast<std::int32_t>((t * 7) % n));
+  }
+  for_each_level_and_threads([&](IsaLevel, int threads) {
+    for (const Batch& batch : batches) {
+      const std::size_t tokens = batch.token_slots.size();
+      const Tensor<float> x = random_tensor({tokens, kIn}, 7);
+      const Tensor<float> y0 = random_tensor({tokens, kOut}, 8);  // apply adds to what is there
+      const LoraBatchPlan plan = plan_lora_batch(batch.token_slots, n);
+      Tensor<float> ref = y0;
+      apply_lora_ref(x, ref, slots, batch.token_slots);
+      for (LoraForm form : {LoraForm::segment, LoraForm::gather, LoraForm::automatic}) {
+        INFO(batch.name << ", form " << static_cast<int>(form));
+        Tensor<float> y = y0;
+        apply_lora(x, y, slots, plan, form);
+        for (std::size_t t = 0; t < tokens; ++t) {
+          const std::int32_t s = batch.token_slots[t];
+          for (std::size_t o = 0; o < kOut; ++o) {
+            if (s == kNoLora) {
+              REQUIRE(y(t, o) == y0(t, o));  // untouched
+              continue;
+            }
+            const double bound = error_bound(*slots[static_cast<std::size_t>(s)], x, t, o);
+            if (!(std::fabs(y(t, o) - ref(t, o)) <= bound)) {
+              FAIL("token " << t << " (slot " << s << ") output " << o << ": " << y(t, o) << " vs reference "
+                            << ref(t, o) << ", bound " << bound);
+            }
+          }
+        }
+        if (threads > 1) {
+          Tensor<float> single = y0;
+          ScopedNumThreads one(1);
+          apply_lora(x, single, slots, plan, form);
+          CHECK(same_bits(y, single));
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("Merging then unmerging restores W; merged W equals base plus LoRA", "[lora]") {
+  const auto owned = mixed_modules();
+  for (const auto& module : owned) {
+    INFO("rank " << module->rank() << ", A " << module->a().format() << ", B " << module->b().format());
+    const Tensor<float> w0 = random_tensor({kOut, kIn}, 9);
+    Tensor<float> w = w0;
+    merge_lora(w, *module);
+    // Merged: x W'^T equals x W^T + LoRA(x) up to f32 rounding of the same sums (f32 weights, so the
+    // LoRA here is the reference one).
+    const Tensor<float> x = random_tensor({3, kIn}, 10);
+    Tensor<float> merged({3, kOut}), unmerged({3, kOut});
+    matmul_ref(x, w, merged, Transpose::yes);
+    matmul_ref(x, w0, unmerged, Transpose::yes);
+    const std::vector<std::int32_t> token_slots(3, 0);
+    const LoraModule* slot = module.get();
+    apply_lora_ref(x, unmerged, std::span(&slot, 1), token_slots);
+    for (std::size_t i = 0; i < merged.numel(); ++i) {
+      REQUIRE(merged.data()[i] == Approx(unmerged.data()[i]).margin(1e-4).epsilon(1e-5));
+    }
+    unmerge_lora(w, *module);
+    // w + d - d differs from w by at most one rounding of each step: 2^-23 (|w| + 2 |d|) with |d| the
+    // delta, bounded here by |w' - w0| + |w0|.
+    for (std::size_t i = 0; i < w.numel(); ++i) {
+      const double bound = 0x1p-22 * (std::fabs(w0.data()[i]) + 2.0 * std::fabs(w.data()[i] - w0.data()[i]) + 1.0);
+      REQUIRE(std::fabs(w.data()[i] - w0.data()[i]) <= bound);
+    }
+  }
+  Tensor<float> wrong({kOut, kIn + 1});
+  PERSONA_REQUIRE_ERROR(merge_lora(wrong, *owned[0]), shape_mismatch, "[96, 129]");
+}
+
+TEST_CASE("lora_linear is the base product plus the adapters", "[lora]") {
+  const auto owned = mixed_modules();
+  std::vector<const LoraModule*> slots;
+  for (const auto& m : owned) slots.push_back(m.get());
+  const std::vector<std::int32_t> token_slots = {1, kNoLora, 4, 4};
+  const Tensor<float> x = random_tensor({4, kIn}, 11);
+  const QuantSpec int4{4, 64, true};
+  for (const LoraMatrix& base : {make_matrix(kOut, kIn, 12, nullptr), make_matrix(kOut, kIn, 12, &int4)}) {
+    const LoraBatchPlan plan = plan_lora_batch(token_slots, slots.size());
+    Tensor<float> fused({4, kOut}), separate({4, kOut});
+    std::fill(fused.span().begin(), fused.span().end(), 7.0f);  // overwritten
+    lora_linear(x, base, fused, slots, plan);
+    base.multiply(x, separate);
+    apply_lora(x, separate, slots, plan);
+    CHECK(same_bits(fused, separate));
+  }
+}
+
+TEST_CASE("apply_lora rejects mismatched shapes, plans and slots", "[lora]") {
+  const auto owned = mixed_modules();
+  std::vector<const LoraModule*> slots = {owned[0].get(), nullptr};
+  const Tensor<float> x = random_tensor({2, kIn}, 13);
+  Tensor<float> y({2, kOut});
+  const std::vector<std::int32_t> uses_empty = {0, 1};
+  PERSONA_REQUIRE_ERROR(apply_lora(x, y, slots, plan_lora_batch(uses_empty, 2)), invalid_argument,
+                        "slot 1 has tokens but no module");
+  const std::vector<std::int32_t> ok = {0, 0};
+  PERSONA_REQUIRE_ERROR(apply_lora(x, y, slots, plan_lora_batch(std::span(ok).first(1), 2)), shape_mismatch,
+                        "plan is for 1 tokens but x has 2");
+  Tensor<float> y_wrong({2, kOut + 1});
+  PERSONA_REQUIRE_ERROR(apply_lora(x, y_wrong, slots, plan_lora_batch(ok, 2)), shape_mismatch,
+                        "slot 0: the module is [out 96, in 128]");
+}
