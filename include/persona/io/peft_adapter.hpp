@@ -1,0 +1,33 @@
+// PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors), as PEFT's
+// save_pretrained writes them and from_pretrained reads them, in both directions.
+#pragma once
+
+#include "persona/lora/lora_adapter.hpp"
+
+#include <filesystem>
+#include <string>
+
+namespace persona {
+
+struct PeftReadOptions {
+  std::string id;  // the adapter's id (default: the folder's name)
+  TenantId tenant = kPublicTenant;
+  // Drop what persona cannot honour and that only adds to the model (modules_to_save tensors, LoRA
+  // biases) instead of failing. Features that change the LoRA itself (use_dora) always fail.
+  bool skip_unsupported = false;
+};
+
+// Keys "base_model.model.model.layers.<L>.<module>.lora_{A,B}.weight" become module <module> of layer
+// <L>, e.g. "self_attn.q_proj". Rank and alpha follow r / lora_alpha, overridden per module by
+// rank_pattern / alpha_pattern (PEFT's rule: key k matches module name m when m matches "(.*\.)?(k)$");
+// use_rslora selects alpha / sqrt(r). Errors name the file and the field or tensor key:
+// corrupt_data (a lora_A without its lora_B, a rank that disagrees with the config, bad JSON),
+// unsupported (use_dora, bias, modules_to_save unless skipped), io_error (missing files).
+LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options = {});
+
+// Writes the adapter back as a PEFT folder (f32 tensors; quantized modules are dequantized), atomically
+// per file. The most common rank and alpha become r and lora_alpha, the others rank_pattern and
+// alpha_pattern entries. Error(unsupported) if modules mix LoRA and rsLoRA scaling.
+void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path& folder);
+
+}  // namespace persona

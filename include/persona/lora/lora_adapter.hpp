@@ -1,0 +1,46 @@
+// LoraAdapter: one tenant's adapter, a LoraModule per adapted (layer, module), where module names a
+// linear layer inside a decoder layer as the host model does (e.g. "self_attn.q_proj", "mlp.down_proj").
+#pragma once
+
+#include "persona/lora/lora_module.hpp"
+
+#include <compare>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace persona {
+
+using TenantId = std::uint64_t;
+inline constexpr TenantId kPublicTenant = 0;  // adapters anyone may use
+
+struct LoraTarget {
+  std::size_t layer = 0;
+  std::string module;
+  friend auto operator<=>(const LoraTarget&, const LoraTarget&) = default;
+};
+
+class LoraAdapter {
+ public:
+  LoraAdapter() = default;
+  LoraAdapter(std::string id, TenantId tenant) : id_(std::move(id)), tenant_(tenant) {}
+
+  const std::string& id() const noexcept { return id_; }
+  TenantId tenant() const noexcept { return tenant_; }
+
+  // Error(invalid_argument) if the target already has a module.
+  void add(LoraTarget target, LoraModule module);
+  // nullptr when the adapter leaves that layer's module alone.
+  const LoraModule* find(std::size_t layer, std::string_view module) const noexcept;
+  const std::map<LoraTarget, LoraModule>& modules() const noexcept { return modules_; }
+  std::size_t bytes() const noexcept;
+
+ private:
+  std::string id_;
+  TenantId tenant_ = kPublicTenant;
+  std::map<LoraTarget, LoraModule> modules_;
+};
+
+}  // namespace persona

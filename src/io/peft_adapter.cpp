@@ -1,0 +1,225 @@
+#include "persona/io/peft_adapter.hpp"
+
+#include "persona/io/safetensors.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+namespace persona {
+namespace {
+
+constexpr std::string_view kKeyPrefix = "base_model.model.";
+constexpr std::string_view kLayersMarker = "layers.";
+
+struct PeftConfig {
+  std::size_t r = 8;
+  double lora_alpha = 8.0;
+  bool use_rslora = false;
+  std::vector<std::pair<std::string, std::size_t>> rank_pattern;  // in file order, as PEFT tries them
+  std::vector<std::pair<std::string, double>> alpha_pattern;
+};
+
+[[noreturn]] void fail(ErrorCode code, const std::filesystem::path& file, const std::string& what) {
+  throw Error(code, "read_peft_adapter", fmt::format("{}: {}", file.string(), what));
+}
+
+// PEFT's get_pattern_key: the first key k for which the module name matches "(.*\.)?(k)$".
+template <class Value>
+const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& patterns, const std::string& module_name) {
+  for (const auto& [key, value] : patterns) {
+    if (std::regex_match(module_name, std::regex("(.*\\.)?(" + key + ")"))) return &value;
+  }
+  return nullptr;
+}
+
+PeftConfig read_config(const std::filesystem::path& path, const PeftReadOptions& options) {
+  std::ifstream in(path);
+  if (!in) fail(ErrorCode::io_error, path, "cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json json = nlohmann::json::parse(text.str(), nullptr, false);
+  if (json.is_discarded() || !json.is_object()) fail(ErrorCode::corrupt_data, path, "not a JSON object");
+  auto field = [&](const char* name) -> const nlohmann::json* {
+    const auto it = json.find(name);
+    return it == json.end() || it->is_null() ? nullptr : &*it;
+  };
+  if (const auto* type = field("peft_type"); type != nullptr && *type != "LORA") {
+    fail(ErrorCode::unsupported, path, fmt::format("peft_type is {}, only LORA is supported", type->dump()));
+  }
+  if (const auto* dora = field("use_dora"); dora != nullptr && dora->is_boolean() && dora->get<bool>()) {
+    fail(ErrorCode::unsupported, path, "use_dora is true: DoRA adapters are not supported yet");
+  }
+  if (!options.skip_unsupported) {
+    if (const auto* bias = field("bias"); bias != nullptr && *bias != "none") {
+      fail(ErrorCode::unsupported, path, fmt::format("bias is {}: bias training is not supported", bias->dump()));
+    }
+    if (const auto* bias = field("lora_bias"); bias != nullptr && bias->is_boolean() && bias->get<bool>()) {
+      fail(ErrorCode::unsupported, path, "lora_bias is true: LoRA biases are not supported");
+    }
+    if (const auto* saved = field("modules_to_save"); saved != nullptr && !saved->empty()) {
+      fail(ErrorCode::unsupported, path,
+           fmt::format("modules_to_save is {}: full module copies are not supported (skip_unsupported drops them)",
+                       saved->dump()));
+    }
+  }
+  PeftConfig config;
+  try {
+    if (const auto* r = field("r")) config.r = r->get<std::size_t>();
+    if (const auto* alpha = field("lora_alpha")) config.lora_alpha = alpha->get<double>();
+    if (const auto* rs = field("use_rslora")) config.use_rslora = rs->get<bool>();
+    if (const auto* p = field("rank_pattern")) {
+      for (const auto& [k, v] : p->items()) config.rank_pattern.emplace_back(k, v.get<std::size_t>());
+    }
+    if (const auto* p = field("alpha_pattern")) {
+      for (const auto& [k, v] : p->items()) config.alpha_pattern.emplace_back(k, v.get<double>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorCode::corrupt_data, path, fmt::format("a field has the wrong type: {}", e.what()));
+  }
+  return config;
+}
+
+struct ParsedKey {
+  std::size_t layer;
+  std::string module;     // e.g. "self_attn.q_proj"
+  std::string peft_name;  // e.g. "model.layers.0.self_attn.q_proj"
+  char matrix;            // 'A' or 'B'
+};
+
+// "base_model.model.model.layers.<L>.<module>.lora_<A|B>.weight"; false for any other key.
+bool parse_key(std::string_view key, ParsedKey& out) {
+  if (!key.starts_with(kKeyPrefix)) return false;
+  key.remove_prefix(kKeyPrefix.size());
+  for (char m : {'A', 'B'}) {
+    const std::string suffix = fmt::format(".lora_{}.weight", m);
+    if (!key.ends_with(suffix)) continue;
+    const std::string_view name = key.substr(0, key.size() - suffix.size());
+    const std::size_t at = name.find(kLayersMarker);
+    if (at == std::string_view::npos || (at != 0 && name[at - 1] != '.')) return false;
+    std::size_t layer = 0, i = at + kLayersMarker.size(), digits = 0;
+    for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && digits < 9; ++i, ++digits) {
+      layer = layer * 10 + static_cast<std::size_t>(name[i] - '0');
+    }
+    if (digits == 0 || i >= name.size() || name[i] != '.' || i + 1 == name.size()) return false;
+    out = {layer, std::string(name.substr(i + 1)), std::string(name), m};
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options) {
+  const auto config_path = folder / "adapter_config.json";
+  const auto weights_path = folder / "adapter_model.safetensors";
+  const PeftConfig config = read_config(config_path, options);
+  const SafetensorsReader weights = SafetensorsReader::open(weights_path);
+
+  struct Pair {
+    std::string a_key, b_key, peft_name;
+  };
+  std::map<LoraTarget, Pair> pairs;
+  for (const SafetensorsTensor& t : weights.tensors()) {
+    ParsedKey key;
+    if (!parse_key(t.name, key)) {
+      if (options.skip_unsupported) continue;
+      fail(ErrorCode::unsupported, weights_path,
+           fmt::format("tensor '{}' is not a LoRA A or B matrix of a decoder layer (modules_to_save, bias or "
+                       "DoRA tensors are not supported)",
+                       t.name));
+    }
+    Pair& pair = pairs[LoraTarget{key.layer, key.module}];
+    pair.peft_name = key.peft_name;
+    (key.matrix == 'A' ? pair.a_key : pair.b_key) = t.name;
+  }
+  LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, options.tenant);
+  for (auto& [target, pair] : pairs) {
+    if (pair.a_key.empty() || pair.b_key.empty()) {
+      fail(ErrorCode::corrupt_data, weights_path,
+           fmt::format("'{}' has no matching lora_{} tensor", pair.a_key.empty() ? pair.b_key : pair.a_key,
+                       pair.a_key.empty() ? 'A' : 'B'));
+    }
+    Tensor<float> a = weights.read_f32(pair.a_key), b = weights.read_f32(pair.b_key);
+    if (a.rank() != 2 || b.rank() != 2)
+      fail(ErrorCode::corrupt_data, weights_path, fmt::format("'{}' or its lora_B is not a matrix", pair.a_key));
+    const std::size_t* pattern_rank = pattern_value(config.rank_pattern, pair.peft_name);
+    const std::size_t rank = pattern_rank != nullptr ? *pattern_rank : config.r;
+    if (a.dim(0) != rank || b.dim(1) != rank) {
+      fail(ErrorCode::corrupt_data, weights_path,
+           fmt::format("'{}' has rank {} (B: {}) but the config says {}", pair.a_key, a.dim(0), b.dim(1), rank));
+    }
+    const double* pattern_alpha = pattern_value(config.alpha_pattern, pair.peft_name);
+    const double alpha = pattern_alpha != nullptr ? *pattern_alpha : config.lora_alpha;
+    adapter.add(target, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), static_cast<float>(alpha),
+                                   config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard));
+  }
+  return adapter;
+}
+
+namespace {
+
+template <class T>
+T most_common(const std::map<T, std::size_t>& counts) {
+  auto best = counts.begin();
+  for (auto it = counts.begin(); it != counts.end(); ++it) {
+    if (it->second > best->second) best = it;
+  }
+  return best->first;
+}
+
+}  // namespace
+
+void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path& folder) {
+  PERSONA_CHECK(!adapter.modules().empty(), "adapter '{}' has no modules to write", adapter.id());
+  std::map<std::size_t, std::size_t> ranks;
+  std::map<float, std::size_t> alphas;
+  std::set<std::string> targets;
+  const LoraScaling scaling = adapter.modules().begin()->second.scaling();
+  for (const auto& [target, module] : adapter.modules()) {
+    PERSONA_CHECK_CODE(unsupported, module.scaling() == scaling,
+                       "adapter '{}' mixes LoRA and rsLoRA scaling, which PEFT's use_rslora cannot express",
+                       adapter.id());
+    ++ranks[module.rank()];
+    ++alphas[module.alpha()];
+    const std::size_t dot = target.module.rfind('.');
+    targets.insert(dot == std::string::npos ? target.module : target.module.substr(dot + 1));
+  }
+  const std::size_t r = most_common(ranks);
+  const float alpha = most_common(alphas);
+  nlohmann::ordered_json config = {{"peft_type", "LORA"},
+                                   {"r", r},
+                                   {"lora_alpha", alpha},
+                                   {"use_rslora", scaling == LoraScaling::rank_stabilized},
+                                   {"target_modules", targets},
+                                   {"rank_pattern", nlohmann::ordered_json::object()},
+                                   {"alpha_pattern", nlohmann::ordered_json::object()},
+                                   {"bias", "none"},
+                                   {"use_dora", false},
+                                   {"fan_in_fan_out", false},
+                                   {"lora_dropout", 0.0},
+                                   {"modules_to_save", nullptr},
+                                   {"task_type", nullptr}};
+  SafetensorsWriter weights;
+  weights.set_metadata("format", "pt");
+  for (const auto& [target, module] : adapter.modules()) {
+    const std::string name = fmt::format("model.layers.{}.{}", target.layer, target.module);
+    // Full names with an anchor-free regex match only this module (PEFT matches "(.*\.)?(name)$").
+    if (module.rank() != r) config["rank_pattern"][name] = module.rank();
+    if (module.alpha() != alpha) config["alpha_pattern"][name] = module.alpha();
+    weights.add(fmt::format("base_model.{}.lora_A.weight", "model." + name), module.a().to_f32());
+    weights.add(fmt::format("base_model.{}.lora_B.weight", "model." + name), module.b().to_f32());
+  }
+  std::filesystem::create_directories(folder);
+  weights.write(folder / "adapter_model.safetensors");
+  const std::string text = config.dump(2) + "\n";
+  write_file_atomically(folder / "adapter_config.json",
+                        std::span(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+}
+
+}  // namespace persona

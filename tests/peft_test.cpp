@@ -1,0 +1,205 @@
+// PEFT adapters made by PEFT itself (tests/data/peft, from tools/make_peft_fixtures.py) load into persona,
+// apply (also quantized, in a mixed batch) and match PEFT's recorded outputs; they go back to PEFT
+// folders unchanged; what persona cannot honour is an Error naming the field.
+#include "test_support.hpp"
+
+#include <persona/io/peft_adapter.hpp>
+#include <persona/io/safetensors.hpp>
+#include <persona/lora/lora_apply.hpp>
+#include <persona/quant/quantize.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+using namespace persona;
+
+namespace {
+
+const std::filesystem::path kData = PERSONA_TEST_DATA_DIR "/peft";
+
+struct Case {
+  std::string key;  // "layers.<L>.<module>"
+  std::size_t layer;
+  std::string module;
+};
+
+// The adapted layers PEFT recorded outputs for.
+std::vector<Case> recorded(const SafetensorsReader& expected) {
+  std::vector<Case> cases;
+  for (const SafetensorsTensor& t : expected.tensors()) {
+    if (!t.name.ends_with(".x")) continue;
+    const std::string key = t.name.substr(0, t.name.size() - 2);
+    const std::size_t dot = key.find('.', 7);  // after "layers."
+    cases.push_back({key, std::stoul(key.substr(7, dot - 7)), key.substr(dot + 1)});
+  }
+  return cases;
+}
+
+// y = LoRA(x) for one module through the batched path.
+Tensor<float> apply_one(const LoraModule& module, const Tensor<float>& x) {
+  Tensor<float> y({x.dim(0), module.out_features()});
+  const std::vector<std::int32_t> slots(x.dim(0), 0);
+  const LoraModule* slot = &module;
+  apply_lora(x, y, std::span(&slot, 1), plan_lora_batch(slots, 1));
+  return y;
+}
+
+// f32 sums in another order than torch: 1e-5 of the sum of |terms| (far above 2^-24 k for k <= 64).
+double f32_bound(const LoraModule& m, const Tensor<float>& x, std::size_t t, std::size_t o) {
+  const Tensor<float> a = m.a().to_f32(), b = m.b().to_f32();
+  double total = 0.0;
+  for (std::size_t r = 0; r < m.rank(); ++r) {
+    double h = 0.0;
+    for (std::size_t c = 0; c < m.in_features(); ++c) h += std::fabs(a(r, c) * x(t, c));
+    total += std::fabs(b(o, r)) * h;
+  }
+  return 1e-5 * m.scale() * total + 1e-6;
+}
+
+}  // namespace
+
+TEST_CASE("PEFT adapters match PEFT's outputs", "[io][peft]") {
+  for (const char* variant : {"plain", "rslora", "patterns"}) {
+    INFO(variant);
+    const LoraAdapter adapter =
+        read_peft_adapter(kData / variant, PeftReadOptions{.id = "", .tenant = 7, .skip_unsupported = false});
+    CHECK(adapter.id() == variant);
+    CHECK(adapter.tenant() == 7);
+    const SafetensorsReader expected = SafetensorsReader::open(kData / variant / "expected.safetensors");
+    const auto cases = recorded(expected);
+    REQUIRE(cases.size() == adapter.modules().size());
+    for (const Case& c : cases) {
+      INFO(c.key);
+      const LoraModule* module = adapter.find(c.layer, c.module);
+      REQUIRE(module != nullptr);
+      const Tensor<float> x = expected.read_f32(c.key + ".x");
+      const Tensor<float> delta = expected.read_f32(c.key + ".delta");
+      const Tensor<float> y = apply_one(*module, x);
+      for (std::size_t t = 0; t < x.dim(0); ++t) {
+        for (std::size_t o = 0; o < module->out_features(); ++o) {
+          REQUIRE(std::fabs(y(t, o) - delta(t, o)) <= f32_bound(*module, x, t, o));
+        }
+      }
+    }
+  }
+  // The config's patterns reached the right modules.
+  const LoraAdapter patterns = read_peft_adapter(kData / "patterns");
+  CHECK(patterns.find(1, "self_attn.q_proj")->rank() == 2);  // "model.layers.1.self_attn.q_proj": 2
+  CHECK(patterns.find(0, "self_attn.q_proj")->rank() == 8);
+  CHECK(patterns.find(0, "mlp.down_proj")->rank() == 4);  // "down_proj": 4
+  CHECK(patterns.find(1, "self_attn.v_proj")->alpha() == 32.0f);
+  CHECK(patterns.find(1, "self_attn.k_proj")->alpha() == 16.0f);
+  const LoraAdapter rslora = read_peft_adapter(kData / "rslora");
+  CHECK(rslora.find(0, "self_attn.o_proj")->scale() == Approx(8.0 / 4.0));  // alpha / sqrt(16)
+}
+
+TEST_CASE("PEFT adapters quantize and apply in a mixed batch", "[io][peft][lora]") {
+  // Three tenants' adapters on layer 0's q_proj, A quantized to int8 (B has rank < 32: kept f32).
+  std::vector<LoraModule> modules;
+  std::vector<Tensor<float>> xs, deltas;
+  for (const char* variant : {"plain", "rslora", "patterns"}) {
+    const LoraAdapter adapter = read_peft_adapter(kData / variant);
+    const LoraModule& m = *adapter.find(0, "self_attn.q_proj");
+    modules.emplace_back(LoraMatrix(quantize(m.a().to_f32(), QuantSpec{8, 32, true})), m.b(), m.alpha(), m.scaling());
+    const SafetensorsReader expected = SafetensorsReader::open(kData / variant / "expected.safetensors");
+    xs.push_back(expected.read_f32("layers.0.self_attn.q_proj.x"));
+    deltas.push_back(expected.read_f32("layers.0.self_attn.q_proj.delta"));
+  }
+  // Batch: token i of variant v at row 3 * i + v, so adapters interleave.
+  Tensor<float> x({9, 32}), y({9, 32});
+  std::vector<std::int32_t> slots(9);
+  for (std::size_t v = 0; v < 3; ++v) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      std::copy_n(&xs[v](i, 0), 32, &x(3 * i + v, 0));
+      slots[3 * i + v] = static_cast<std::int32_t>(v);
+    }
+  }
+  const std::vector<const LoraModule*> slot_modules = {&modules[0], &modules[1], &modules[2]};
+  apply_lora(x, y, slot_modules, plan_lora_batch(slots, 3));
+  for (std::size_t v = 0; v < 3; ++v) {
+    const LoraAdapter adapter = read_peft_adapter(kData / (v == 0 ? "plain" : v == 1 ? "rslora" : "patterns"));
+    const Tensor<float> a = adapter.find(0, "self_attn.q_proj")->a().to_f32();
+    const Tensor<float> aq = modules[v].a().to_f32();
+    const Tensor<float> b = modules[v].b().to_f32();
+    for (std::size_t i = 0; i < 3; ++i) {
+      double amax = 0.0;
+      for (std::size_t c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(static_cast<double>(xs[v](i, c))));
+      for (std::size_t o = 0; o < 32; ++o) {
+        // Bound: the weights moved by |A - Aq| exactly (known), each activation by at most amax / 254
+        // (1/127 here, leaving room for f32 rounding).
+        double bound = 0.0;
+        for (std::size_t r = 0; r < modules[v].rank(); ++r) {
+          double e = 0.0;
+          for (std::size_t c = 0; c < 32; ++c)
+            e += std::fabs(a(r, c) - aq(r, c)) * std::fabs(xs[v](i, c)) + std::fabs(aq(r, c)) * amax / 127.0;
+          bound += std::fabs(b(o, r)) * e;
+        }
+        bound = modules[v].scale() * bound + f32_bound(modules[v], xs[v], i, o);
+        REQUIRE(std::fabs(y(3 * i + v, o) - deltas[v](i, o)) <= bound);
+      }
+    }
+  }
+}
+
+TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_peft_" + std::to_string(::getpid()));
+  const LoraAdapter original = read_peft_adapter(kData / "patterns");
+  write_peft_adapter(original, dir);
+  const LoraAdapter again = read_peft_adapter(dir);
+  REQUIRE(again.modules().size() == original.modules().size());
+  for (const auto& [target, module] : original.modules()) {
+    const LoraModule* back = again.find(target.layer, target.module);
+    REQUIRE(back != nullptr);
+    CHECK(back->rank() == module.rank());
+    CHECK(back->alpha() == module.alpha());
+    CHECK(back->scaling() == module.scaling());
+    const Tensor<float> a0 = module.a().to_f32(), a1 = back->a().to_f32();
+    CHECK(std::memcmp(a0.data(), a1.data(), a0.numel() * sizeof(float)) == 0);
+    const Tensor<float> b0 = module.b().to_f32(), b1 = back->b().to_f32();
+    CHECK(std::memcmp(b0.data(), b1.data(), b0.numel() * sizeof(float)) == 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]") {
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "dora"), unsupported, "use_dora is true");
+  PERSONA_REQUIRE_ERROR(
+      read_peft_adapter(kData / "dora", PeftReadOptions{.id = "", .tenant = kPublicTenant, .skip_unsupported = true}),
+      unsupported, "use_dora");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save"), unsupported, "modules_to_save is [\"lm_head\"]");
+  const LoraAdapter skipped = read_peft_adapter(
+      kData / "modules_to_save", PeftReadOptions{.id = "", .tenant = kPublicTenant, .skip_unsupported = true});
+  CHECK(skipped.modules().size() == 2);  // q_proj of both layers; lm_head dropped
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "missing"), io_error, "adapter_config.json");
+}
+
+TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][peft]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_peft_bad_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write_config = [&](const std::string& text) { std::ofstream(dir / "adapter_config.json") << text; };
+  const std::string a_key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+  const std::string b_key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+
+  SafetensorsWriter only_a;
+  only_a.add(a_key, Tensor<float>({4, 8}));
+  only_a.write(dir / "adapter_model.safetensors");
+  write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "q_proj.lora_A.weight' has no matching lora_B");
+
+  SafetensorsWriter both;
+  both.add(a_key, Tensor<float>({4, 8}));
+  both.add(b_key, Tensor<float>({8, 4}));
+  both.write(dir / "adapter_model.safetensors");
+  write_config(R"({"peft_type": "LORA", "r": 16, "lora_alpha": 8})");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "has rank 4 (B: 4) but the config says 16");
+  write_config(R"({"peft_type": "LORA", "r": "four"})");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "wrong type");
+  write_config("{not json");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "not a JSON object");
+  write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
+  CHECK(read_peft_adapter(dir).modules().size() == 1);
+  std::filesystem::remove_all(dir);
+}
