@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <persona/io/peft_adapter.hpp>
+#include <persona/io/persona_adapter.hpp>
 #include <persona/io/safetensors.hpp>
 #include <persona/lora/lora_apply.hpp>
 #include <persona/quant/quantize.hpp>
@@ -201,5 +202,64 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "not a JSON object");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
   CHECK(read_peft_adapter(dir).modules().size() == 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("persona adapter files round-trip quantized adapters and verify their checksum", "[io][persona]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_file_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const LoraAdapter peft = read_peft_adapter(
+      kData / "patterns", PeftReadOptions{.id = "tenant-adapter", .tenant = 42, .skip_unsupported = false});
+  LoraAdapter mixed("tenant-adapter", 42);
+  const QuantSpec int4{4, 32, false, DType::bf16}, nf4 = QuantSpec::nf4(32);
+  bool first = true;
+  for (const auto& [target, m] : peft.modules()) {
+    // A quantized (int4 asym bf16 scales or NF4, alternating), B f32 (ranks below 32).
+    const QuantSpec& spec = first ? int4 : nf4;
+    first = !first;
+    // down_proj's A has 48 columns, not a multiple of 32: it stays f32.
+    LoraMatrix a = m.a().cols() % 32 == 0 ? LoraMatrix(quantize(m.a().to_f32(), spec)) : m.a();
+    mixed.add(target, LoraModule(std::move(a), m.b(), m.alpha(), m.scaling()));
+  }
+  const auto path = dir / "a.persona";
+  write_persona_adapter(mixed, path);
+  const LoraAdapter back = read_persona_adapter(path);
+  CHECK(back.id() == "tenant-adapter");
+  CHECK(back.tenant() == 42);
+  REQUIRE(back.modules().size() == mixed.modules().size());
+  for (const auto& [target, m] : mixed.modules()) {
+    const LoraModule* b = back.find(target.layer, target.module);
+    REQUIRE(b != nullptr);
+    CHECK(b->a().format() == m.a().format());
+    CHECK(b->alpha() == m.alpha());
+    REQUIRE(b->a().bytes() == m.a().bytes());
+    const Tensor<float> a0 = m.a().to_f32(), a1 = b->a().to_f32();
+    CHECK(std::memcmp(a0.data(), a1.data(), a0.numel() * sizeof(float)) == 0);
+    if (const auto* q0 = m.a().quantized_matrix()) {
+      CHECK(std::memcmp(q0->codes().data(), b->a().quantized_matrix()->codes().data(), q0->bytes()) == 0);
+    }
+  }
+  CHECK(std::filesystem::file_size(path) <
+        std::filesystem::file_size(kData / "patterns" / "adapter_model.safetensors"));
+
+  // Any flipped byte in the data section is caught.
+  std::vector<char> bytes(std::filesystem::file_size(path));
+  std::ifstream(path, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  for (std::size_t from_end : {1, 100, 1000}) {
+    auto corrupt = bytes;
+    corrupt[corrupt.size() - from_end] ^= 0x10;
+    std::ofstream(dir / "bad.persona", std::ios::binary)
+        .write(corrupt.data(), static_cast<std::streamsize>(corrupt.size()));
+    PERSONA_REQUIRE_ERROR(read_persona_adapter(dir / "bad.persona"), corrupt_data, "checksum mismatch");
+  }
+  // A newer version is refused, naming both versions; a PEFT file is not a persona file.
+  SafetensorsWriter newer;
+  newer.set_metadata("persona.format", "persona-lora-adapter");
+  newer.set_metadata("persona.version", "7");
+  newer.write(dir / "newer.persona");
+  PERSONA_REQUIRE_ERROR(read_persona_adapter(dir / "newer.persona"), unsupported,
+                        "version 7 is newer than this persona reads (version 1)");
+  PERSONA_REQUIRE_ERROR(read_persona_adapter(kData / "plain" / "adapter_model.safetensors"), corrupt_data,
+                        "__metadata__ has no 'persona.format'");
   std::filesystem::remove_all(dir);
 }

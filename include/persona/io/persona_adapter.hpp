@@ -1,0 +1,28 @@
+// The persona adapter file: a safetensors file holding each module's A and B as F32 tensors or as the
+// planes of a QuantizedMatrix (U8), the adapter and its QuantSpecs in __metadata__, and a checksum of
+// the data section that is verified on every load. docs/formats.md documents it byte by byte.
+#pragma once
+
+#include "persona/lora/lora_adapter.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+
+namespace persona {
+
+inline constexpr int kPersonaAdapterVersion = 1;
+
+// Writes atomically (temporary file, fsync, rename).
+void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path);
+
+// Errors name the file and, where there is one, the tensor or field: corrupt_data (checksum mismatch,
+// missing or malformed tensors or metadata), unsupported (a newer format version, naming both),
+// io_error.
+LoraAdapter read_persona_adapter(const std::filesystem::path& path);
+
+// The checksum stored in the file: FNV-1a over 64-bit little-endian words (the last word zero-padded),
+// then the byte count mixed in; see docs/formats.md.
+std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept;
+
+}  // namespace persona

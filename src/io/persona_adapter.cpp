@@ -1,0 +1,186 @@
+#include "persona/io/persona_adapter.hpp"
+
+#include "persona/io/safetensors.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+
+namespace persona {
+namespace {
+
+constexpr std::string_view kFormat = "persona-lora-adapter";
+
+[[noreturn]] void fail(ErrorCode code, const std::filesystem::path& file, const std::string& what) {
+  throw Error(code, "read_persona_adapter", fmt::format("{}: {}", file.string(), what));
+}
+
+nlohmann::json describe(const LoraMatrix& m) {
+  nlohmann::json d = {{"rows", m.rows()}, {"cols", m.cols()}};
+  if (const QuantizedMatrix* q = m.quantized_matrix()) {
+    const QuantSpec& s = q->spec();
+    d["format"] = "quantized";
+    d["bits"] = s.bits;
+    d["group_size"] = s.group_size;
+    d["symmetric"] = s.symmetric;
+    d["scale_type"] = name_of(s.scale_type);
+    d["codebook"] = s.codebook == QuantCodebook::nf4 ? "nf4" : "linear";
+  } else {
+    d["format"] = "f32";
+  }
+  return d;
+}
+
+void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& m) {
+  if (const QuantizedMatrix* q = m.quantized_matrix()) {
+    w.add(key + ".codes", SafetensorsDType::U8, {q->codes().size()}, std::as_bytes(q->codes()));
+    w.add(key + ".scales", SafetensorsDType::U8, {q->scales().size()}, std::as_bytes(q->scales()));
+    if (!q->spec().symmetric) {
+      w.add(key + ".minima", SafetensorsDType::U8, {q->minima().size()}, std::as_bytes(q->minima()));
+    }
+  } else {
+    w.add(key + ".weight", *m.f32());
+  }
+}
+
+LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, const nlohmann::json& d) {
+  const auto rows = d.at("rows").get<std::size_t>(), cols = d.at("cols").get<std::size_t>();
+  if (d.at("format") == "f32") {
+    Tensor<float> w = file.read_f32(key + ".weight");
+    if (w.rank() != 2 || w.dim(0) != rows || w.dim(1) != cols) {
+      fail(ErrorCode::corrupt_data, file.source(),
+           fmt::format("'{}.weight' has shape {} but the metadata says [{}, {}]", key, w.shape().to_string(), rows,
+                       cols));
+    }
+    return LoraMatrix(std::move(w));
+  }
+  QuantSpec spec;
+  spec.bits = d.at("bits").get<int>();
+  spec.group_size = d.at("group_size").get<std::size_t>();
+  spec.symmetric = d.at("symmetric").get<bool>();
+  spec.scale_type = parse_dtype(d.at("scale_type").get<std::string>());
+  spec.codebook = d.at("codebook") == "nf4" ? QuantCodebook::nf4 : QuantCodebook::linear;
+  QuantizedMatrix q(rows, cols, spec);
+  auto copy_plane = [&](const std::string& name, std::span<std::uint8_t> plane) {
+    const SafetensorsTensor& t = file.tensor(name);
+    if (t.dtype != SafetensorsDType::U8 || t.data.size() != plane.size()) {
+      fail(ErrorCode::corrupt_data, file.source(),
+           fmt::format("'{}' holds {} bytes of {} but a {} matrix [{}, {}] needs {} bytes of U8", name, t.data.size(),
+                       to_string(t.dtype), spec.to_string(), rows, cols, plane.size()));
+    }
+    std::memcpy(plane.data(), t.data.data(), plane.size());
+  };
+  copy_plane(key + ".codes", q.codes());
+  copy_plane(key + ".scales", q.scales());
+  if (!spec.symmetric) copy_plane(key + ".minima", q.minima());
+  return LoraMatrix(std::move(q));
+}
+
+}  // namespace
+
+std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept {
+  constexpr std::uint64_t kOffset = 0xcbf29ce484222325ull, kPrime = 0x100000001b3ull;
+  std::uint64_t h = kOffset;
+  std::size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, 8);  // little-endian hosts only, as the file format
+    h = (h ^ word) * kPrime;
+  }
+  if (i < bytes.size()) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, bytes.size() - i);
+    h = (h ^ word) * kPrime;
+  }
+  return (h ^ static_cast<std::uint64_t>(bytes.size())) * kPrime;
+}
+
+void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path) {
+  nlohmann::json modules = nlohmann::json::array();
+  SafetensorsWriter tensors;
+  for (const auto& [target, module] : adapter.modules()) {
+    const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);
+    modules.push_back({{"layer", target.layer},
+                       {"module", target.module},
+                       {"alpha", module.alpha()},
+                       {"scaling", module.scaling() == LoraScaling::standard ? "standard" : "rank_stabilized"},
+                       {"a", describe(module.a())},
+                       {"b", describe(module.b())}});
+    add_matrix(tensors, key + ".lora_A", module.a());
+    add_matrix(tensors, key + ".lora_B", module.b());
+  }
+  // The checksum covers the data section, which does not depend on the metadata: compute it from a
+  // first serialization, then store it.
+  const std::vector<std::byte> data_only = tensors.serialize();
+  std::uint64_t header = 0;
+  std::memcpy(&header, data_only.data(), 8);
+  const auto data = std::span(data_only).subspan(8 + header);
+  tensors.set_metadata("persona.format", std::string(kFormat));
+  tensors.set_metadata("persona.version", std::to_string(kPersonaAdapterVersion));
+  tensors.set_metadata("persona.adapter",
+                       nlohmann::json{{"id", adapter.id()}, {"tenant", adapter.tenant()}, {"modules", modules}}.dump());
+  tensors.set_metadata("persona.checksum", fmt::format("{:016x}", persona_checksum(data)));
+  tensors.write(path);
+}
+
+LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
+  const SafetensorsReader file = SafetensorsReader::open(path);
+  const auto& meta = file.metadata();
+  auto field = [&](const char* name) -> const std::string& {
+    const auto it = meta.find(name);
+    if (it == meta.end()) fail(ErrorCode::corrupt_data, path, fmt::format("__metadata__ has no '{}'", name));
+    return it->second;
+  };
+  if (field("persona.format") != kFormat) {
+    fail(ErrorCode::corrupt_data, path,
+         fmt::format("persona.format is '{}', not '{}'", field("persona.format"), kFormat));
+  }
+  int version = 0;
+  try {
+    version = std::stoi(field("persona.version"));
+  } catch (const std::exception&) {
+    fail(ErrorCode::corrupt_data, path, fmt::format("persona.version '{}' is not a number", field("persona.version")));
+  }
+  if (version > kPersonaAdapterVersion) {
+    fail(ErrorCode::unsupported, path,
+         fmt::format("format version {} is newer than this persona reads (version {})", version,
+                     kPersonaAdapterVersion));
+  }
+  // Verify the data before trusting any of it.
+  std::span<const std::byte> data;
+  if (!file.tensors().empty()) {
+    const auto& first = file.tensors().front();
+    const auto& last = file.tensors().back();
+    data =
+        std::span(first.data.data(), static_cast<std::size_t>(last.data.data() + last.data.size() - first.data.data()));
+  }
+  const std::string actual = fmt::format("{:016x}", persona_checksum(data));
+  if (field("persona.checksum") != actual) {
+    fail(ErrorCode::corrupt_data, path,
+         fmt::format("checksum mismatch: the file says {} but its data hashes to {}", field("persona.checksum"),
+                     actual));
+  }
+  const nlohmann::json description = nlohmann::json::parse(field("persona.adapter"), nullptr, false);
+  if (description.is_discarded() || !description.is_object()) {
+    fail(ErrorCode::corrupt_data, path, "persona.adapter is not a JSON object");
+  }
+  try {
+    LoraAdapter adapter(description.at("id").get<std::string>(), description.at("tenant").get<TenantId>());
+    for (const auto& m : description.at("modules")) {
+      const LoraTarget target{m.at("layer").get<std::size_t>(), m.at("module").get<std::string>()};
+      const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);
+      adapter.add(target,
+                  LoraModule(read_matrix(file, key + ".lora_A", m.at("a")),
+                             read_matrix(file, key + ".lora_B", m.at("b")), m.at("alpha").get<float>(),
+                             m.at("scaling") == "standard" ? LoraScaling::standard : LoraScaling::rank_stabilized));
+    }
+    return adapter;
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorCode::corrupt_data, path, fmt::format("persona.adapter is malformed: {}", e.what()));
+  } catch (const Error& e) {
+    if (e.message().starts_with(path.string())) throw;
+    fail(e.code() == ErrorCode::not_found ? ErrorCode::corrupt_data : e.code(), path, e.message());
+  }
+}
+
+}  // namespace persona
