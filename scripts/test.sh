@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the whole test suite twice: a Release build (library, tests, examples, benchmarks,
-# packaging tests), then again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# packaging tests), then again under AddressSanitizer + UndefinedBehaviorSanitizer; then runs the file
+# readers' fuzz targets (clang, libFuzzer) for PERSONA_FUZZ_SECONDS each (default 30) from their seeds.
 # PERSONA_WERROR=ON turns warnings into errors (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,25 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPERSONA_WERROR
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 
+# Fuzz the file readers (clang + libFuzzer + ASan/UBSan) from their seed corpora; a finding fails the run.
+fuzz_seconds=${PERSONA_FUZZ_SECONDS:-30}
+cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14
+cmake --build build/fuzz -j "$jobs"
+for target in safetensors peft; do
+  mkdir -p "build/fuzz/corpus-$target"
+  status=0
+  "build/fuzz/fuzz_$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 "build/fuzz/corpus-$target" \
+    "tests/fuzz/corpus/$target" > "build/fuzz/fuzz_$target.log" 2>&1 || status=$?
+  grep -E "^Done|ERROR|SUMMARY" "build/fuzz/fuzz_$target.log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -n 60 "build/fuzz/fuzz_$target.log"
+    exit "$status"
+  fi
+done
+
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERSONA_WERROR="$werror" \
   -DPERSONA_SANITIZE="address;undefined" -DPERSONA_BUILD_BENCHMARKS=OFF -DPERSONA_INSTALL=OFF
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j "$jobs"
+

@@ -38,12 +38,16 @@ const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& pat
   return nullptr;
 }
 
-PeftConfig read_config(const std::filesystem::path& path, const PeftReadOptions& options) {
-  std::ifstream in(path);
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail(ErrorCode::io_error, path, "cannot open");
   std::stringstream text;
   text << in.rdbuf();
-  const nlohmann::json json = nlohmann::json::parse(text.str(), nullptr, false);
+  return text.str();
+}
+
+PeftConfig parse_config(std::string_view text, const std::filesystem::path& path, const PeftReadOptions& options) {
+  const nlohmann::json json = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (json.is_discarded() || !json.is_object()) fail(ErrorCode::corrupt_data, path, "not a JSON object");
   auto field = [&](const char* name) -> const nlohmann::json* {
     const auto it = json.find(name);
@@ -113,14 +117,12 @@ bool parse_key(std::string_view key, ParsedKey& out) {
   return false;
 }
 
-}  // namespace
-
-LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options) {
+// The adapter from the config text and the opened weights; `folder` names the files in errors.
+LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader& weights,
+                          const PeftReadOptions& options, const std::filesystem::path& folder) {
   const auto config_path = folder / "adapter_config.json";
-  const auto weights_path = folder / "adapter_model.safetensors";
-  const PeftConfig config = read_config(config_path, options);
-  const SafetensorsReader weights = SafetensorsReader::open(weights_path);
-
+  const std::filesystem::path weights_path = weights.source();
+  const PeftConfig config = parse_config(config_json, config_path, options);
   struct Pair {
     std::string a_key, b_key, peft_name;
   };
@@ -160,6 +162,23 @@ LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftRea
                                    config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard));
   }
   return adapter;
+}
+
+}  // namespace
+
+LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options) {
+  const std::string config = read_text(folder / "adapter_config.json");
+  const SafetensorsReader weights = SafetensorsReader::open(folder / "adapter_model.safetensors");
+  PeftReadOptions named = options;
+  if (named.id.empty()) named.id = folder.filename().string();
+  return build_adapter(config, weights, named, folder);
+}
+
+LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,
+                              const PeftReadOptions& options, const std::filesystem::path& source) {
+  const SafetensorsReader weights =
+      SafetensorsReader::parse(safetensors, (source / "adapter_model.safetensors").string());
+  return build_adapter(config_json, weights, options, source);
 }
 
 namespace {

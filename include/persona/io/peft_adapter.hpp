@@ -4,8 +4,11 @@
 
 #include "persona/lora/lora_adapter.hpp"
 
+#include <cstddef>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 
 namespace persona {
 
@@ -24,6 +27,9 @@ struct PeftReadOptions {
 // corrupt_data (a lora_A without its lora_B, a rank that disagrees with the config, bad JSON),
 // unsupported (use_dora, bias, modules_to_save unless skipped), io_error (missing files).
 LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options = {});
+// The same from the two files' contents; `source` names them in errors (the fuzzer's entry point).
+LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,
+                              const PeftReadOptions& options, const std::filesystem::path& source);
 
 // Writes the adapter back as a PEFT folder (f32 tensors; quantized modules are dequantized), atomically
 // per file. The most common rank and alpha become r and lora_alpha, the others rank_pattern and
