@@ -3,6 +3,7 @@
 // folders unchanged; what persona cannot honour is an Error naming the field.
 #include "test_support.hpp"
 
+#include <persona/core/ops.hpp>
 #include <persona/io/peft_adapter.hpp>
 #include <persona/io/persona_adapter.hpp>
 #include <persona/io/safetensors.hpp>
@@ -48,8 +49,14 @@ Tensor<float> apply_one(const LoraModule& module, const Tensor<float>& x) {
   return y;
 }
 
-// f32 sums in another order than torch: 1e-5 of the sum of |terms| (far above 2^-24 k for k <= 64).
-double f32_bound(const LoraModule& m, const Tensor<float>& x, std::size_t t, std::size_t o) {
+// One module in slot 0.
+struct LoraPlanInput {
+  explicit LoraPlanInput(const LoraModule* m) : slots{m} {}
+  std::vector<const LoraModule*> slots;
+};
+
+// scale * sum_r |B_or| sum_c |A_rc x_c|: the size of the terms a LoRA output sums.
+double lora_abs_sum(const LoraModule& m, const Tensor<float>& x, std::size_t t, std::size_t o) {
   const Tensor<float> a = m.a().to_f32(), b = m.b().to_f32();
   double total = 0.0;
   for (std::size_t r = 0; r < m.rank(); ++r) {
@@ -57,7 +64,12 @@ double f32_bound(const LoraModule& m, const Tensor<float>& x, std::size_t t, std
     for (std::size_t c = 0; c < m.in_features(); ++c) h += std::fabs(a(r, c) * x(t, c));
     total += std::fabs(b(o, r)) * h;
   }
-  return 1e-5 * m.scale() * total + 1e-6;
+  return m.scale() * total;
+}
+
+// f32 sums in another order than torch: 1e-5 of the sum of |terms| (far above 2^-24 k for k <= 64).
+double f32_bound(const LoraModule& m, const Tensor<float>& x, std::size_t t, std::size_t o) {
+  return 1e-5 * lora_abs_sum(m, x, t, o) + 1e-6;
 }
 
 }  // namespace
@@ -166,10 +178,6 @@ TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
 }
 
 TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]") {
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "dora"), unsupported, "use_dora is true");
-  PERSONA_REQUIRE_ERROR(
-      read_peft_adapter(kData / "dora", PeftReadOptions{.id = "", .tenant = kPublicTenant, .skip_unsupported = true}),
-      unsupported, "use_dora");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save"), unsupported, "modules_to_save is [\"lm_head\"]");
   const LoraAdapter skipped = read_peft_adapter(
       kData / "modules_to_save", PeftReadOptions{.id = "", .tenant = kPublicTenant, .skip_unsupported = true});
@@ -261,5 +269,71 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
                         "version 7 is newer than this persona reads (version 1)");
   PERSONA_REQUIRE_ERROR(read_persona_adapter(kData / "plain" / "adapter_model.safetensors"), corrupt_data,
                         "__metadata__ has no 'persona.format'");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][lora]") {
+  const LoraAdapter adapter = read_peft_adapter(kData / "dora");
+  const SafetensorsReader expected = SafetensorsReader::open(kData / "dora" / "expected.safetensors");
+  const auto cases = recorded(expected);
+  REQUIRE(cases.size() == 2);
+  for (const Case& c : cases) {
+    INFO(c.key);
+    const LoraModule* module = adapter.find(c.layer, c.module);
+    REQUIRE(module != nullptr);
+    REQUIRE(module->dora());
+    const Tensor<float> x = expected.read_f32(c.key + ".x");
+    const Tensor<float> delta = expected.read_f32(c.key + ".delta");
+    const Tensor<float> w = expected.read_f32(c.key + ".base");
+    Tensor<float> base_out({x.dim(0), w.dim(0)}), abs_base({x.dim(0), w.dim(0)});
+    matmul_ref(x, w, base_out, Transpose::yes);
+    Tensor<float> abs_x = x, abs_w = w;
+    for (float& v : abs_x.span()) v = std::fabs(v);
+    for (float& v : abs_w.span()) v = std::fabs(v);
+    matmul_ref(abs_x, abs_w, abs_base, Transpose::yes);
+    const Tensor<float> row_scale = dora_row_scale(*module, w);
+
+    const std::vector<std::int32_t> slots(x.dim(0), 0);
+    const LoraPlanInput one{module};
+    Tensor<float> y({x.dim(0), w.dim(0)});
+    lora_linear(x, LoraMatrix(w), y, one.slots, plan_lora_batch(slots, 1));
+    // PEFT: y - x W^T = (n - 1) x W^T + n scale B A x. Bound: f32 rounding of every sum involved.
+    for (std::size_t t = 0; t < x.dim(0); ++t) {
+      for (std::size_t o = 0; o < w.dim(0); ++o) {
+        const double bound = 1e-5 * std::fabs(row_scale(o)) * (abs_base(t, o) + lora_abs_sum(*module, x, t, o)) + 1e-6;
+        REQUIRE(std::fabs((y(t, o) - base_out(t, o)) - delta(t, o)) <= bound);
+      }
+    }
+    // The same with the base weight quantized: DoRA's norms come from the dequantized weight, as PEFT
+    // does for quantized layers.
+    const QuantizedMatrix wq = quantize(w, QuantSpec{8, 32, true});
+    Tensor<float> yq({x.dim(0), w.dim(0)});
+    lora_linear(x, LoraMatrix(wq), yq, one.slots, plan_lora_batch(slots, 1));
+    for (std::size_t i = 0; i < y.numel(); ++i) REQUIRE(yq.data()[i] == Approx(y.data()[i]).margin(0.05));
+
+    // apply_lora cannot run DoRA (no base weight); merging gives the same layer; unmerging is refused.
+    Tensor<float> lora_only({x.dim(0), w.dim(0)});
+    PERSONA_REQUIRE_ERROR(apply_lora(x, lora_only, one.slots, plan_lora_batch(slots, 1)), unsupported,
+                          "use lora_linear");
+    Tensor<float> merged = w, merged_out({x.dim(0), w.dim(0)});
+    merge_lora(merged, *module);
+    matmul_ref(x, merged, merged_out, Transpose::yes);
+    for (std::size_t i = 0; i < y.numel(); ++i) REQUIRE(merged_out.data()[i] == Approx(y.data()[i]).margin(1e-4));
+    PERSONA_REQUIRE_ERROR(unmerge_lora(merged, *module), unsupported, "cannot be unmerged");
+  }
+
+  // DoRA survives both file formats.
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_dora_" + std::to_string(::getpid()));
+  write_peft_adapter(adapter, dir / "peft");
+  write_persona_adapter(adapter, dir / "a.persona");
+  for (const LoraAdapter& back : {read_peft_adapter(dir / "peft"), read_persona_adapter(dir / "a.persona")}) {
+    for (const auto& [target, module] : adapter.modules()) {
+      const LoraModule* b = back.find(target.layer, target.module);
+      REQUIRE(b != nullptr);
+      REQUIRE(b->dora());
+      CHECK(std::memcmp(b->dora_magnitude().data(), module.dora_magnitude().data(),
+                        module.out_features() * sizeof(float)) == 0);
+    }
+  }
   std::filesystem::remove_all(dir);
 }

@@ -10,7 +10,8 @@ A tiny Llama-style model is built from a config with seeded random weights (no d
 wraps it with a peft LoraConfig, randomizes A and B (PEFT zeroes B by default, which would make every
 output equal the base), saves the adapter with save_pretrained, and records, for every adapted linear
 layer, a fixed input x and PEFT's LoRA contribution delta = lora_layer(x) - base_layer(x), in
-<variant>/expected.safetensors under "layers.<L>.<module>.x" and ".delta".
+<variant>/expected.safetensors under "layers.<L>.<module>.x" and ".delta" (and ".base", the base weight, for
+DoRA, whose output depends on it).
 """
 import json
 import pathlib
@@ -78,6 +79,9 @@ def main():
                 delta = module(x) - module.base_layer(x)
             expected[f"{key}.x"] = x.contiguous()
             expected[f"{key}.delta"] = delta.contiguous()
+            if options.get("use_dora"):
+                # DoRA's output depends on the base weight (through its row norms): record it.
+                expected[f"{key}.base"] = module.base_layer.weight.detach().contiguous()
         safetensors.torch.save_file(expected, folder / "expected.safetensors")
         (folder / "README").write_text(
             f"Made by tools/make_peft_fixtures.py with torch {torch.__version__}, transformers "

@@ -21,6 +21,7 @@ struct PeftConfig {
   std::size_t r = 8;
   double lora_alpha = 8.0;
   bool use_rslora = false;
+  bool use_dora = false;
   std::vector<std::pair<std::string, std::size_t>> rank_pattern;  // in file order, as PEFT tries them
   std::vector<std::pair<std::string, double>> alpha_pattern;
 };
@@ -56,9 +57,6 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
   if (const auto* type = field("peft_type"); type != nullptr && *type != "LORA") {
     fail(ErrorCode::unsupported, path, fmt::format("peft_type is {}, only LORA is supported", type->dump()));
   }
-  if (const auto* dora = field("use_dora"); dora != nullptr && dora->is_boolean() && dora->get<bool>()) {
-    fail(ErrorCode::unsupported, path, "use_dora is true: DoRA adapters are not supported yet");
-  }
   if (!options.skip_unsupported) {
     if (const auto* bias = field("bias"); bias != nullptr && *bias != "none") {
       fail(ErrorCode::unsupported, path, fmt::format("bias is {}: bias training is not supported", bias->dump()));
@@ -77,6 +75,7 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
     if (const auto* r = field("r")) config.r = r->get<std::size_t>();
     if (const auto* alpha = field("lora_alpha")) config.lora_alpha = alpha->get<double>();
     if (const auto* rs = field("use_rslora")) config.use_rslora = rs->get<bool>();
+    if (const auto* dora = field("use_dora")) config.use_dora = dora->get<bool>();
     if (const auto* p = field("rank_pattern")) {
       for (const auto& [k, v] : p->items()) config.rank_pattern.emplace_back(k, v.get<std::size_t>());
     }
@@ -93,15 +92,16 @@ struct ParsedKey {
   std::size_t layer;
   std::string module;     // e.g. "self_attn.q_proj"
   std::string peft_name;  // e.g. "model.layers.0.self_attn.q_proj"
-  char matrix;            // 'A' or 'B'
+  char matrix;            // 'A', 'B' or 'M' (the DoRA magnitude)
 };
 
-// "base_model.model.model.layers.<L>.<module>.lora_<A|B>.weight"; false for any other key.
+// "base_model.model.model.layers.<L>.<module>.lora_<A|B>.weight" or ".lora_magnitude_vector"; false
+// for any other key.
 bool parse_key(std::string_view key, ParsedKey& out) {
   if (!key.starts_with(kKeyPrefix)) return false;
   key.remove_prefix(kKeyPrefix.size());
-  for (char m : {'A', 'B'}) {
-    const std::string suffix = fmt::format(".lora_{}.weight", m);
+  for (char m : {'A', 'B', 'M'}) {
+    const std::string suffix = m == 'M' ? std::string(".lora_magnitude_vector") : fmt::format(".lora_{}.weight", m);
     if (!key.ends_with(suffix)) continue;
     const std::string_view name = key.substr(0, key.size() - suffix.size());
     const std::size_t at = name.find(kLayersMarker);
@@ -124,7 +124,7 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
   const std::filesystem::path weights_path = weights.source();
   const PeftConfig config = parse_config(config_json, config_path, options);
   struct Pair {
-    std::string a_key, b_key, peft_name;
+    std::string a_key, b_key, magnitude_key, peft_name;
   };
   std::map<LoraTarget, Pair> pairs;
   for (const SafetensorsTensor& t : weights.tensors()) {
@@ -138,7 +138,7 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
     pair.peft_name = key.peft_name;
-    (key.matrix == 'A' ? pair.a_key : pair.b_key) = t.name;
+    (key.matrix == 'A' ? pair.a_key : key.matrix == 'B' ? pair.b_key : pair.magnitude_key) = t.name;
   }
   LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, options.tenant);
   for (auto& [target, pair] : pairs) {
@@ -156,10 +156,25 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
       fail(ErrorCode::corrupt_data, weights_path,
            fmt::format("'{}' has rank {} (B: {}) but the config says {}", pair.a_key, a.dim(0), b.dim(1), rank));
     }
+    Tensor<float> magnitude;
+    if (config.use_dora != !pair.magnitude_key.empty()) {
+      fail(ErrorCode::corrupt_data, weights_path,
+           config.use_dora ? fmt::format("use_dora is true but '{}' has no lora_magnitude_vector", pair.a_key)
+                           : fmt::format("'{}' is present but use_dora is false", pair.magnitude_key));
+    }
+    if (config.use_dora) {
+      magnitude = weights.read_f32(pair.magnitude_key);
+      if (magnitude.rank() != 1 || magnitude.dim(0) != b.dim(0)) {
+        fail(ErrorCode::corrupt_data, weights_path,
+             fmt::format("'{}' has shape {} but the module has {} outputs", pair.magnitude_key,
+                         magnitude.shape().to_string(), b.dim(0)));
+      }
+    }
     const double* pattern_alpha = pattern_value(config.alpha_pattern, pair.peft_name);
     const double alpha = pattern_alpha != nullptr ? *pattern_alpha : config.lora_alpha;
     adapter.add(target, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), static_cast<float>(alpha),
-                                   config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard));
+                                   config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard,
+                                   std::move(magnitude)));
   }
   return adapter;
 }
@@ -200,10 +215,13 @@ void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path&
   std::map<float, std::size_t> alphas;
   std::set<std::string> targets;
   const LoraScaling scaling = adapter.modules().begin()->second.scaling();
+  const bool dora = adapter.modules().begin()->second.dora();
   for (const auto& [target, module] : adapter.modules()) {
     PERSONA_CHECK_CODE(unsupported, module.scaling() == scaling,
                        "adapter '{}' mixes LoRA and rsLoRA scaling, which PEFT's use_rslora cannot express",
                        adapter.id());
+    PERSONA_CHECK_CODE(unsupported, module.dora() == dora,
+                       "adapter '{}' mixes DoRA and plain modules, which PEFT's use_dora cannot express", adapter.id());
     ++ranks[module.rank()];
     ++alphas[module.alpha()];
     const std::size_t dot = target.module.rfind('.');
@@ -219,7 +237,7 @@ void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path&
                                    {"rank_pattern", nlohmann::ordered_json::object()},
                                    {"alpha_pattern", nlohmann::ordered_json::object()},
                                    {"bias", "none"},
-                                   {"use_dora", false},
+                                   {"use_dora", dora},
                                    {"fan_in_fan_out", false},
                                    {"lora_dropout", 0.0},
                                    {"modules_to_save", nullptr},
@@ -233,6 +251,7 @@ void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path&
     if (module.alpha() != alpha) config["alpha_pattern"][name] = module.alpha();
     weights.add(fmt::format("base_model.{}.lora_A.weight", "model." + name), module.a().to_f32());
     weights.add(fmt::format("base_model.{}.lora_B.weight", "model." + name), module.b().to_f32());
+    if (dora) weights.add(fmt::format("base_model.model.{}.lora_magnitude_vector", name), module.dora_magnitude());
   }
   std::filesystem::create_directories(folder);
   weights.write(folder / "adapter_model.safetensors");

@@ -108,6 +108,8 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
                        {"b", describe(module.b())}});
     add_matrix(tensors, key + ".lora_A", module.a());
     add_matrix(tensors, key + ".lora_B", module.b());
+    if (module.dora()) tensors.add(key + ".dora_magnitude", module.dora_magnitude());
+    modules.back()["dora"] = module.dora();
   }
   // The checksum covers the data section, which does not depend on the metadata: compute it from a
   // first serialization, then store it.
@@ -169,10 +171,13 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
     for (const auto& m : description.at("modules")) {
       const LoraTarget target{m.at("layer").get<std::size_t>(), m.at("module").get<std::string>()};
       const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);
+      Tensor<float> magnitude;
+      if (m.value("dora", false)) magnitude = file.read_f32(key + ".dora_magnitude");
       adapter.add(target,
                   LoraModule(read_matrix(file, key + ".lora_A", m.at("a")),
                              read_matrix(file, key + ".lora_B", m.at("b")), m.at("alpha").get<float>(),
-                             m.at("scaling") == "standard" ? LoraScaling::standard : LoraScaling::rank_stabilized));
+                             m.at("scaling") == "standard" ? LoraScaling::standard : LoraScaling::rank_stabilized,
+                             std::move(magnitude)));
     }
     return adapter;
   } catch (const nlohmann::json::exception& e) {

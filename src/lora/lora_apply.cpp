@@ -4,6 +4,7 @@
 #include "persona/core/threading.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace persona {
 namespace {
@@ -40,9 +41,10 @@ void check_batch(TensorView<const float> x, TensorView<float> y, std::span<const
 }
 
 // Runs one slot on `count` tokens listed at `tokens`: gathers their rows (unless they are consecutive),
-// shrinks, expands and adds scale * result to their rows of y.
+// shrinks, expands and adds scale * result to their rows of y. With a DoRA row scale n (and y holding
+// the base output), the rows become n * (y + scale * result) instead.
 void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule& m, const std::size_t* tokens,
-                std::size_t count) {
+                std::size_t count, const float* dora_row_scale = nullptr) {
   const std::size_t in = x.dim(1), out = y.dim(1);
   const bool consecutive = tokens[count - 1] - tokens[0] == count - 1;
   Tensor<float> gathered;
@@ -60,8 +62,33 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
   const float scale = m.scale();
   for (std::size_t i = 0; i < count; ++i) {
     float* row = &y(tokens[i], 0);
-    for (std::size_t o = 0; o < out; ++o) row[o] += scale * expanded(i, o);
+    if (dora_row_scale != nullptr) {
+      for (std::size_t o = 0; o < out; ++o) row[o] = dora_row_scale[o] * (row[o] + scale * expanded(i, o));
+    } else {
+      for (std::size_t o = 0; o < out; ++o) row[o] += scale * expanded(i, o);
+    }
   }
+}
+
+// Both forms over the plan's segments; row_scales[slot] is the DoRA row scale of DoRA slots.
+void run_plan(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
+              const LoraBatchPlan& plan, LoraForm form, std::span<const Tensor<float>> row_scales) {
+  if (plan.tokens.empty()) return;
+  if (form == LoraForm::automatic) {
+    form = plan.tokens.size() >= kLoraSegmentMinTokens * plan.segments.size() ? LoraForm::segment : LoraForm::gather;
+  }
+  parallel_for(plan.segments.size(), 1, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) {
+      const LoraSegment& s = plan.segments[i];
+      const auto slot = static_cast<std::size_t>(s.slot);
+      const float* row_scale = row_scales.empty() || row_scales[slot].empty() ? nullptr : row_scales[slot].data();
+      if (form == LoraForm::segment) {
+        run_tokens(x, y, *slots[slot], plan.tokens.data() + s.begin, s.end - s.begin, row_scale);
+      } else {
+        for (std::size_t t = s.begin; t < s.end; ++t) run_tokens(x, y, *slots[slot], &plan.tokens[t], 1, row_scale);
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -95,26 +122,11 @@ LoraBatchPlan plan_lora_batch(std::span<const std::int32_t> token_slots, std::si
 void apply_lora(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
                 const LoraBatchPlan& plan, LoraForm form) {
   check_batch(x, y, slots, plan, "apply_lora");
-  if (plan.tokens.empty()) return;
-  if (form == LoraForm::automatic) {
-    form = plan.tokens.size() >= kLoraSegmentMinTokens * plan.segments.size() ? LoraForm::segment : LoraForm::gather;
+  for (const LoraSegment& s : plan.segments) {
+    PERSONA_CHECK_CODE(unsupported, !slots[static_cast<std::size_t>(s.slot)]->dora(),
+                       "slot {} is a DoRA module, whose output depends on the base weight: use lora_linear", s.slot);
   }
-  if (form == LoraForm::segment) {
-    parallel_for(plan.segments.size(), 1, [&](std::size_t begin, std::size_t end) {
-      for (std::size_t i = begin; i < end; ++i) {
-        const LoraSegment& s = plan.segments[i];
-        run_tokens(x, y, *slots[static_cast<std::size_t>(s.slot)], plan.tokens.data() + s.begin, s.end - s.begin);
-      }
-    });
-    return;
-  }
-  parallel_for(plan.segments.size(), 1, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) {
-      const LoraSegment& s = plan.segments[i];
-      for (std::size_t t = s.begin; t < s.end; ++t)
-        run_tokens(x, y, *slots[static_cast<std::size_t>(s.slot)], &plan.tokens[t], 1);
-    }
-  });
+  run_plan(x, y, slots, plan, form, {});
 }
 
 void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
@@ -143,8 +155,22 @@ void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<co
 
 void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan) {
+  check_batch(x, y, slots, plan, "lora_linear");
+  PERSONA_CHECK_CODE(shape_mismatch, base.rows() == y.dim(1) && base.cols() == x.dim(1),
+                     "the base weight is [{}, {}] but x is {} and y is {}", base.rows(), base.cols(),
+                     x.shape().to_string(), y.shape().to_string());
   base.multiply(x, y);
-  apply_lora(x, y, slots, plan);
+  // DoRA slots scale each output row by m / ||W + scale B A||, from the (dequantized) base weight.
+  std::vector<Tensor<float>> row_scales;
+  Tensor<float> base_f32;
+  for (const LoraSegment& s : plan.segments) {
+    const LoraModule& m = *slots[static_cast<std::size_t>(s.slot)];
+    if (!m.dora()) continue;
+    if (base_f32.empty()) base_f32 = base.to_f32();
+    row_scales.resize(slots.size());
+    row_scales[static_cast<std::size_t>(s.slot)] = dora_row_scale(m, base_f32);
+  }
+  run_plan(x, y, slots, plan, LoraForm::automatic, row_scales);
 }
 
 }  // namespace persona

@@ -16,16 +16,17 @@ struct PeftReadOptions {
   std::string id;  // the adapter's id (default: the folder's name)
   TenantId tenant = kPublicTenant;
   // Drop what persona cannot honour and that only adds to the model (modules_to_save tensors, LoRA
-  // biases) instead of failing. Features that change the LoRA itself (use_dora) always fail.
+  // biases) instead of failing.
   bool skip_unsupported = false;
 };
 
 // Keys "base_model.model.model.layers.<L>.<module>.lora_{A,B}.weight" become module <module> of layer
 // <L>, e.g. "self_attn.q_proj". Rank and alpha follow r / lora_alpha, overridden per module by
 // rank_pattern / alpha_pattern (PEFT's rule: key k matches module name m when m matches "(.*\.)?(k)$");
-// use_rslora selects alpha / sqrt(r). Errors name the file and the field or tensor key:
-// corrupt_data (a lora_A without its lora_B, a rank that disagrees with the config, bad JSON),
-// unsupported (use_dora, bias, modules_to_save unless skipped), io_error (missing files).
+// use_rslora selects alpha / sqrt(r); use_dora reads each module's lora_magnitude_vector. Errors name
+// the file and the field or tensor key: corrupt_data (a lora_A without its lora_B, a rank that disagrees
+// with the config, a magnitude missing or unexpected, bad JSON), unsupported (bias, modules_to_save
+// unless skipped), io_error (missing files).
 LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options = {});
 // The same from the two files' contents; `source` names them in errors (the fuzzer's entry point).
 LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,

@@ -48,7 +48,8 @@ void apply_lora(TensorView<const float> x, TensorView<float> y, std::span<const 
 void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
                     std::span<const std::int32_t> token_slots);
 
-// y = x W^T + LoRA(x) in one call, W [out, in] f32 or quantized. y is overwritten.
+// y = x W^T + LoRA(x) in one call, W [out, in] f32 or quantized. y is overwritten. The one call that
+// runs DoRA modules (apply_lora refuses them with Error(unsupported)): their row norms need W.
 void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan);
 
