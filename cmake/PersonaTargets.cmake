@@ -66,9 +66,13 @@ function(persona_add_arch_kernels target)
     target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp)
     set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp PROPERTIES
       COMPILE_OPTIONS "${avx512_flags}")
-    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp)
-    set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp PROPERTIES
-      COMPILE_OPTIONS "${avx512_flags};-mavx512vnni")
     target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX512_KERNELS=1)
+    check_cxx_compiler_flag("${avx512_joined} -mavx512vnni" PERSONA_COMPILER_HAS_AVX512_VNNI)
+    if(PERSONA_COMPILER_HAS_AVX512_VNNI)
+      target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp)
+      set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp PROPERTIES
+        COMPILE_OPTIONS "${avx512_flags};-mavx512vnni")
+      target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX512_VNNI_KERNELS=1)
+    endif()
   endif()
 endfunction()

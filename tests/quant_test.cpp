@@ -326,3 +326,29 @@ TEST_CASE("Quantized products reject bad shapes and non-finite activations", "[q
   quantized_matmul(x, q, y, QuantProductPath::f32_activations);
   CHECK(!std::isfinite(y(1, 0)));
 }
+
+TEST_CASE("Edge cases: subnormal activations, overlapping outputs, minima of symmetric specs", "[quant][product]") {
+  const QuantizedMatrix q = quantize(random_tensor({16, 32}, 32), QuantSpec{4, 32, true});
+  // Activations so small that 127 / absmax would overflow: still exact at every level.
+  Tensor<float> tiny({2, 32});
+  for (std::size_t c = 0; c < 32; ++c) tiny(0, c) = c % 3 == 0 ? 1e-40f : 0.0f;
+  Tensor<float> ref({2, 16});
+  quantized_matmul_ref(tiny, q, ref);
+  for (IsaLevel level : supported_isa_levels()) {
+    ScopedIsaLevel isa(level);
+    Tensor<float> y({2, 16});
+    quantized_matmul(tiny, q, y);
+    CHECK(same_bits(y, ref));
+    for (float v : y.span()) CHECK(std::isfinite(v));
+  }
+  // y overlapping x is refused; errors name the public function.
+  Tensor<float> buffer({2, 48});
+  TensorView<const float> x(buffer.data(), {2, 32}, {48, 1}, buffer.numel());
+  TensorView<float> y(buffer.data() + 16, {2, 16}, {48, 1}, buffer.numel() - 16);
+  PERSONA_REQUIRE_ERROR(quantized_matmul(x, q, y), invalid_argument, "in quantized_matmul: y overlaps x");
+  Tensor<float> nan_w({1, 32});
+  nan_w(0, 3) = std::numeric_limits<float>::quiet_NaN();
+  PERSONA_REQUIRE_ERROR(quantize(nan_w, QuantSpec{}), invalid_argument, "in quantize: element [0, 3] is nan");
+  QuantizedMatrix symmetric(16, 32, QuantSpec{4, 32, true});
+  PERSONA_REQUIRE_ERROR(symmetric.set_minimum(0, 0, 1.0f), invalid_argument, "stores no minima");
+}

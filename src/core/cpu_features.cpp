@@ -56,7 +56,9 @@ CpuFeatures probe() {
 #if PERSONA_HAVE_AVX512_KERNELS
   if (f.best == IsaLevel::avx2 && f.avx512f && f.avx512cd && f.avx512bw && f.avx512dq && f.avx512vl) {
     f.best = IsaLevel::avx512;
+#if PERSONA_HAVE_AVX512_VNNI_KERNELS
     if (f.avx512_vnni) f.best = IsaLevel::avx512_vnni;
+#endif
   }
 #endif
   return f;
@@ -103,8 +105,8 @@ IsaLevel parse_isa_level(std::string_view name) {
     if (name == to_string(level)) return level;
   }
   PERSONA_THROW(invalid_argument,
-                "unknown ISA level '{}': allowed values are scalar, avx2, avx512, avx512_vnni (this CPU supports: {})", name,
-                supported_list());
+                "unknown ISA level '{}': allowed values are scalar, avx2, avx512, avx512_vnni (this CPU supports: {})",
+                name, supported_list());
 }
 
 std::vector<IsaLevel> supported_isa_levels() {

@@ -6,7 +6,7 @@
 #include "persona/quant/quant_spec.hpp"
 
 #include <array>
-#include <cstddef>
+#include <cstddef>  // offsetof
 #include <cstdint>
 #include <cstring>
 
@@ -20,8 +20,8 @@ struct CodePosition {
 constexpr CodePosition code_position(std::size_t tiles_per_panel, int bits, std::size_t row, std::size_t col) noexcept {
   const std::size_t per_tile = tile_traits(bits).columns_per_tile;
   const std::size_t in_tile = col % per_tile;
-  const std::size_t byte =
-      ((row / kPanelRows) * tiles_per_panel + col / per_tile) * kTileBytes + (row % kPanelRows) * 4 + in_tile % 4;
+  const std::size_t tile = (row / kPanelRows) * tiles_per_panel + col / per_tile;
+  const std::size_t byte = tile * sizeof(QuantTile) + offsetof(QuantTile, bytes) + (row % kPanelRows) * 4 + in_tile % 4;
   return {byte, static_cast<unsigned>((in_tile / 4) * static_cast<std::size_t>(bits))};
 }
 

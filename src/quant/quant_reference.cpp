@@ -77,8 +77,10 @@ const QuantKernelTable& reference_quant_kernels() noexcept { return kReference; 
 
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept {
   switch (level) {
-#if PERSONA_HAVE_AVX512_KERNELS
+#if PERSONA_HAVE_AVX512_VNNI_KERNELS
     case IsaLevel::avx512_vnni: return avx512_vnni_quant_kernels();
+#endif
+#if PERSONA_HAVE_AVX512_KERNELS
     case IsaLevel::avx512: return avx512_quant_kernels();
 #endif
 #if PERSONA_HAVE_AVX2_KERNELS

@@ -153,17 +153,24 @@ class GroupQuantizer {
   float offset_;
 };
 
+// Errors here are the caller's, so they name quantize().
 void check_matrix(TensorView<const float> w, const QuantSpec& spec) {
   spec.validate();
-  PERSONA_CHECK_CODE(shape_mismatch, w.rank() == 2, "the matrix to quantize must have rank 2, got shape {}",
-                     w.shape().to_string());
-  PERSONA_CHECK(w.dim(1) <= 1 || w.stride(1) == 1, "the matrix to quantize must have contiguous rows, strides {}",
-                w.strides().to_string());
+  if (w.rank() != 2) {
+    throw Error(ErrorCode::shape_mismatch, "quantize",
+                fmt::format("the matrix to quantize must have rank 2, got shape {}", w.shape().to_string()));
+  }
+  if (w.dim(1) > 1 && w.stride(1) != 1) {
+    throw Error(ErrorCode::invalid_argument, "quantize",
+                fmt::format("the matrix to quantize must have contiguous rows, strides {}", w.strides().to_string()));
+  }
   for (std::size_t r = 0; r < w.dim(0); ++r) {
     const float* row = w.data() + r * w.stride(0);
     for (std::size_t c = 0; c < w.dim(1); ++c) {
-      PERSONA_CHECK(std::isfinite(row[c]), "element [{}, {}] is {}: quantizing it would corrupt the weights", r, c,
-                    row[c]);
+      if (!std::isfinite(row[c])) {
+        throw Error(ErrorCode::invalid_argument, "quantize",
+                    fmt::format("element [{}, {}] is {}: quantizing it would corrupt the weights", r, c, row[c]));
+      }
     }
   }
 }
@@ -175,17 +182,19 @@ QuantizedMatrix quantize(TensorView<const float> w, const QuantSpec& spec, Quant
   QuantizedMatrix q(w.dim(0), w.dim(1), spec);
   const GroupQuantizer quantizer(spec);
   const std::size_t groups = q.groups_per_row(), g = spec.group_size;
-  // Each chunk writes whole panels' worth of rows, but codes of one tile are shared by 16 rows: chunks
-  // of kRowGrain = 16 rows never share a byte.
+  // Every code byte belongs to one row, so any split is safe; whole panels per chunk keep two threads
+  // from writing into the same 64-byte tile (false sharing).
   static_assert(kRowGrain % kPanelRows == 0);
   parallel_for(q.rows(), kRowGrain, [&](std::size_t begin, std::size_t end) {
     for (std::size_t r = begin; r < end; ++r) {
       const float* row = w.data() + r * w.stride(0);
       for (std::size_t group = 0; group < groups; ++group) {
         const GroupCodes codes = quantizer.quantize(row + group * g, g, method);
-        PERSONA_CHECK_CODE(out_of_range, std::isfinite(codes.scale) && std::isfinite(codes.minimum),
-                           "row {} group {}: scale {} / minimum {} overflow the scale type {}", r, group, codes.scale,
-                           codes.minimum, name_of(spec.scale_type));
+        if (!std::isfinite(codes.scale) || !std::isfinite(codes.minimum)) {
+          throw Error(ErrorCode::out_of_range, "quantize",
+                      fmt::format("row {} group {}: scale {} / minimum {} overflow the scale type {}", r, group,
+                                  codes.scale, codes.minimum, name_of(spec.scale_type)));
+        }
         q.set_scale(r, group, codes.scale);
         if (!spec.symmetric) q.set_minimum(r, group, codes.minimum);
         for (std::size_t i = 0; i < g; ++i) q.set_code(r, group * g + i, codes.codes[i]);

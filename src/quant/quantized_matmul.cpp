@@ -22,7 +22,8 @@ struct Activations {
   std::vector<std::int32_t> code_sums;  // int8 path: [m, groups]
 };
 
-// Per token and group: scale = absmax / 127, code = nearbyint(x * 127 / absmax). Shared by every level.
+// Per token and group: scale = absmax / 127, code = nearbyint((x / absmax) * 127), which stays finite
+// for any absmax > 0 (127 / absmax would overflow for subnormal absmax). Shared by every level.
 void quantize_activations(TensorView<const float> x, std::size_t group_size, Activations& out) {
   const std::size_t m = x.dim(0), k = x.dim(1), groups = k / group_size;
   out.codes.resize(m * k);
@@ -33,13 +34,15 @@ void quantize_activations(TensorView<const float> x, std::size_t group_size, Act
     for (std::size_t g = 0; g < groups; ++g) {
       float absmax = 0.0f;
       for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-        PERSONA_CHECK(std::isfinite(row[c]), "activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]);
+        if (!std::isfinite(row[c])) {
+          throw Error(ErrorCode::invalid_argument, "quantized_matmul",
+                      fmt::format("activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]));
+        }
         absmax = std::max(absmax, std::fabs(row[c]));
       }
-      const float inverse = absmax > 0.0f ? 127.0f / absmax : 0.0f;
       std::int32_t sum = 0;
       for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-        const float q = std::clamp(std::nearbyint(row[c] * inverse), -127.0f, 127.0f);
+        const float q = absmax > 0.0f ? std::clamp(std::nearbyint(row[c] / absmax * 127.0f), -127.0f, 127.0f) : 0.0f;
         out.codes[t * k + c] = static_cast<std::int8_t>(q);
         sum += static_cast<std::int32_t>(q);
       }
@@ -86,6 +89,13 @@ void run_product(const detail::QuantKernelTable& kernels, bool threaded, TensorV
   }
   const std::size_t m = x.dim(0), n = w.rows();
   if (m == 0 || n == 0) return;
+  const auto* x_begin = reinterpret_cast<const char*>(x.data());
+  const auto* y_begin = reinterpret_cast<const char*>(y.data());
+  const std::size_t x_bytes = ((m - 1) * x.stride(0) + x.dim(1)) * sizeof(float);
+  const std::size_t y_bytes = ((m - 1) * y.stride(0) + n) * sizeof(float);
+  if (x.dim(1) > 0 && x_begin < y_begin + y_bytes && y_begin < x_begin + x_bytes) {
+    throw Error(ErrorCode::invalid_argument, function, "y overlaps x: the product cannot be computed in place");
+  }
 
   const bool int8_path = path == QuantProductPath::int8_activations;
   Activations act;

@@ -43,8 +43,8 @@ void QuantizedMatrix::set_scale(std::size_t row, std::size_t group, float value)
   detail::write_param(scales().data(), spec_.scale_type, param_index(row, group), value);
 }
 
-void QuantizedMatrix::set_minimum(std::size_t row, std::size_t group, float value) noexcept {
-  PERSONA_ASSERT(!spec_.symmetric);
+void QuantizedMatrix::set_minimum(std::size_t row, std::size_t group, float value) {
+  PERSONA_CHECK(!spec_.symmetric, "{} stores no minima: set_minimum needs an asymmetric spec", spec_.to_string());
   detail::write_param(minima().data(), spec_.scale_type, param_index(row, group), value);
 }
 

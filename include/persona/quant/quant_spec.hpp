@@ -57,7 +57,7 @@ inline constexpr std::array<float, 16> kNf4Codebook = {
 };
 
 // Codes are packed in 64-byte tiles, each holding kPanelRows consecutive output rows times
-// kTileK(bits) consecutive input columns: the unit one SIMD load brings in (docs/formats.md).
+// tile_traits(bits).columns_per_tile consecutive input columns: the unit one SIMD load brings in (docs/formats.md).
 inline constexpr std::size_t kPanelRows = 16;
 inline constexpr std::size_t kTileBytes = 64;
 

@@ -48,7 +48,7 @@ class QuantizedMatrix {
   float scale(std::size_t row, std::size_t group) const noexcept;
   float minimum(std::size_t row, std::size_t group) const noexcept;  // the effective minimum (see QuantCodebook)
   void set_scale(std::size_t row, std::size_t group, float value) noexcept;
-  void set_minimum(std::size_t row, std::size_t group, float value) noexcept;  // asymmetric specs only
+  void set_minimum(std::size_t row, std::size_t group, float value);  // Error for symmetric specs
 
  private:
   std::size_t param_index(std::size_t row, std::size_t group) const noexcept;
