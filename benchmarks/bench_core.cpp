@@ -2,6 +2,7 @@
 // *_ref oracle and Eigen, next to a STREAM-like memory-bandwidth probe. After the usual console output it
 // prints a markdown table of medians, minimums, speedups and bandwidth from the same run; how to read it
 // is in docs/performance.md.
+#include "bench_support.hpp"
 #include "persona/core/cpu_features.hpp"
 #include "persona/core/dtype.hpp"
 #include "persona/core/ops.hpp"
@@ -33,6 +34,14 @@ namespace {
 
 using persona::IsaLevel;
 using persona::Tensor;
+using persona::bench::format_time;
+using persona::bench::last_level_cache_bytes;
+using persona::bench::Measurement;
+using persona::bench::mebi_label;
+using persona::bench::min_of;
+using persona::bench::Stream;
+using persona::bench::StreamKernel;
+using persona::bench::SummaryReporter;
 
 constexpr std::size_t kHidden = 4096;                    // Llama-7B's hidden size
 constexpr std::array<std::size_t, 2> kRowCounts{1, 64};  // one decode token; a 64-token batch
@@ -40,15 +49,6 @@ constexpr std::size_t kConvertElements = std::size_t{1} << 20;
 constexpr std::size_t kStreamElements = std::size_t{32} << 20;  // 128 MiB per array
 constexpr int kMoreThreads = 2;
 constexpr float kEps = 1e-5f;
-
-std::string mebi_label(std::size_t n) { return fmt::format("{}Mi", n >> 20); }
-
-std::size_t last_level_cache_bytes() {
-  const auto& caches = benchmark::CPUInfo::Get().caches;
-  const auto last =
-      std::max_element(caches.begin(), caches.end(), [](const auto& a, const auto& b) { return a.level < b.level; });
-  return last == caches.end() ? 0 : static_cast<std::size_t>(last->size);
-}
 
 // ---- Inputs and Eigen views ----
 
@@ -265,76 +265,6 @@ struct Convert {
   std::int64_t bytes() const { return static_cast<std::int64_t>(in.size() * (sizeof(From) + sizeof(To))); }
 };
 
-// STREAM-like kernels on arrays far beyond the LLC: the memory roofline. `read` (a sum) bounds a GEMV,
-// which only reads its weights; copy and triad also write. As in STREAM, bytes() does not count the read
-// a cached store makes of its destination line (write-allocate), so real traffic is higher.
-enum class StreamKernel { read, copy, triad };
-
-const char* to_string(StreamKernel kernel) {
-  switch (kernel) {
-    case StreamKernel::read: return "read";
-    case StreamKernel::copy: return "copy";
-    case StreamKernel::triad: return "triad";
-  }
-  return "unknown";
-}
-
-struct Stream {
-  static constexpr std::string_view op = "stream";
-  static constexpr std::size_t kGrain = std::size_t{1} << 20;  // floats a thread takes at a time
-  StreamKernel kernel;
-  std::vector<Tensor<float>> arrays;  // [a, b, c] of STREAM's a = b + s * c, as many as the kernel uses
-  std::vector<float> sums;            // one partial sum per chunk, so `read` has a result to keep
-
-  Stream(StreamKernel k, std::size_t n) : kernel(k), sums((n + kGrain - 1) / kGrain) {
-    const std::size_t count = k == StreamKernel::read ? 1 : k == StreamKernel::copy ? 2 : 3;
-    // Tensor zero-fills what it allocates, so every page is backed by memory before the first timed run.
-    for (std::size_t i = 0; i < count; ++i) arrays.emplace_back(persona::Shape{n});
-  }
-
-  void run() {
-    const std::size_t n = arrays[0].numel();
-    float* a = arrays[0].data();
-    switch (kernel) {
-      case StreamKernel::read:
-        persona::parallel_for(n, kGrain, [&](std::size_t first, std::size_t last) {
-          sums[first / kGrain] = sum(a + first, last - first);
-        });
-        return;
-      case StreamKernel::copy: {
-        const float* b = arrays[1].data();
-        persona::parallel_for(n, kGrain,
-                              [&](std::size_t first, std::size_t last) { std::copy(b + first, b + last, a + first); });
-        return;
-      }
-      case StreamKernel::triad: {
-        const float* b = arrays[1].data();
-        const float* c = arrays[2].data();
-        persona::parallel_for(n, kGrain, [&](std::size_t first, std::size_t last) {
-          for (std::size_t i = first; i < last; ++i) a[i] = b[i] + 3.0f * c[i];
-        });
-        return;
-      }
-    }
-  }
-
-  std::int64_t bytes() const { return static_cast<std::int64_t>(arrays.size() * arrays[0].numel() * sizeof(float)); }
-
-  // Sixteen independent partial sums: the compiler vectorizes them without reassociating one sum, so the
-  // loop waits on memory, not on the latency of a single chain of adds.
-  static float sum(const float* x, std::size_t n) {
-    std::array<float, 16> partial{};
-    std::size_t i = 0;
-    for (; i + partial.size() <= n; i += partial.size()) {
-      for (std::size_t j = 0; j < partial.size(); ++j) partial[j] += x[i + j];
-    }
-    for (; i < n; ++i) partial[0] += x[i];
-    float total = 0.0f;
-    for (float p : partial) total += p;
-    return total;
-  }
-};
-
 // ---- Registration ----
 
 // One registered benchmark, as the summary table describes it.
@@ -356,8 +286,6 @@ std::vector<CaseInfo>& registered_cases() {
   static std::vector<CaseInfo> cases;
   return cases;
 }
-
-double min_of(const std::vector<double>& values) { return *std::min_element(values.begin(), values.end()); }
 
 // Builds a problem on first use and keeps it: every variant of one size reads the same inputs, and a
 // benchmark the filter skips allocates nothing.
@@ -484,52 +412,6 @@ void register_benchmarks() {
 
 // ---- Summary ----
 
-struct Measurement {
-  double median_seconds = 0.0;
-  double min_seconds = 0.0;
-  double bytes_per_second = 0.0;  // the median over repetitions
-};
-
-// Passes every run on to the display reporter the flags chose and keeps each benchmark's median and
-// minimum (the aggregates; with a single repetition, the run itself) for the summary table.
-class SummaryReporter : public benchmark::BenchmarkReporter {
- public:
-  bool ReportContext(const Context& context) override { return display_.ReportContext(context); }
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) record(run);
-    display_.ReportRuns(runs);
-  }
-  void Finalize() override { display_.Finalize(); }
-
-  const std::map<std::string, Measurement>& results() const { return results_; }
-
- private:
-  void record(const Run& run) {
-    if (run.error_occurred) return;
-    const bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
-    const double seconds = run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
-    Measurement& m = results_[run.run_name.function_name];
-    if (single || run.aggregate_name == "median") {
-      m.median_seconds = seconds;
-      if (auto it = run.counters.find("bytes_per_second"); it != run.counters.end()) {
-        m.bytes_per_second = it->second.value;
-      }
-    }
-    if (single || run.aggregate_name == "min") m.min_seconds = seconds;
-  }
-
-  // Made by the library from --benchmark_format (after Initialize) and owned by it.
-  benchmark::BenchmarkReporter& display_ = *benchmark::CreateDefaultDisplayReporter();
-  std::map<std::string, Measurement> results_;
-};
-
-std::string format_time(double seconds) {
-  if (seconds < 1e-6) return fmt::format("{:.1f} ns", seconds * 1e9);
-  if (seconds < 1e-3) return fmt::format("{:.2f} µs", seconds * 1e6);
-  if (seconds < 1.0) return fmt::format("{:.2f} ms", seconds * 1e3);
-  return fmt::format("{:.2f} s", seconds);
-}
-
 void print_summary(const std::vector<CaseInfo>& cases, const std::map<std::string, Measurement>& results) {
   auto find = [&](std::string_view op, std::string_view variant, std::string_view size,
                   int threads) -> const Measurement* {
@@ -567,20 +449,9 @@ void print_summary(const std::vector<CaseInfo>& cases, const std::map<std::strin
 int main(int argc, char** argv) {
   // Defaults for flags the command line does not set: five repetitions, whose median and minimum the
   // summary reports, and only their aggregates on the console.
-  std::vector<std::string> args(argv, argv + argc);
-  for (std::string_view flag : {"--benchmark_repetitions=5", "--benchmark_display_aggregates_only=true"}) {
-    const std::string_view key = flag.substr(0, flag.find('='));
-    if (std::none_of(args.begin() + 1, args.end(), [&](const std::string& a) { return a.starts_with(key); })) {
-      args.emplace_back(flag);
-    }
-  }
-  std::vector<char*> arg_pointers;
-  for (std::string& a : args) arg_pointers.push_back(a.data());
-  arg_pointers.push_back(nullptr);
-  int arg_count = static_cast<int>(args.size());
-
-  benchmark::Initialize(&arg_count, arg_pointers.data());
-  if (benchmark::ReportUnrecognizedArguments(arg_count, arg_pointers.data())) return 1;
+  persona::bench::Arguments args(argc, argv, {"--benchmark_repetitions=5", "--benchmark_display_aggregates_only=true"});
+  benchmark::Initialize(args.count(), args.values());
+  if (benchmark::ReportUnrecognizedArguments(*args.count(), args.values())) return 1;
   register_benchmarks();
   SummaryReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
