@@ -279,7 +279,8 @@ TEST_CASE("CPU features and ISA levels", "[core][dispatch]") {
     CHECK(cpu_features().active == level);
   }
   CHECK(parse_isa_level("avx2") == IsaLevel::avx2);
-  PERSONA_REQUIRE_ERROR(parse_isa_level("neon"), invalid_argument, "allowed values are scalar, avx2, avx512, avx512_vnni");
+  PERSONA_REQUIRE_ERROR(parse_isa_level("neon"), invalid_argument,
+                        "allowed values are scalar, avx2, avx512, avx512_vnni");
   if (features.best != IsaLevel::avx512_vnni) {
     PERSONA_REQUIRE_ERROR(set_isa_level(IsaLevel::avx512_vnni), unsupported, "support only");
   }
