@@ -48,10 +48,13 @@ function(persona_add_arch_kernels target)
   if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     return()
   endif()
-  set(avx2_flags -mavx2 -mfma -mf16c)
+  # The library is built with -ffp-contract=off (oracles and kernels must round alike); the kernel files
+  # turn contraction back on for xsimd's own math (exp's polynomial): their bit-exact kernels spell every
+  # fused operation out (fused_multiply_add) and contain no a * b + c for the compiler to fuse.
+  set(avx2_flags -mavx2 -mfma -mf16c -ffp-contract=fast)
   # Only what the avx512 level requires of the CPU (cpu_features.cpp): the compiler may emit any enabled
   # instruction anywhere in the file. VNNI/BF16 kernels get files of their own.
-  set(avx512_flags -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c)
+  set(avx512_flags -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mfma -mf16c -ffp-contract=fast)
   list(JOIN avx512_flags " " avx512_joined)
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     # GCC 12's own avx512fintrin.h trips -W(maybe-)uninitialized on _mm512_undefined_*() (a false positive).
