@@ -206,6 +206,15 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "has rank 4 (B: 4) but the config says 16");
   write_config(R"({"peft_type": "LORA", "r": "four"})");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "wrong type");
+  // Pattern keys are module names; a regex (found by the fuzzer: "(" escaped as std::regex_error) is refused.
+  write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"q_proj(": 2}})");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), unsupported, "rank_pattern key 'q_proj(' is not a module name");
+  write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"(a*)*b": 2}})");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), unsupported, "alpha_pattern key '(a*)*b'");
+  write_config(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 4}})");
+  CHECK(read_peft_adapter(dir).find(0, "self_attn.q_proj")->rank() == 4);  // a suffix after '.' matches
+  write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"attn.q_proj": 8}})");
+  CHECK(read_peft_adapter(dir).find(0, "self_attn.q_proj")->rank() == 4);  // "self_attn" != "attn": no match
   write_config("{not json");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "not a JSON object");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");

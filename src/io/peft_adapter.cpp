@@ -4,10 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -30,11 +30,33 @@ struct PeftConfig {
   throw Error(code, "read_peft_adapter", fmt::format("{}: {}", file.string(), what));
 }
 
-// PEFT's get_pattern_key: the first key k for which the module name matches "(.*\.)?(k)$".
+// A pattern key as PEFT writes them: a module name or suffix. Only these characters are accepted, so the
+// regex PEFT builds from a key ("(.*\.)?(key)$") has no quantifiers or groups, and matching it is the
+// linear loop below ('.' matching any character), never a regex engine fed with file contents.
+bool is_plain_pattern_key(std::string_view key) {
+  return !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
+}
+
+bool matches_whole(std::string_view text, std::string_view key) {
+  if (text.size() != key.size()) return false;
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    if (key[i] != '.' && key[i] != text[i]) return false;
+  }
+  return true;
+}
+
+// PEFT's get_pattern_key: the first key k (in file order) for which the module name matches
+// "(.*\.)?(k)$": k itself, or k right after a literal '.'.
 template <class Value>
-const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& patterns, const std::string& module_name) {
+const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& patterns, std::string_view module_name) {
   for (const auto& [key, value] : patterns) {
-    if (std::regex_match(module_name, std::regex("(.*\\.)?(" + key + ")"))) return &value;
+    if (matches_whole(module_name, key)) return &value;
+    for (std::size_t p = 1; p + key.size() <= module_name.size(); ++p) {
+      if (module_name[p - 1] == '.' && matches_whole(module_name.substr(p), key)) return &value;
+    }
   }
   return nullptr;
 }
@@ -85,6 +107,18 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorCode::corrupt_data, path, fmt::format("a field has the wrong type: {}", e.what()));
   }
+  auto check_keys = [&](const auto& patterns, const char* field_name) {
+    for (const auto& [key, value] : patterns) {
+      if (!is_plain_pattern_key(key)) {
+        fail(ErrorCode::unsupported, path,
+             fmt::format("{} key '{}' is not a module name (letters, digits, '_', '-', '.'): regex patterns are not "
+                         "supported",
+                         field_name, key));
+      }
+    }
+  };
+  check_keys(config.rank_pattern, "rank_pattern");
+  check_keys(config.alpha_pattern, "alpha_pattern");
   return config;
 }
 
