@@ -1,6 +1,6 @@
 // Converts a PEFT LoRA adapter folder into a quantized persona adapter file, and reports what it cost:
-//   convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 32|64|128] [--asym] [--nf4] [--search]
-// B matrices whose rank is not a multiple of the group size stay f32 (groups run along the rank).
+//   convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 8|16|32|64|128] [--asym] [--nf4] [--search]
+// B's groups run along the rank: a rank below the group size takes groups of 16 or 8 (see lora_quantize.hpp).
 #include <persona/persona.hpp>
 
 #include <fmt/format.h>
@@ -8,28 +8,22 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 namespace {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 32|64|128] [--asym] [--nf4] [--search]\n");
+               "usage: convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 8|16|32|64|128] [--asym] [--nf4] [--search]\n");
   return 2;
 }
 
-persona::LoraMatrix quantize_if_possible(const persona::LoraMatrix& m, const persona::QuantSpec& spec,
-                                         persona::QuantMethod method, const char* name, std::string& report) {
-  const persona::Tensor<float> w = m.to_f32();
-  if (m.cols() % spec.group_size != 0) {
-    report +=
-        fmt::format("  {}: [{}, {}] kept f32 (cols not a multiple of {})", name, m.rows(), m.cols(), spec.group_size);
-    return m;
-  }
-  persona::QuantizedMatrix q = persona::quantize(w, spec, method);
-  const persona::QuantErrorReport e = persona::error_report(w, q);
-  report += fmt::format("  {}: rmse {:.3g}, max {:.3g}, snr {:.1f} dB", name, e.rmse, e.max_abs_error, e.snr_db);
-  return persona::LoraMatrix(std::move(q));
+std::string describe(const char* name, const std::optional<persona::QuantSpec>& spec, const persona::QuantErrorReport& e,
+                     const persona::LoraMatrix& m) {
+  if (!spec) return fmt::format("  {}: [{}, {}] kept f32 (its rows fit no group size)", name, m.rows(), m.cols());
+  return fmt::format("  {} {}: rmse {:.3g}, max {:.3g}, snr {:.1f} dB", name, spec->to_string(), e.rmse,
+                     e.max_abs_error, e.snr_db);
 }
 
 }  // namespace
@@ -62,11 +56,11 @@ int main(int argc, char** argv) {
     persona::LoraAdapter converted(peft.id(), peft.tenant());
     fmt::print("{} -> {} as {}\n", in.string(), out.string(), spec.to_string());
     for (const auto& [target, module] : peft.modules()) {
-      std::string report = fmt::format("layer {} {} (rank {}):", target.layer, target.module, module.rank());
-      persona::LoraMatrix a = quantize_if_possible(module.a(), spec, method, "A", report);
-      persona::LoraMatrix b = quantize_if_possible(module.b(), spec, method, "B", report);
-      fmt::print("{}\n", report);
-      converted.add(target, persona::LoraModule(std::move(a), std::move(b), module.alpha(), module.scaling()));
+      persona::LoraQuantReport report;
+      persona::LoraModule quantized = persona::quantize_lora(module, spec, method, &report);
+      fmt::print("layer {} {} (rank {}):{}{}\n", target.layer, target.module, module.rank(),
+                 describe("A", report.a_spec, report.a, module.a()), describe("B", report.b_spec, report.b, module.b()));
+      converted.add(target, std::move(quantized));
     }
     persona::write_persona_adapter(converted, out);
     const auto before = std::filesystem::file_size(in / "adapter_model.safetensors");

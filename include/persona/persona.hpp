@@ -13,6 +13,7 @@
 #include "persona/lora/lora_adapter.hpp"
 #include "persona/lora/lora_apply.hpp"
 #include "persona/lora/lora_module.hpp"
+#include "persona/lora/lora_quantize.hpp"
 #include "persona/quant/quant_spec.hpp"
 #include "persona/quant/quantize.hpp"
 #include "persona/quant/quantized_matmul.hpp"

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 
 namespace persona::detail {
 
@@ -244,6 +245,38 @@ struct QuantKernels {
     }
   }
 
+  // ---- activations for the int8 path ----------------------------------------------------------------
+  // The oracle's operations per element (quantize_activations_ref); groups narrower than a vector take it.
+  static bool quantize_activations(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
+                                   float* scales, std::int32_t* code_sums) noexcept {
+    if (group_size % L != 0) return quantize_activations_ref(x, k, group_size, codes, scales, code_sums);
+    const F max_finite(std::numeric_limits<float>::max());
+    for (std::size_t g = 0; g < k / group_size; ++g) {
+      const float* group = x + g * group_size;
+      F absmax(0.0f);
+      auto finite = absmax <= max_finite;
+      for (std::size_t c = 0; c < group_size; c += L) {
+        const F v = xsimd::abs(F::load_unaligned(group + c));
+        finite = finite && (v <= max_finite);  // false for NaN too
+        absmax = xsimd::max(absmax, v);
+      }
+      if (!xsimd::all(finite)) return false;
+      alignas(64) float lanes[L];
+      absmax.store_aligned(lanes);
+      const float max = *std::max_element(lanes, lanes + L);
+      I32 sum(0);
+      for (std::size_t c = 0; c < group_size; c += L) {
+        I32 q(0);
+        if (max > 0.0f) q = xsimd::nearbyint_as_int(F::load_unaligned(group + c) / F(max) * F(127.0f));
+        Io::store_i8(codes + g * group_size + c, q);
+        sum += q;
+      }
+      scales[g] = max / 127.0f;
+      code_sums[g] = xsimd::hadd(sum);
+    }
+    return true;
+  }
+
   template <bool Int8>
   static void product(const QuantProductArgs& a) noexcept {
     if (a.codebook == QuantCodebook::nf4) return run<Int8, 4, true>(a);
@@ -257,7 +290,8 @@ struct QuantKernels {
 
 template <class Arch>
 constexpr QuantKernelTable make_quant_kernel_table() {
-  return {QuantKernels<Arch>::template product<false>, QuantKernels<Arch>::template product<true>};
+  return {QuantKernels<Arch>::template product<false>, QuantKernels<Arch>::template product<true>,
+          QuantKernels<Arch>::quantize_activations};
 }
 
 }  // namespace persona::detail

@@ -120,6 +120,13 @@ struct QuantIo<Avx2Arch> {
     }
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
   }
+  // The low byte of each 32-bit lane (values in [-127, 127]) to p[0..8).
+  static void store_i8(std::int8_t* p, I32 v) noexcept {
+    // packs works per 128-bit lane: each lane's four bytes end up in its low dword.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+    const __m256i low = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(low));
+  }
   // Per byte: table[index] for indices 0..15.
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
     return _mm256_shuffle_epi8(
@@ -164,6 +171,9 @@ struct QuantIo<Arch> {
       }
       return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
     }
+  }
+  static void store_i8(std::int8_t* p, I32 v) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v));
   }
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
     return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table.data()))),

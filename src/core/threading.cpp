@@ -45,6 +45,8 @@ class LimitGuard {
 
 int hardware_threads() noexcept { return tbb::info::default_concurrency(); }
 
+std::size_t thread_slot_count() noexcept { return static_cast<std::size_t>(hardware_threads()); }
+
 int num_threads() noexcept {
   if (t_scoped_limit > 0) return t_scoped_limit;
   const int limit = g_process_limit.load(std::memory_order_relaxed);
@@ -65,7 +67,8 @@ ScopedNumThreads::~ScopedNumThreads() { t_scoped_limit = previous_; }
 
 namespace detail {
 
-void parallel_for_chunks(std::size_t chunk_count, const std::function<void(std::size_t)>& body) {
+void parallel_for_chunks(std::size_t chunk_count, void (*run)(void* context, std::size_t slot, std::size_t chunk),
+                         void* context) {
   const int threads = num_threads();
   // More threads than the hardware has only adds contention (and oneTBB warns); chunks stay the same.
   arena_for(std::min(threads, hardware_threads())).execute([&] {
@@ -74,7 +77,9 @@ void parallel_for_chunks(std::size_t chunk_count, const std::function<void(std::
         tbb::blocked_range<std::size_t>(0, chunk_count, 1),
         [&](const tbb::blocked_range<std::size_t>& range) {
           const LimitGuard guard(threads);
-          for (std::size_t c = range.begin(); c != range.end(); ++c) body(c);
+          // The arena has at most hardware_threads() slots, so the index is below thread_slot_count().
+          const auto slot = static_cast<std::size_t>(tbb::this_task_arena::current_thread_index());
+          for (std::size_t c = range.begin(); c != range.end(); ++c) run(context, slot, c);
         },
         tbb::simple_partitioner());
   });

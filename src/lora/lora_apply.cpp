@@ -1,7 +1,9 @@
 // Planning and running many adapters in one batch.
 #include "persona/lora/lora_apply.hpp"
 
+#include "core/kernel_table.hpp"
 #include "persona/core/threading.hpp"
+#include "quant/quant_product.hpp"
 
 #include <algorithm>
 #include <vector>
@@ -40,55 +42,152 @@ void check_batch(TensorView<const float> x, TensorView<float> y, std::span<const
   }
 }
 
-// Runs one slot on `count` tokens listed at `tokens`: gathers their rows (unless they are consecutive),
-// shrinks, expands and adds scale * result to their rows of y. With a DoRA row scale n (and y holding
-// the base output), the rows become n * (y + scale * result) instead.
+// One thread's scratch, grown to the largest chunk it has run.
+struct SlotScratch {
+  std::vector<float> rows;      // [tokens, in]: gathered rows of x
+  std::vector<float> shrunk;    // [tokens, rank]
+  std::vector<float> expanded;  // [tokens, out]
+  detail::QuantActivationScratch activations;
+
+  void fit(std::size_t tokens, std::size_t in, std::size_t out, std::size_t rank) {
+    grow(rows, tokens * in);
+    grow(shrunk, tokens * rank);
+    grow(expanded, tokens * out);
+    // The smallest group (8) has the most groups; the int8 path quantizes x (k = in) and A x (k = rank).
+    activations.reserve(tokens, std::max(in, rank), 8);
+  }
+  std::size_t bytes() const noexcept {
+    return (rows.capacity() + shrunk.capacity() + expanded.capacity() + activations.sums.capacity() +
+            activations.scales.capacity()) *
+               sizeof(float) +
+           activations.codes.capacity() + activations.code_sums.capacity() * sizeof(std::int32_t);
+  }
+
+ private:
+  static void grow(std::vector<float>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+};
+
+}  // namespace
+
+struct LoraWorkspace::Impl {
+  std::vector<SlotScratch> slots;
+
+  // Every slot a parallel loop may use exists; each grows inside its own task.
+  std::span<SlotScratch> slots_for_run() {
+    if (slots.size() < thread_slot_count()) slots.resize(thread_slot_count());
+    return slots;
+  }
+};
+
+namespace detail {
+struct LoraWorkspaceAccess {
+  static LoraWorkspace::Impl& impl(LoraWorkspace& w) noexcept { return *w.impl_; }
+};
+}  // namespace detail
+
+LoraWorkspace::LoraWorkspace() : impl_(std::make_unique<Impl>()) {}
+LoraWorkspace::~LoraWorkspace() = default;
+LoraWorkspace::LoraWorkspace(LoraWorkspace&&) noexcept = default;
+LoraWorkspace& LoraWorkspace::operator=(LoraWorkspace&&) noexcept = default;
+
+void LoraWorkspace::reserve(std::size_t in, std::size_t out, std::size_t max_rank) {
+  for (SlotScratch& s : impl_->slots_for_run()) s.fit(kLoraChunkTokens, in, out, max_rank);
+}
+
+std::size_t LoraWorkspace::bytes() const noexcept {
+  std::size_t total = 0;
+  for (const SlotScratch& s : impl_->slots) total += s.bytes();
+  return total;
+}
+
+namespace {
+
+// out[m, rows] = x[m, cols] M^T on the calling thread (the caller's loop provides the parallelism).
+void multiply(const LoraMatrix& matrix, TensorView<const float> x, TensorView<float> out, SlotScratch& scratch,
+              const char* function) {
+  if (const QuantizedMatrix* q = matrix.quantized_matrix()) {
+    detail::quantized_product(detail::quant_kernels(active_isa_level()), x, *q, out,
+                              QuantProductPath::int8_activations, scratch.activations, false, function);
+    return;
+  }
+  const Tensor<float>& w = *matrix.f32();
+  detail::MatmulArgs args{};
+  args.a = x.data();
+  args.b = w.data();
+  args.c = out.data();
+  args.m = x.dim(0);
+  args.n = w.dim(0);
+  args.k = w.dim(1);
+  args.lda = x.stride(0);
+  args.ldb = w.dim(1);
+  args.ldc = out.stride(0);
+  args.b_transposed = true;
+  detail::core_kernels().matmul(args);
+}
+
+// Runs one module on `count` tokens listed at `tokens`: gathers their rows (unless they are
+// consecutive), shrinks, expands and adds scale * result to their rows of y. With a DoRA row scale n
+// (and y holding the base output), the rows become n * (y + scale * result) instead.
 void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule& m, const std::size_t* tokens,
-                std::size_t count, const float* dora_row_scale = nullptr) {
-  const std::size_t in = x.dim(1), out = y.dim(1);
-  const bool consecutive = tokens[count - 1] - tokens[0] == count - 1;
-  Tensor<float> gathered;
+                std::size_t count, const float* dora_row_scale, SlotScratch& scratch, const char* function) {
+  const std::size_t in = x.dim(1), out = y.dim(1), rank = m.rank();
+  scratch.fit(count, in, out, rank);
   TensorView<const float> rows;
-  if (consecutive) {
+  if (tokens[count - 1] - tokens[0] == count - 1) {
     rows = x.rows(tokens[0], tokens[0] + count);
   } else {
-    gathered = Tensor<float>({count, in});
-    for (std::size_t i = 0; i < count; ++i) std::copy_n(&x(tokens[i], 0), in, &gathered(i, 0));
-    rows = gathered;
+    for (std::size_t i = 0; i < count; ++i) std::copy_n(&x(tokens[i], 0), in, scratch.rows.data() + i * in);
+    rows = TensorView<const float>(scratch.rows.data(), {count, in});
   }
-  Tensor<float> shrunk({count, m.rank()}), expanded({count, out});
-  m.a().multiply(rows, shrunk);
-  m.b().multiply(shrunk, expanded);
+  const TensorView<float> shrunk(scratch.shrunk.data(), {count, rank});
+  const TensorView<float> expanded(scratch.expanded.data(), {count, out});
+  multiply(m.a(), rows, shrunk, scratch, function);
+  multiply(m.b(), shrunk, expanded, scratch, function);
   const float scale = m.scale();
   for (std::size_t i = 0; i < count; ++i) {
     float* row = &y(tokens[i], 0);
+    const float* e = scratch.expanded.data() + i * out;
     if (dora_row_scale != nullptr) {
-      for (std::size_t o = 0; o < out; ++o) row[o] = dora_row_scale[o] * (row[o] + scale * expanded(i, o));
+      for (std::size_t o = 0; o < out; ++o) row[o] = dora_row_scale[o] * (row[o] + scale * e[o]);
     } else {
-      for (std::size_t o = 0; o < out; ++o) row[o] += scale * expanded(i, o);
+      for (std::size_t o = 0; o < out; ++o) row[o] += scale * e[o];
     }
   }
 }
 
-// Both forms over the plan's segments; row_scales[slot] is the DoRA row scale of DoRA slots.
+// Both forms over the plan; row_scales[slot] is the DoRA row scale of DoRA slots.
 void run_plan(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
-              const LoraBatchPlan& plan, LoraForm form, std::span<const Tensor<float>> row_scales) {
+              const LoraBatchPlan& plan, LoraForm form, std::span<const Tensor<float>> row_scales,
+              LoraWorkspace& workspace, const char* function) {
   if (plan.tokens.empty()) return;
   if (form == LoraForm::automatic) {
     form = plan.tokens.size() >= kLoraSegmentMinTokens * plan.segments.size() ? LoraForm::segment : LoraForm::gather;
   }
-  parallel_for(plan.segments.size(), 1, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) {
-      const LoraSegment& s = plan.segments[i];
-      const auto slot = static_cast<std::size_t>(s.slot);
-      const float* row_scale = row_scales.empty() || row_scales[slot].empty() ? nullptr : row_scales[slot].data();
-      if (form == LoraForm::segment) {
-        run_tokens(x, y, *slots[slot], plan.tokens.data() + s.begin, s.end - s.begin, row_scale);
-      } else {
-        for (std::size_t t = s.begin; t < s.end; ++t) run_tokens(x, y, *slots[slot], &plan.tokens[t], 1, row_scale);
+  const std::span<SlotScratch> scratch = detail::LoraWorkspaceAccess::impl(workspace).slots_for_run();
+  auto row_scale = [&](std::int32_t slot) -> const float* {
+    const auto s = static_cast<std::size_t>(slot);
+    return row_scales.empty() || row_scales[s].empty() ? nullptr : row_scales[s].data();
+  };
+  if (form == LoraForm::segment) {
+    parallel_for_slots(plan.chunks.size(), 1, [&](std::size_t thread, std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i) {
+        const LoraSegment& c = plan.chunks[i];
+        run_tokens(x, y, *slots[static_cast<std::size_t>(c.slot)], plan.tokens.data() + c.begin, c.end - c.begin,
+                   row_scale(c.slot), scratch[thread], function);
       }
-    }
-  });
+    });
+  } else {
+    // A few tokens per task: each token costs microseconds, a task switch a fraction of one.
+    parallel_for_slots(plan.tokens.size(), 4, [&](std::size_t thread, std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i) {
+        const std::int32_t slot = plan.token_slots[i];
+        run_tokens(x, y, *slots[static_cast<std::size_t>(slot)], &plan.tokens[i], 1, row_scale(slot),
+                   scratch[thread], function);
+      }
+    });
+  }
 }
 
 }  // namespace
@@ -106,27 +205,40 @@ LoraBatchPlan plan_lora_batch(std::span<const std::int32_t> token_slots, std::si
   }
   for (std::size_t s = 0; s < slot_count; ++s) counts[s + 1] += counts[s];  // exclusive prefix sums
   plan.tokens.resize(counts[slot_count]);
+  plan.token_slots.resize(counts[slot_count]);
   std::vector<std::size_t> next(counts.begin(), counts.end() - 1);
   for (std::size_t t = 0; t < token_slots.size(); ++t) {
-    if (token_slots[t] != kNoLora) plan.tokens[next[static_cast<std::size_t>(token_slots[t])]++] = t;
+    if (token_slots[t] == kNoLora) continue;
+    const std::size_t i = next[static_cast<std::size_t>(token_slots[t])]++;
+    plan.tokens[i] = t;
+    plan.token_slots[i] = token_slots[t];
   }
   for (std::size_t s = 0; s < slot_count; ++s) {
-    if (counts[s + 1] > counts[s]) {
-      plan.segments.push_back({static_cast<std::int32_t>(s), counts[s], counts[s + 1]});
-      plan.max_segment_tokens = std::max(plan.max_segment_tokens, counts[s + 1] - counts[s]);
+    if (counts[s + 1] == counts[s]) continue;
+    const auto slot = static_cast<std::int32_t>(s);
+    plan.segments.push_back({slot, counts[s], counts[s + 1]});
+    plan.max_segment_tokens = std::max(plan.max_segment_tokens, counts[s + 1] - counts[s]);
+    for (std::size_t begin = counts[s]; begin < counts[s + 1]; begin += kLoraChunkTokens) {
+      plan.chunks.push_back({slot, begin, std::min(begin + kLoraChunkTokens, counts[s + 1])});
     }
   }
   return plan;
 }
 
 void apply_lora(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
-                const LoraBatchPlan& plan, LoraForm form) {
+                const LoraBatchPlan& plan, LoraWorkspace& workspace, LoraForm form) {
   check_batch(x, y, slots, plan, "apply_lora");
   for (const LoraSegment& s : plan.segments) {
     PERSONA_CHECK_CODE(unsupported, !slots[static_cast<std::size_t>(s.slot)]->dora(),
                        "slot {} is a DoRA module, whose output depends on the base weight: use lora_linear", s.slot);
   }
-  run_plan(x, y, slots, plan, form, {});
+  run_plan(x, y, slots, plan, form, {}, workspace, "apply_lora");
+}
+
+void apply_lora(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
+                const LoraBatchPlan& plan, LoraForm form) {
+  LoraWorkspace workspace;
+  apply_lora(x, y, slots, plan, workspace, form);
 }
 
 void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
@@ -155,12 +267,19 @@ void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<co
 
 void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan) {
+  LoraWorkspace workspace;
+  lora_linear(x, base, y, slots, plan, workspace);
+}
+
+void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
+                 std::span<const LoraModule* const> slots, const LoraBatchPlan& plan, LoraWorkspace& workspace) {
   check_batch(x, y, slots, plan, "lora_linear");
   PERSONA_CHECK_CODE(shape_mismatch, base.rows() == y.dim(1) && base.cols() == x.dim(1),
                      "the base weight is [{}, {}] but x is {} and y is {}", base.rows(), base.cols(),
                      x.shape().to_string(), y.shape().to_string());
   base.multiply(x, y);
-  // DoRA slots scale each output row by m / ||W + scale B A||, from the (dequantized) base weight.
+  // DoRA slots scale each output row by m / ||W + scale B A||, from the (dequantized) base weight:
+  // computed (and allocated) per call, the price of DoRA without merging.
   std::vector<Tensor<float>> row_scales;
   Tensor<float> base_f32;
   for (const LoraSegment& s : plan.segments) {
@@ -170,7 +289,7 @@ void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<f
     row_scales.resize(slots.size());
     row_scales[static_cast<std::size_t>(s.slot)] = dora_row_scale(m, base_f32);
   }
-  run_plan(x, y, slots, plan, LoraForm::automatic, row_scales);
+  run_plan(x, y, slots, plan, LoraForm::automatic, row_scales, workspace, "lora_linear");
 }
 
 }  // namespace persona

@@ -44,10 +44,20 @@ constexpr int code_offset(const QuantProductArgs& a, bool int8_path) noexcept {
   return a.minima == nullptr ? 1 << (a.bits - 1) : 0;
 }
 
+// One token's activations x[k] for the int8 path, per group of group_size: scale = absmax / 127,
+// code = nearbyint((x / absmax) * 127) (finite for any absmax > 0, even subnormal), code_sum = the
+// group's sum of codes. Returns false, with the outputs unspecified, if any x is NaN or infinite.
+using QuantizeActivationsFn = bool (*)(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
+                                       float* scales, std::int32_t* code_sums) noexcept;
+
 struct QuantKernelTable {
   void (*product_f32)(const QuantProductArgs& args) noexcept;
   void (*product_int8)(const QuantProductArgs& args) noexcept;
+  QuantizeActivationsFn quantize_activations;
 };
+
+bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
+                              float* scales, std::int32_t* code_sums) noexcept;
 
 const QuantKernelTable& reference_quant_kernels() noexcept;
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept;

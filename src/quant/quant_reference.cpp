@@ -4,6 +4,7 @@
 #include "quant/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace persona::detail {
@@ -69,9 +70,30 @@ void product_int8_ref(const QuantProductArgs& a) noexcept {
   }
 }
 
-constexpr QuantKernelTable kReference{product_f32_ref, product_int8_ref};
+constexpr QuantKernelTable kReference{product_f32_ref, product_int8_ref, quantize_activations_ref};
 
 }  // namespace
+
+bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
+                              float* scales, std::int32_t* code_sums) noexcept {
+  for (std::size_t g = 0; g < k / group_size; ++g) {
+    const float* group = x + g * group_size;
+    float absmax = 0.0f;
+    for (std::size_t c = 0; c < group_size; ++c) {
+      if (!std::isfinite(group[c])) return false;
+      absmax = std::max(absmax, std::fabs(group[c]));
+    }
+    std::int32_t sum = 0;
+    for (std::size_t c = 0; c < group_size; ++c) {
+      const float q = absmax > 0.0f ? std::nearbyint(group[c] / absmax * 127.0f) : 0.0f;
+      codes[g * group_size + c] = static_cast<std::int8_t>(q);
+      sum += static_cast<std::int32_t>(q);
+    }
+    scales[g] = absmax / 127.0f;
+    code_sums[g] = sum;
+  }
+  return true;
+}
 
 const QuantKernelTable& reference_quant_kernels() noexcept { return kReference; }
 

@@ -8,8 +8,12 @@ namespace persona {
 
 void QuantSpec::validate() const {
   PERSONA_CHECK(bits == 8 || bits == 4 || bits == 2, "QuantSpec.bits is {}; allowed values are 8, 4, 2", bits);
-  PERSONA_CHECK(group_size == 32 || group_size == 64 || group_size == 128,
-                "QuantSpec.group_size is {}; allowed values are 32, 64, 128", group_size);
+  PERSONA_CHECK(group_size == 8 || group_size == 16 || group_size == 32 || group_size == 64 || group_size == 128,
+                "QuantSpec.group_size is {}; allowed values are 8, 16, 32, 64, 128", group_size);
+  // A group is whole code tiles (docs/formats.md): 16 columns for 2-bit codes.
+  PERSONA_CHECK(group_size % tile_traits(bits).columns_per_tile == 0,
+                "QuantSpec.group_size is {} but {}-bit codes come in tiles of {} columns: use a multiple of it",
+                group_size, bits, tile_traits(bits).columns_per_tile);
   PERSONA_CHECK(scale_type == DType::f16 || scale_type == DType::bf16 || scale_type == DType::f32,
                 "QuantSpec.scale_type is {}; allowed types are f16, bf16, f32", name_of(scale_type));
   if (codebook == QuantCodebook::nf4) {

@@ -2,7 +2,7 @@
 #include "persona/quant/quantized_matmul.hpp"
 
 #include "persona/core/threading.hpp"
-#include "quant/quant_kernel_table.hpp"
+#include "quant/quant_product.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,46 +15,25 @@ namespace {
 // result: every output row is computed on its own).
 constexpr std::size_t kPanelGrain = 4;
 
-struct Activations {
-  std::vector<float> sums;              // f32 path: [m, groups]
-  std::vector<std::int8_t> codes;       // int8 path: [m, k]
-  std::vector<float> scales;            // int8 path: [m, groups]
-  std::vector<std::int32_t> code_sums;  // int8 path: [m, groups]
-};
-
-// Per token and group: scale = absmax / 127, code = nearbyint((x / absmax) * 127), which stays finite
-// for any absmax > 0 (127 / absmax would overflow for subnormal absmax). Shared by every level.
-void quantize_activations(TensorView<const float> x, std::size_t group_size, Activations& out) {
+// Per token and group (see quantize_activations_ref); the first non-finite activation is named.
+void quantize_activations(const detail::QuantKernelTable& kernels, TensorView<const float> x, std::size_t group_size,
+                          detail::QuantActivationScratch& out, const char* function) {
   const std::size_t m = x.dim(0), k = x.dim(1), groups = k / group_size;
-  out.codes.resize(m * k);
-  out.scales.resize(m * groups);
-  out.code_sums.resize(m * groups);
   for (std::size_t t = 0; t < m; ++t) {
     const float* row = x.data() + t * x.stride(0);
-    for (std::size_t g = 0; g < groups; ++g) {
-      float absmax = 0.0f;
-      for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-        if (!std::isfinite(row[c])) {
-          throw Error(ErrorCode::invalid_argument, "quantized_matmul",
-                      fmt::format("activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]));
-        }
-        absmax = std::max(absmax, std::fabs(row[c]));
-      }
-      std::int32_t sum = 0;
-      for (std::size_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-        const float q = absmax > 0.0f ? std::clamp(std::nearbyint(row[c] / absmax * 127.0f), -127.0f, 127.0f) : 0.0f;
-        out.codes[t * k + c] = static_cast<std::int8_t>(q);
-        sum += static_cast<std::int32_t>(q);
-      }
-      out.scales[t * groups + g] = absmax / 127.0f;
-      out.code_sums[t * groups + g] = sum;
+    if (kernels.quantize_activations(row, k, group_size, out.codes.data() + t * k, out.scales.data() + t * groups,
+                                     out.code_sums.data() + t * groups)) {
+      continue;
     }
+    const std::size_t c = static_cast<std::size_t>(std::find_if_not(row, row + k, [](float v) { return std::isfinite(v); }) - row);
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]));
   }
 }
 
-void sum_groups(TensorView<const float> x, std::size_t group_size, Activations& out) {
+// Group sums in column order, for the minima (zero for symmetric specs, but the kernels multiply anyway).
+void sum_groups(TensorView<const float> x, std::size_t group_size, detail::QuantActivationScratch& out) {
   const std::size_t m = x.dim(0), groups = x.dim(1) / group_size;
-  out.sums.resize(m * groups);
   for (std::size_t t = 0; t < m; ++t) {
     const float* row = x.data() + t * x.stride(0);
     for (std::size_t g = 0; g < groups; ++g) {
@@ -65,8 +44,21 @@ void sum_groups(TensorView<const float> x, std::size_t group_size, Activations& 
   }
 }
 
-void run_product(const detail::QuantKernelTable& kernels, bool threaded, TensorView<const float> x,
-                 const QuantizedMatrix& w, TensorView<float> y, QuantProductPath path, const char* function) {
+}  // namespace
+
+namespace detail {
+
+void QuantActivationScratch::reserve(std::size_t m, std::size_t k, std::size_t group_size) {
+  const std::size_t groups = m * (k / group_size);
+  if (sums.size() < groups) sums.resize(groups);
+  if (codes.size() < m * k) codes.resize(m * k);
+  if (scales.size() < groups) scales.resize(groups);
+  if (code_sums.size() < groups) code_sums.resize(groups);
+}
+
+void quantized_product(const QuantKernelTable& kernels, TensorView<const float> x, const QuantizedMatrix& w,
+                       TensorView<float> y, QuantProductPath path, QuantActivationScratch& act, bool threaded,
+                       const char* function) {
   if (x.rank() != 2 || y.rank() != 2) {
     throw Error(
         ErrorCode::shape_mismatch, function,
@@ -98,9 +90,9 @@ void run_product(const detail::QuantKernelTable& kernels, bool threaded, TensorV
   }
 
   const bool int8_path = path == QuantProductPath::int8_activations;
-  Activations act;
+  act.reserve(m, w.cols(), w.spec().group_size);
   if (int8_path) {
-    quantize_activations(x, w.spec().group_size, act);
+    quantize_activations(kernels, x, w.spec().group_size, act, function);
   } else {
     sum_groups(x, w.spec().group_size, act);
   }
@@ -139,15 +131,18 @@ void run_product(const detail::QuantKernelTable& kernels, bool threaded, TensorV
   }
 }
 
-}  // namespace
+}  // namespace detail
 
 void quantized_matmul(TensorView<const float> x, const QuantizedMatrix& w, TensorView<float> y, QuantProductPath path) {
-  run_product(detail::quant_kernels(active_isa_level()), true, x, w, y, path, "quantized_matmul");
+  detail::QuantActivationScratch scratch;
+  detail::quantized_product(detail::quant_kernels(active_isa_level()), x, w, y, path, scratch, true,
+                            "quantized_matmul");
 }
 
 void quantized_matmul_ref(TensorView<const float> x, const QuantizedMatrix& w, TensorView<float> y,
                           QuantProductPath path) {
-  run_product(detail::reference_quant_kernels(), false, x, w, y, path, "quantized_matmul_ref");
+  detail::QuantActivationScratch scratch;
+  detail::quantized_product(detail::reference_quant_kernels(), x, w, y, path, scratch, false, "quantized_matmul_ref");
 }
 
 }  // namespace persona

@@ -19,7 +19,9 @@ enum class QuantCodebook : std::uint8_t {
 
 struct QuantSpec {
   int bits = 4;                   // 8, 4 or 2
-  std::size_t group_size = 32;    // 32, 64 or 128 consecutive input columns share a scale
+  // 32, 64 or 128 consecutive input columns share a scale; 8 and 16 exist for matrices with short rows
+  // (LoRA B, whose rows are rank long). 2-bit codes need at least 16.
+  std::size_t group_size = 32;
   bool symmetric = true;          // scale only; false: scale + minimum per group
   DType scale_type = DType::f16;  // f16, bf16 or f32
   QuantCodebook codebook = QuantCodebook::linear;

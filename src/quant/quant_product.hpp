@@ -1,0 +1,33 @@
+// The quantized product behind quantized_matmul, for library code that runs many small products in a
+// loop (LoRA apply, expert FFNs): the caller keeps the activation buffers, so a warm run allocates
+// nothing, and chooses whether the product itself splits over threads.
+#pragma once
+
+#include "persona/core/tensor.hpp"
+#include "persona/quant/quantized_matmul.hpp"
+#include "persona/quant/quantized_matrix.hpp"
+#include "quant/quant_kernel_table.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace persona::detail {
+
+// Grown to the largest product seen, never shrunk.
+struct QuantActivationScratch {
+  std::vector<float> sums;              // f32 path: [m, groups]
+  std::vector<std::int8_t> codes;       // int8 path: [m, k]
+  std::vector<float> scales;            // int8 path: [m, groups]
+  std::vector<std::int32_t> code_sums;  // int8 path: [m, groups]
+
+  // Sizes the buffers for m tokens of k activations in groups of group_size.
+  void reserve(std::size_t m, std::size_t k, std::size_t group_size);
+};
+
+// y = x W^T with the checks of quantized_matmul; errors name `function`. threaded: split the rows of W
+// over num_threads() threads; otherwise run on the calling thread.
+void quantized_product(const QuantKernelTable& kernels, TensorView<const float> x, const QuantizedMatrix& w,
+                       TensorView<float> y, QuantProductPath path, QuantActivationScratch& scratch, bool threaded,
+                       const char* function);
+
+}  // namespace persona::detail
