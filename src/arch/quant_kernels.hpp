@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -24,6 +25,7 @@ struct QuantKernels {
   using I32 = xsimd::batch<std::int32_t, Arch>;
   using U8 = xsimd::batch<std::uint8_t, Arch>;
   using U16 = xsimd::batch<std::uint16_t, Arch>;
+  using I16 = typename Io::I16;
   static constexpr std::size_t L = F::size;
   static_assert(kPanelRows % L == 0, "a row vector must lie inside one panel");
 
@@ -59,13 +61,14 @@ struct QuantKernels {
     }
   }
 
-  static void store_rows(float* y, const F& value, std::size_t valid) noexcept {
+  // y = value, or y = alpha * value + y when accumulating (one rounding, as the oracle's std::fma).
+  static void store_rows(const QuantProductArgs& a, float* y, const F& value, std::size_t valid) noexcept {
     if (valid >= L) {
-      value.store_unaligned(y);
+      (a.accumulate ? fused_multiply_add<Arch>(F(a.alpha), value, F::load_unaligned(y)) : value).store_unaligned(y);
     } else {
       alignas(64) float lanes[L];
       value.store_aligned(lanes);
-      std::memcpy(y, lanes, valid * sizeof(float));
+      for (std::size_t i = 0; i < valid; ++i) y[i] = a.accumulate ? std::fma(a.alpha, lanes[i], y[i]) : lanes[i];
     }
   }
 
@@ -89,7 +92,7 @@ struct QuantKernels {
                           std::size_t row_end) noexcept {
     for (std::size_t v = 0; v < NV && row + v * L < row_end; ++v) {
       for (std::size_t t = 0; t < NT; ++t) {
-        store_rows(a.y + (token + t) * a.ldy + row + v * L, acc[v][t], row_end - row - v * L);
+        store_rows(a, a.y + (token + t) * a.ldy + row + v * L, acc[v][t], row_end - row - v * L);
       }
     }
   }
@@ -102,10 +105,15 @@ struct QuantKernels {
 
   // ---- int8 activations ---------------------------------------------------------------------------
   template <int Bits, bool Nf4, std::size_t NV, std::size_t NT>
-  static void int8_block(const QuantProductArgs& a, std::size_t row, std::size_t token, std::size_t row_end) noexcept {
+  static void int8_block(const QuantProductArgs& args, std::size_t row, std::size_t token,
+                         std::size_t row_end) noexcept {
+    const QuantProductArgs a = args;  // see int8_short_rows
     constexpr bool kWide = Bits == 8 || Nf4;
     constexpr std::size_t kFields = 8 / Bits;
     constexpr std::size_t kTileColumns = 4 * kFields;
+    // Narrow codes sum maddubs pairs in 16 bits over kSumTiles tiles, then widen once (exact, see QuantIo).
+    constexpr bool kPairs = !kWide && Io::kPairSums;
+    constexpr std::size_t kSumTiles = kPairs ? Io::kPairSumFields / kFields : std::size_t{1} << 30;
     const std::size_t tiles_per_group = a.group_size / kTileColumns;
     const std::int32_t correction = Io::template dot_bias<kWide> - code_offset(a, true);
     const auto rv = row_vectors<NV>(a, row);
@@ -117,20 +125,34 @@ struct QuantKernels {
     for (std::size_t g = 0; g < a.groups; ++g) {
       I32 sum[NV][NT];
       fill(sum, I32(0));
-      for (std::size_t tile = g * tiles_per_group; tile < (g + 1) * tiles_per_group; ++tile) {
-        const std::size_t column = tile * kTileColumns;
-        for (std::size_t v = 0; v < NV; ++v) {
-          // 2 KiB ahead on each weight stream, so the unpacking overlaps the memory time (measured on 4096 x 4096
-          // from DRAM, 1 thread: int4 GEMV median 324 -> 300 us; 1 and 8 KiB were worse).
-          __builtin_prefetch(rv[v].codes + (tile + 32) * kTileBytes);
-          const U8 bytes = U8::load_unaligned(rv[v].codes + tile * kTileBytes);
-          for (std::size_t field = 0; field < kFields; ++field) {
-            U8 codes = unpack<Bits>(bytes, field);
-            if constexpr (Nf4) codes = Io::lookup16(codes, kNf4Int8Codes);
-            for (std::size_t t = 0; t < NT; ++t) {
-              const I32 x(broadcast_quad(xq[t] + column + 4 * field));
-              sum[v][t] = Io::template dot4<kWide>(sum[v][t], codes, x);
+      const std::size_t group_end = (g + 1) * tiles_per_group;
+      for (std::size_t first = g * tiles_per_group; first < group_end; first += kSumTiles) {
+        [[maybe_unused]] I16 pairs[NV][NT];
+        if constexpr (kPairs) fill(pairs, I16(0));
+        for (std::size_t tile = first; tile < std::min(first + kSumTiles, group_end); ++tile) {
+          const std::size_t column = tile * kTileColumns;
+          for (std::size_t v = 0; v < NV; ++v) {
+            // 2 KiB ahead on each weight stream, so the unpacking overlaps the memory time (measured on 4096 x 4096
+            // from DRAM, 1 thread: int4 GEMV median 324 -> 300 us; 1 and 8 KiB were worse).
+            __builtin_prefetch(rv[v].codes + (tile + 32) * kTileBytes);
+            const U8 bytes = U8::load_unaligned(rv[v].codes + tile * kTileBytes);
+            for (std::size_t field = 0; field < kFields; ++field) {
+              U8 codes = unpack<Bits>(bytes, field);
+              if constexpr (Nf4) codes = Io::lookup16(codes, kNf4Int8Codes);
+              for (std::size_t t = 0; t < NT; ++t) {
+                const I32 x(broadcast_quad(xq[t] + column + 4 * field));
+                if constexpr (kPairs) {
+                  pairs[v][t] = Io::pair_dot(pairs[v][t], codes, x);
+                } else {
+                  sum[v][t] = Io::template dot4<kWide>(sum[v][t], codes, x);
+                }
+              }
             }
+          }
+        }
+        if constexpr (kPairs) {
+          for (std::size_t v = 0; v < NV; ++v) {
+            for (std::size_t t = 0; t < NT; ++t) sum[v][t] = Io::widen_pairs(sum[v][t], pairs[v][t]);
           }
         }
       }
@@ -153,7 +175,9 @@ struct QuantKernels {
 
   // ---- f32 activations ----------------------------------------------------------------------------
   template <int Bits, bool Nf4, std::size_t NV, std::size_t NT>
-  static void f32_block(const QuantProductArgs& a, std::size_t row, std::size_t token, std::size_t row_end) noexcept {
+  static void f32_block(const QuantProductArgs& args, std::size_t row, std::size_t token,
+                        std::size_t row_end) noexcept {
+    const QuantProductArgs a = args;  // see int8_short_rows
     constexpr std::size_t kFields = 8 / Bits;
     constexpr std::size_t kTileColumns = 4 * kFields;
     const std::size_t tiles_per_group = a.group_size / kTileColumns;
@@ -202,9 +226,83 @@ struct QuantKernels {
     store_block(a, acc, row, token, row_end);
   }
 
+  // ---- short rows: one group of Tiles tiles per row (LoRA B, k = rank) --------------------------------
+  // The operations of int8_block for one group, without its per-block set-up, which dominates when a row
+  // is a tile or two: the token's activations stay in registers and the rows stream past them.
+  template <int Bits, bool Nf4, std::size_t Tiles>
+  static void int8_short_rows(const QuantProductArgs& args) noexcept {
+    // A local copy: the stores to y cannot then alias the arguments, which stay in registers.
+    const QuantProductArgs a = args;
+    constexpr bool kWide = Bits == 8 || Nf4;
+    constexpr std::size_t kFields = 8 / Bits;
+    constexpr bool kPairs = !kWide && Io::kPairSums && Tiles * kFields <= Io::kPairSumFields;
+    constexpr std::size_t kVectors = kPanelRows / L;
+    const std::int32_t correction = Io::template dot_bias<kWide> - code_offset(a, true);
+    const std::size_t row_begin = a.panel_begin * kPanelRows;
+    const std::size_t row_end = std::min(a.n, a.panel_end * kPanelRows);
+    for (std::size_t t = 0; t < a.m; ++t) {
+      I32 x[Tiles * kFields];
+      for (std::size_t q = 0; q < Tiles * kFields; ++q) x[q] = I32(broadcast_quad(a.xq + t * a.k + 4 * q));
+      const std::int32_t x_sum = a.xq_sums[t];
+      const I32 centring(correction * x_sum);
+      const F x_scale(a.x_scales[t]);
+      const F x_sum_f(static_cast<float>(x_sum));
+      // A panel at a time (its row vectors side by side, for independent chains); with one group per
+      // row, the parameters of row r are at index r.
+      for (std::size_t row0 = row_begin; row0 < row_end; row0 += kPanelRows) {
+        const std::uint8_t* codes_begin = a.codes + (row0 / kPanelRows) * Tiles * kTileBytes;
+        I32 sum[kVectors];
+        [[maybe_unused]] I16 pairs[kVectors];
+        for (std::size_t v = 0; v < kVectors; ++v) {
+          sum[v] = I32(0);
+          if constexpr (kPairs) pairs[v] = I16(0);
+        }
+        for (std::size_t tile = 0; tile < Tiles; ++tile) {
+          for (std::size_t v = 0; v < kVectors; ++v) {
+            const U8 bytes = U8::load_unaligned(codes_begin + tile * kTileBytes + v * L * 4);
+            for (std::size_t field = 0; field < kFields; ++field) {
+              U8 codes = unpack<Bits>(bytes, field);
+              if constexpr (Nf4) codes = Io::lookup16(codes, kNf4Int8Codes);
+              if constexpr (kPairs) {
+                pairs[v] = Io::pair_dot(pairs[v], codes, x[tile * kFields + field]);
+              } else {
+                sum[v] = Io::template dot4<kWide>(sum[v], codes, x[tile * kFields + field]);
+              }
+            }
+          }
+        }
+        for (std::size_t v = 0; v < kVectors && row0 + v * L < row_end; ++v) {
+          const std::size_t row = row0 + v * L;
+          if constexpr (kPairs) sum[v] = Io::widen_pairs(sum[v], pairs[v]);
+          F scale = load_params(a.scales, a.scale_type, row);
+          if constexpr (Nf4) scale = scale * F(kInv127);
+          const F minimum = a.minima != nullptr ? load_params(a.minima, a.scale_type, row) : F(0.0f);
+          const F inner =
+              fused_multiply_add<Arch>(scale, xsimd::batch_cast<float>(sum[v] + centring), minimum * x_sum_f);
+          store_rows(a, a.y + t * a.ldy + row, fused_multiply_add<Arch>(x_scale, inner, F(0.0f)), row_end - row);
+        }
+      }
+    }
+  }
+
+  // Rows of one group of at most four tiles take int8_short_rows; returns false for any other shape.
+  template <int Bits, bool Nf4>
+  static bool run_short_rows(const QuantProductArgs& a) noexcept {
+    if (a.groups != 1) return false;
+    switch (a.tiles_per_panel) {
+      case 1: int8_short_rows<Bits, Nf4, 1>(a); return true;
+      case 2: int8_short_rows<Bits, Nf4, 2>(a); return true;
+      case 4: int8_short_rows<Bits, Nf4, 4>(a); return true;
+      default: return false;
+    }
+  }
+
   // Walks the panels given in blocks of RowVectors row vectors (one where fewer rows are left).
   template <bool Int8, int Bits, bool Nf4>
   static void run(const QuantProductArgs& a) noexcept {
+    if constexpr (Int8) {
+      if (run_short_rows<Bits, Nf4>(a)) return;
+    }
     if (a.m == 1) {
       run_rows<Int8, Bits, Nf4, Io::kDecodeRowVectors>(a);
     } else {
@@ -246,30 +344,38 @@ struct QuantKernels {
   }
 
   // ---- activations for the int8 path ----------------------------------------------------------------
-  // The oracle's operations per element (quantize_activations_ref); groups narrower than a vector take it.
+  // The oracle's operations per element (quantize_activations_ref); groups that are not whole blocks of
+  // four vectors take the oracle itself.
   static bool quantize_activations(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
                                    float* scales, std::int32_t* code_sums) noexcept {
-    if (group_size % L != 0) return quantize_activations_ref(x, k, group_size, codes, scales, code_sums);
+    if (group_size % (4 * L) != 0) return quantize_activations_ref(x, k, group_size, codes, scales, code_sums);
+    // Two passes, so that each group's scale (a horizontal max and a division) does not stall the next
+    // group's loads: absmax of every group into scales, then the codes.
+    const std::size_t groups = k / group_size;
     const F max_finite(std::numeric_limits<float>::max());
-    for (std::size_t g = 0; g < k / group_size; ++g) {
-      const float* group = x + g * group_size;
+    auto finite = F(0.0f) <= max_finite;
+    for (std::size_t g = 0; g < groups; ++g) {
       F absmax(0.0f);
-      auto finite = absmax <= max_finite;
-      for (std::size_t c = 0; c < group_size; c += L) {
-        const F v = xsimd::abs(F::load_unaligned(group + c));
+      for (std::size_t c = g * group_size; c < (g + 1) * group_size; c += L) {
+        const F v = xsimd::abs(F::load_unaligned(x + c));
         finite = finite && (v <= max_finite);  // false for NaN too
         absmax = xsimd::max(absmax, v);
       }
-      if (!xsimd::all(finite)) return false;
-      alignas(64) float lanes[L];
-      absmax.store_aligned(lanes);
-      const float max = *std::max_element(lanes, lanes + L);
+      scales[g] = Io::reduce_max(absmax);
+    }
+    if (!xsimd::all(finite)) return false;
+    for (std::size_t g = 0; g < groups; ++g) {
+      const float max = scales[g];
+      const ActivationScale s = activation_scale(max);
       I32 sum(0);
-      for (std::size_t c = 0; c < group_size; c += L) {
-        I32 q(0);
-        if (max > 0.0f) q = xsimd::nearbyint_as_int(F::load_unaligned(group + c) / F(max) * F(127.0f));
-        Io::store_i8(codes + g * group_size + c, q);
-        sum += q;
+      for (std::size_t c = g * group_size; c < (g + 1) * group_size; c += 4 * L) {
+        I32 q[4];
+        for (std::size_t j = 0; j < 4; ++j) {
+          const F v = F::load_unaligned(x + c + j * L);
+          q[j] = max > 0.0f ? xsimd::nearbyint_as_int(s.finite ? v * F(s.multiplier) : v / F(max) * F(127.0f)) : I32(0);
+          sum += q[j];
+        }
+        Io::store_i8x4(codes + c, q[0], q[1], q[2], q[3]);
       }
       scales[g] = max / 127.0f;
       code_sums[g] = xsimd::hadd(sum);

@@ -109,6 +109,16 @@ struct QuantIo<Avx2Arch> {
   template <bool Wide>
   static constexpr std::int32_t dot_bias = Wide ? 128 : 0;
 
+  // Narrow codes (at most 4 bits) may sum maddubs pairs in 16 bits before widening: one pair is at most
+  // 2 * 15 * 127 = 3810, so kPairSumFields of them stay below 32767 and the sums are exact.
+  static constexpr bool kPairSums = true;
+  static constexpr std::size_t kPairSumFields = 8;
+  using I16 = xsimd::batch<std::int16_t, Avx2Arch>;
+  static I16 pair_dot(I16 acc, U8 w, I32 x) noexcept { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x)); }
+  static I32 widen_pairs(I32 acc, I16 pairs) noexcept {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+
   template <bool Wide>
   static I32 dot4(I32 acc, U8 w, I32 x) noexcept {
     __m256i pairs;
@@ -120,12 +130,17 @@ struct QuantIo<Avx2Arch> {
     }
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
   }
-  // The low byte of each 32-bit lane (values in [-127, 127]) to p[0..8).
-  static void store_i8(std::int8_t* p, I32 v) noexcept {
-    // packs works per 128-bit lane: each lane's four bytes end up in its low dword.
-    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
-    const __m256i low = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(low));
+  // Four vectors of int32 values in [-127, 127] as bytes to p[0..32), in order.
+  static void store_i8x4(std::int8_t* p, I32 a, I32 b, I32 c, I32 d) noexcept {
+    // packs works per 128-bit lane: the bytes come out as dwords a0 b0 c0 d0 a1 b1 c1 d1.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ordered);
+  }
+  static float reduce_max(F v) noexcept {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
   }
   // Per byte: table[index] for indices 0..15.
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
@@ -155,6 +170,15 @@ struct QuantIo<Arch> {
   template <bool Wide>
   static constexpr std::int32_t dot_bias = (Wide && !kVnni) ? 128 : 0;
 
+  // As for AVX2; VNNI's vpdpbusd needs no pair sums.
+  static constexpr bool kPairSums = !kVnni;
+  static constexpr std::size_t kPairSumFields = 8;
+  using I16 = xsimd::batch<std::int16_t, Arch>;
+  static I16 pair_dot(I16 acc, U8 w, I32 x) noexcept { return _mm512_add_epi16(acc, _mm512_maddubs_epi16(w, x)); }
+  static I32 widen_pairs(I32 acc, I16 pairs) noexcept {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+  }
+
   template <bool Wide>
   static I32 dot4(I32 acc, U8 w, I32 x) noexcept {
     if constexpr (kVnni) {
@@ -172,9 +196,13 @@ struct QuantIo<Arch> {
       return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
     }
   }
-  static void store_i8(std::int8_t* p, I32 v) noexcept {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v));
+  static void store_i8x4(std::int8_t* p, I32 a, I32 b, I32 c, I32 d) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(a));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), _mm512_cvtepi32_epi8(b));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 32), _mm512_cvtepi32_epi8(c));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 48), _mm512_cvtepi32_epi8(d));
   }
+  static float reduce_max(F v) noexcept { return _mm512_reduce_max_ps(v); }
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
     return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table.data()))),
                                index);

@@ -135,17 +135,27 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
   const std::size_t in = x.dim(1), out = y.dim(1), rank = m.rank();
   scratch.fit(count, in, out, rank);
   TensorView<const float> rows;
-  if (tokens[count - 1] - tokens[0] == count - 1) {
+  const bool consecutive = tokens[count - 1] - tokens[0] == count - 1;
+  if (consecutive) {
     rows = x.rows(tokens[0], tokens[0] + count);
   } else {
     for (std::size_t i = 0; i < count; ++i) std::copy_n(&x(tokens[i], 0), in, scratch.rows.data() + i * in);
     rows = TensorView<const float>(scratch.rows.data(), {count, in});
   }
   const TensorView<float> shrunk(scratch.shrunk.data(), {count, rank});
-  const TensorView<float> expanded(scratch.expanded.data(), {count, out});
   multiply(m.a(), rows, shrunk, scratch, function);
-  multiply(m.b(), shrunk, expanded, scratch, function);
   const float scale = m.scale();
+  const QuantizedMatrix* b = m.b().quantized_matrix();
+  if (b != nullptr && dora_row_scale == nullptr && consecutive) {
+    // The tokens' rows of y are one block (always so for one token): the expansion adds scale * B (A x)
+    // straight into them.
+    detail::quantized_product(detail::quant_kernels(active_isa_level()), shrunk, *b,
+                              y.rows(tokens[0], tokens[0] + count),
+                              QuantProductPath::int8_activations, scratch.activations, false, function, true, scale);
+    return;
+  }
+  const TensorView<float> expanded(scratch.expanded.data(), {count, out});
+  multiply(m.b(), shrunk, expanded, scratch, function);
   for (std::size_t i = 0; i < count; ++i) {
     float* row = &y(tokens[i], 0);
     const float* e = scratch.expanded.data() + i * out;
@@ -154,6 +164,24 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
     } else {
       for (std::size_t o = 0; o < out; ++o) row[o] += scale * e[o];
     }
+  }
+}
+
+constexpr std::size_t kGatherPrefetchBytes = 8192;
+
+// Starts the first `bytes` of each plane of a matrix on their way into the cache: in the gather form
+// each token switches to another adapter, and the hardware prefetchers only pick up a stream after
+// its first misses.
+void prefetch_start(const LoraMatrix& matrix, std::size_t bytes) noexcept {
+  auto lines = [bytes](const void* data, std::size_t size) {
+    const auto* p = static_cast<const char*>(data);
+    for (std::size_t offset = 0; offset < std::min(size, bytes); offset += 64) __builtin_prefetch(p + offset);
+  };
+  if (const QuantizedMatrix* q = matrix.quantized_matrix()) {
+    lines(q->codes().data(), q->codes().size());
+    lines(q->scales().data(), q->scales().size());
+  } else {
+    lines(matrix.f32()->data(), matrix.f32()->numel() * sizeof(float));
   }
 }
 
@@ -182,6 +210,11 @@ void run_plan(TensorView<const float> x, TensorView<float> y, std::span<const Lo
     // A few tokens per task: each token costs microseconds, a task switch a fraction of one.
     parallel_for_slots(plan.tokens.size(), 4, [&](std::size_t thread, std::size_t begin, std::size_t end) {
       for (std::size_t i = begin; i < end; ++i) {
+        if (i + 1 < plan.tokens.size()) {
+          const LoraModule& next = *slots[static_cast<std::size_t>(plan.token_slots[i + 1])];
+          prefetch_start(next.a(), kGatherPrefetchBytes);
+          prefetch_start(next.b(), kGatherPrefetchBytes);
+        }
         const std::int32_t slot = plan.token_slots[i];
         run_tokens(x, y, *slots[static_cast<std::size_t>(slot)], &plan.tokens[i], 1, row_scale(slot),
                    scratch[thread], function);

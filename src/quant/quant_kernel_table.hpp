@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 namespace persona::detail {
 
@@ -32,8 +33,10 @@ struct QuantProductArgs {
   const float* x_scales;        // [m, groups]
   const std::int32_t* xq_sums;  // [m, groups]
 
-  float* y;  // [m, n], row stride ldy
+  float* y;  // [m, n], row stride ldy: overwritten, or y += alpha * (x W^T) when accumulate is set
   std::size_t ldy;
+  float alpha;
+  bool accumulate;
   std::size_t panel_begin, panel_end;
 };
 
@@ -45,8 +48,10 @@ constexpr int code_offset(const QuantProductArgs& a, bool int8_path) noexcept {
 }
 
 // One token's activations x[k] for the int8 path, per group of group_size: scale = absmax / 127,
-// code = nearbyint((x / absmax) * 127) (finite for any absmax > 0, even subnormal), code_sum = the
-// group's sum of codes. Returns false, with the outputs unspecified, if any x is NaN or infinite.
+// code = nearbyint(x * (127 / absmax)), or nearbyint((x / absmax) * 127) where 127 / absmax overflows
+// (absmax below ~3.7e-37), code_sum = the group's sum of codes. Codes stay in [-127, 127]: x * RN(127 /
+// absmax) exceeds 127 by at most a few ulps. Returns false, with the outputs unspecified, if any x is
+// NaN or infinite.
 using QuantizeActivationsFn = bool (*)(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
                                        float* scales, std::int32_t* code_sums) noexcept;
 
@@ -55,6 +60,15 @@ struct QuantKernelTable {
   void (*product_int8)(const QuantProductArgs& args) noexcept;
   QuantizeActivationsFn quantize_activations;
 };
+
+struct ActivationScale {
+  float multiplier;  // 127 / absmax
+  bool finite;       // false: divide by absmax, then multiply by 127
+};
+inline ActivationScale activation_scale(float absmax) noexcept {
+  const float multiplier = 127.0f / absmax;
+  return {multiplier, multiplier <= std::numeric_limits<float>::max()};
+}
 
 bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
                               float* scales, std::int32_t* code_sums) noexcept;

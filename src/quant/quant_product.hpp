@@ -25,9 +25,10 @@ struct QuantActivationScratch {
 };
 
 // y = x W^T with the checks of quantized_matmul; errors name `function`. threaded: split the rows of W
-// over num_threads() threads; otherwise run on the calling thread.
+// over num_threads() threads; otherwise run on the calling thread. accumulate: y += alpha * x W^T
+// instead, each element with one rounding (fma).
 void quantized_product(const QuantKernelTable& kernels, TensorView<const float> x, const QuantizedMatrix& w,
                        TensorView<float> y, QuantProductPath path, QuantActivationScratch& scratch, bool threaded,
-                       const char* function);
+                       const char* function, bool accumulate = false, float alpha = 1.0f);
 
 }  // namespace persona::detail

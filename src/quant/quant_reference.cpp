@@ -41,7 +41,8 @@ void product_f32_ref(const QuantProductArgs& a) noexcept {
         const GroupParams p = group_params(a, r, g, false);
         acc = acc + std::fma(p.scale, sum, p.minimum * a.x_sums[t * a.groups + g]);
       }
-      a.y[t * a.ldy + r] = acc;
+      float& out = a.y[t * a.ldy + r];
+      out = a.accumulate ? std::fma(a.alpha, acc, out) : acc;
     }
   }
 }
@@ -65,7 +66,8 @@ void product_int8_ref(const QuantProductArgs& a) noexcept {
         const float inner = std::fma(p.scale, static_cast<float>(sum), p.minimum * x_sum);
         acc = std::fma(a.x_scales[t * a.groups + g], inner, acc);
       }
-      a.y[t * a.ldy + r] = acc;
+      float& out = a.y[t * a.ldy + r];
+      out = a.accumulate ? std::fma(a.alpha, acc, out) : acc;
     }
   }
 }
@@ -83,9 +85,11 @@ bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_s
       if (!std::isfinite(group[c])) return false;
       absmax = std::max(absmax, std::fabs(group[c]));
     }
+    const ActivationScale s = activation_scale(absmax);
     std::int32_t sum = 0;
     for (std::size_t c = 0; c < group_size; ++c) {
-      const float q = absmax > 0.0f ? std::nearbyint(group[c] / absmax * 127.0f) : 0.0f;
+      float q = 0.0f;
+      if (absmax > 0.0f) q = std::nearbyint(s.finite ? group[c] * s.multiplier : group[c] / absmax * 127.0f);
       codes[g * group_size + c] = static_cast<std::int8_t>(q);
       sum += static_cast<std::int32_t>(q);
     }

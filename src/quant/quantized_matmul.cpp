@@ -58,7 +58,7 @@ void QuantActivationScratch::reserve(std::size_t m, std::size_t k, std::size_t g
 
 void quantized_product(const QuantKernelTable& kernels, TensorView<const float> x, const QuantizedMatrix& w,
                        TensorView<float> y, QuantProductPath path, QuantActivationScratch& act, bool threaded,
-                       const char* function) {
+                       const char* function, bool accumulate, float alpha) {
   if (x.rank() != 2 || y.rank() != 2) {
     throw Error(
         ErrorCode::shape_mismatch, function,
@@ -117,6 +117,8 @@ void quantized_product(const QuantKernelTable& kernels, TensorView<const float> 
   args.xq_sums = act.code_sums.data();
   args.y = y.data();
   args.ldy = y.stride(0);
+  args.alpha = alpha;
+  args.accumulate = accumulate;
   const auto kernel = int8_path ? kernels.product_int8 : kernels.product_f32;
   auto body = [&](std::size_t begin, std::size_t end) {
     detail::QuantProductArgs chunk = args;
