@@ -329,6 +329,30 @@ TEST_CASE("Thread limits and parallel_for", "[core][threads]") {
   }
 }
 
+TEST_CASE("parallel_for_slots never runs two chunks on one slot at once", "[core][threads]") {
+  const std::size_t slots = thread_slot_count();
+  REQUIRE(slots == static_cast<std::size_t>(hardware_threads()));
+  for (int threads : {1, 2, 3}) {
+    ScopedNumThreads limit(threads);
+    std::vector<std::atomic<int>> busy(slots);
+    std::atomic<int> clashes{0}, out_of_range{0}, chunks_run{0};
+    parallel_for_slots(400, 1, [&](std::size_t slot, std::size_t, std::size_t) {
+      if (slot >= slots) {
+        ++out_of_range;
+        return;
+      }
+      if (busy[slot].exchange(1) != 0) ++clashes;
+      volatile double spin = 0.0;  // long enough for the chunks to overlap in time
+      for (int i = 0; i < 2000; ++i) spin = spin + i;
+      busy[slot].store(0);
+      ++chunks_run;
+    });
+    CHECK(out_of_range == 0);
+    CHECK(clashes == 0);
+    CHECK(chunks_run == 400);
+  }
+}
+
 // ----------------------------------------------------------------------------------------- dense ops
 
 TEST_CASE("dot matches the reference within the summation error bound", "[core][ops]") {

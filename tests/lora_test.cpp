@@ -4,9 +4,14 @@
 
 #include <persona/core/ops.hpp>
 #include <persona/lora/lora_apply.hpp>
+#include <persona/lora/lora_quantize.hpp>
 #include <persona/quant/quantize.hpp>
 
+#include <atomic>
+#include <new>
+
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -25,10 +30,11 @@ LoraMatrix make_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed, c
   return LoraMatrix(quantize(w, *spec));
 }
 
-// Modules with ranks 1..64 and every storage format; B is quantized only where the rank is a multiple
-// of the group size (quantization groups run along B's columns, the rank).
+// Modules with ranks 1..64 and every storage format. B's quantization groups run along its columns (the
+// rank): ranks 8, 16 and 24 use groups of 8 and 16 (one group per row takes the short-row kernel).
 std::vector<std::unique_ptr<LoraModule>> mixed_modules() {
   const QuantSpec int8{8, 32, true}, int4{4, 32, false}, int2{2, 64, true}, nf4 = QuantSpec::nf4(64);
+  const QuantSpec int4_g8{4, 8, true}, nf4_g16 = QuantSpec::nf4(16), int8_g8{8, 8, false}, int2_g16{2, 16, true};
   struct Recipe {
     std::size_t rank;
     const QuantSpec* a;
@@ -37,9 +43,10 @@ std::vector<std::unique_ptr<LoraModule>> mixed_modules() {
   };
   const std::vector<Recipe> recipes = {
       {1, nullptr, nullptr, LoraScaling::standard},     {3, &int8, nullptr, LoraScaling::rank_stabilized},
-      {8, &int4, nullptr, LoraScaling::standard},       {16, &nf4, nullptr, LoraScaling::standard},
+      {8, &int4, &int4_g8, LoraScaling::standard},      {16, &nf4, &nf4_g16, LoraScaling::standard},
+      {24, &int8, &int8_g8, LoraScaling::standard},     {16, &int4, &int2_g16, LoraScaling::standard},
       {32, &int4, &int4, LoraScaling::rank_stabilized}, {64, &int8, &int8, LoraScaling::standard},
-      {64, &int2, &nf4, LoraScaling::standard}};
+      {64, &int2, &nf4, LoraScaling::standard},         {8, &int4, nullptr, LoraScaling::standard}};
   std::vector<std::unique_ptr<LoraModule>> modules;
   std::uint32_t seed = 100;
   for (const Recipe& r : recipes) {
@@ -96,7 +103,21 @@ TEST_CASE("plan_lora_batch groups tokens by slot, stably", "[lora]") {
   CHECK(plan.segments[0].end - plan.segments[0].begin == 2);
   CHECK(plan.segments[1].slot == 2);
   CHECK(plan.max_segment_tokens == 3);
+  CHECK(plan.token_slots == std::vector<std::int32_t>{0, 0, 2, 2, 2});
   CHECK(plan_lora_batch({}, 3).segments.empty());
+  // Segments are cut into chunks of kLoraChunkTokens for the segment form: 40 tokens on slot 1 and 3 on
+  // slot 0 give chunks of 3, 16, 16 and 8.
+  std::vector<std::int32_t> long_run(40, 1);
+  long_run.insert(long_run.begin() + 5, 3, 0);
+  const LoraBatchPlan chunked = plan_lora_batch(long_run, 2);
+  REQUIRE(chunked.chunks.size() == 4);
+  CHECK(chunked.chunks[0].slot == 0);
+  CHECK(chunked.chunks[0].end - chunked.chunks[0].begin == 3);
+  for (std::size_t i = 1; i < 4; ++i) {
+    CHECK(chunked.chunks[i].slot == 1);
+    CHECK(chunked.chunks[i].begin == chunked.chunks[i - 1].end);
+  }
+  CHECK(chunked.chunks[3].end - chunked.chunks[3].begin == 40 - 2 * kLoraChunkTokens);
   const std::vector<std::int32_t> bad = {0, 4};
   PERSONA_REQUIRE_ERROR(plan_lora_batch(bad, 4), out_of_range, "token 1 has slot 4");
 }
@@ -142,10 +163,11 @@ TEST_CASE("Mixed batches match the per-token reference", "[lora]") {
       const LoraBatchPlan plan = plan_lora_batch(batch.token_slots, n);
       Tensor<float> ref = y0;
       apply_lora_ref(x, ref, slots, batch.token_slots);
+      LoraWorkspace workspace;  // shared by every form: a reused workspace must not change results
       for (LoraForm form : {LoraForm::segment, LoraForm::gather, LoraForm::automatic}) {
         INFO(batch.name << ", form " << static_cast<int>(form));
         Tensor<float> y = y0;
-        apply_lora(x, y, slots, plan, form);
+        apply_lora(x, y, slots, plan, workspace, form);
         for (std::size_t t = 0; t < tokens; ++t) {
           const std::int32_t s = batch.token_slots[t];
           for (std::size_t o = 0; o < kOut; ++o) {
@@ -234,4 +256,90 @@ TEST_CASE("apply_lora rejects mismatched shapes, plans and slots", "[lora]") {
   Tensor<float> y_wrong({2, kOut + 1});
   PERSONA_REQUIRE_ERROR(apply_lora(x, y_wrong, slots, plan_lora_batch(ok, 2)), shape_mismatch,
                         "slot 0: the module is [out 96, in 128]");
+}
+
+TEST_CASE("quantize_lora picks B's group from the rank and keeps DoRA magnitudes", "[lora]") {
+  const QuantSpec int4{4, 32, true}, int2{2, 32, true};
+  struct Expect {
+    std::size_t rank;
+    const QuantSpec& spec;
+    std::size_t b_group;  // 0: B stays f32
+  };
+  for (const Expect& e : {Expect{1, int4, 0}, Expect{4, int4, 0}, Expect{8, int4, 8}, Expect{16, int4, 16},
+                          Expect{24, int4, 8}, Expect{64, int4, 32}, Expect{8, int2, 0}, Expect{16, int2, 16}}) {
+    INFO("rank " << e.rank << ", " << e.spec.to_string());
+    Tensor<float> magnitude = random_tensor({kOut}, 20);
+    const LoraModule module(make_matrix(e.rank, kIn, 21, nullptr), make_matrix(kOut, e.rank, 22, nullptr), 8.0f,
+                            LoraScaling::rank_stabilized, magnitude);
+    LoraQuantReport report;
+    const LoraModule q = quantize_lora(module, e.spec, QuantMethod::round_to_nearest, &report);
+    REQUIRE(report.a_spec.has_value());
+    CHECK(report.a_spec->group_size == 32);
+    CHECK(q.a().quantized());
+    CHECK(q.b().quantized() == (e.b_group != 0));
+    CHECK(report.b_spec.has_value() == (e.b_group != 0));
+    if (e.b_group != 0) {
+      CHECK(q.b().quantized_matrix()->spec().group_size == e.b_group);
+      CHECK(report.b.snr_db > (e.spec.bits == 4 ? 15.0 : 5.0));
+    }
+    CHECK(report.a.rmse > 0.0);
+    CHECK(q.scale() == module.scale());
+    CHECK(q.scaling() == LoraScaling::rank_stabilized);
+    REQUIRE(q.dora());
+    CHECK(std::memcmp(q.dora_magnitude().data(), magnitude.data(), kOut * sizeof(float)) == 0);
+  }
+  PERSONA_REQUIRE_ERROR(quantize_lora(*mixed_modules()[0], QuantSpec{4, 48}), invalid_argument, "group_size is 48");
+}
+
+namespace {
+// Counts operator new calls on this thread while armed, to prove a warm apply allocates nothing.
+thread_local bool t_count_allocations = false;
+thread_local std::size_t t_allocations = 0;
+}  // namespace
+
+// GCC flags free() in a replaced operator delete as a mismatch with new; here new is malloc.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(std::size_t size) {
+  if (t_count_allocations) ++t_allocations;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
+
+TEST_CASE("A reserved workspace makes apply_lora allocation-free", "[lora]") {
+  const auto owned = mixed_modules();
+  std::vector<const LoraModule*> slots;
+  std::size_t max_rank = 0;
+  for (const auto& m : owned) {
+    slots.push_back(m.get());
+    max_rank = std::max(max_rank, m->rank());
+  }
+  std::vector<std::int32_t> token_slots;
+  for (std::size_t t = 0; t < 37; ++t) token_slots.push_back(static_cast<std::int32_t>((t * 5) % slots.size()));
+  const Tensor<float> x = random_tensor({token_slots.size(), kIn}, 30);
+  const LoraBatchPlan plan = plan_lora_batch(token_slots, slots.size());
+  ScopedNumThreads one(1);
+  LoraWorkspace workspace;
+  workspace.reserve(kIn, kOut, max_rank);
+  CHECK(workspace.bytes() > 0);
+  for (LoraForm form : {LoraForm::segment, LoraForm::gather}) {
+    Tensor<float> y({token_slots.size(), kOut}), fresh({token_slots.size(), kOut});
+    t_allocations = 0;
+    t_count_allocations = true;
+    apply_lora(x, y, slots, plan, workspace, form);
+    t_count_allocations = false;
+    CHECK(t_allocations == 0);
+    apply_lora(x, fresh, slots, plan, form);  // its own workspace: the same result
+    CHECK(same_bits(y, fresh));
+  }
+  // The counter works: the convenience overload makes a workspace of its own.
+  Tensor<float> y({token_slots.size(), kOut});
+  t_allocations = 0;
+  t_count_allocations = true;
+  apply_lora(x, y, slots, plan);
+  t_count_allocations = false;
+  CHECK(t_allocations > 0);
 }

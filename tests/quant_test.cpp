@@ -27,6 +27,10 @@ std::vector<QuantSpec> all_specs() {
     }
   }
   for (std::size_t group : {32, 64, 128}) specs.push_back(QuantSpec::nf4(group));
+  // The short groups (LoRA B): 8 for 8- and 4-bit codes, 16 for every width.
+  for (int bits : {8, 4}) specs.push_back({bits, 8, bits == 4, DType::f16, QuantCodebook::linear});
+  for (int bits : {8, 4, 2}) specs.push_back({bits, 16, bits != 4, DType::f16, QuantCodebook::linear});
+  specs.push_back(QuantSpec::nf4(16));
   specs.push_back({4, 32, false, DType::bf16, QuantCodebook::linear});
   specs.push_back({8, 64, true, DType::f32, QuantCodebook::linear});
   specs.push_back({2, 128, false, DType::f32, QuantCodebook::linear});
@@ -60,6 +64,9 @@ TEST_CASE("QuantSpec validation, names and bits per weight", "[quant]") {
   CHECK(QuantSpec{2, 64, false}.bits_per_weight() == 2.5);
   PERSONA_REQUIRE_ERROR((QuantSpec{3, 32}.validate()), invalid_argument, "bits is 3; allowed values are 8, 4, 2");
   PERSONA_REQUIRE_ERROR((QuantSpec{4, 48}.validate()), invalid_argument, "group_size is 48");
+  PERSONA_REQUIRE_ERROR((QuantSpec{2, 8}.validate()), invalid_argument, "2-bit codes come in tiles of 16 columns");
+  CHECK(QuantSpec{4, 16, true}.bits_per_weight() == 5.0);
+  CHECK(QuantSpec{4, 8, true}.bits_per_weight() == 6.0);
   PERSONA_REQUIRE_ERROR((QuantSpec{4, 32, true, DType::i8}.validate()), invalid_argument, "scale_type is i8");
   PERSONA_REQUIRE_ERROR((QuantSpec{8, 32, true, DType::f16, QuantCodebook::nf4}.validate()), invalid_argument,
                         "NF4 code book needs bits = 4");
@@ -244,9 +251,11 @@ TEST_CASE("Quantized products equal their scalar oracles bit for bit", "[quant][
   struct Shape3 {
     std::size_t m, n, k;
   };
-  // Odd shapes: k = group size, n = 1, m = 0, n not a multiple of the panel or of two vectors.
-  const std::vector<Shape3> shapes = {{2, 5, 32},   {1, 3, 64},   {1, 1, 128},  {0, 16, 128},
-                                      {3, 17, 128}, {5, 48, 256}, {2, 33, 384}, {64, 40, 128}};
+  // Odd shapes: k = group size, n = 1, m = 0, n not a multiple of the panel or of two vectors; short rows
+  // (k = 8, 16, 24: one group of one, two or four tiles, or several short groups).
+  const std::vector<Shape3> shapes = {{2, 5, 32},   {1, 3, 64},   {1, 1, 128}, {0, 16, 128}, {3, 17, 128},
+                                      {5, 48, 256}, {2, 33, 384}, {64, 40, 128}, {1, 37, 8},  {3, 50, 16},
+                                      {2, 33, 24},  {6, 19, 32}};
   std::vector<QuantSpec> specs = all_specs();
   for_each_level_and_threads([&](IsaLevel, int) {
     for (const QuantSpec& spec : specs) {
@@ -325,6 +334,42 @@ TEST_CASE("Quantized products reject bad shapes and non-finite activations", "[q
   // The f32 path has no int8 step: the Inf simply reaches the outputs, as in any f32 product.
   quantized_matmul(x, q, y, QuantProductPath::f32_activations);
   CHECK(!std::isfinite(y(1, 0)));
+}
+
+TEST_CASE("Activation quantization: zero, subnormal, huge and non-finite groups at every level", "[quant][product]") {
+  // One token per row; each group of every row is of another kind, so the vector path meets them all.
+  const std::size_t k = 256;
+  Tensor<float> x = random_tensor({4, k}, 40);
+  for (std::size_t c = 0; c < k; ++c) {
+    x(0, c) = c < 64 ? 0.0f : x(0, c);                                // zero groups
+    if (c >= 64 && c < 128) x(1, c) = c % 5 == 0 ? -3e-39f : 1e-45f;  // subnormal absmax: 127 / absmax overflows
+    if (c >= 128) x(2, c) *= 1e37f;                                   // huge, still finite
+    x(3, c) = (c % 32 == 7) ? 127.0f : x(3, c) * 0.01f;               // a spike per group
+  }
+  for (const QuantSpec& spec : {QuantSpec{4, 8, true}, QuantSpec{4, 16, true}, QuantSpec{4, 32, true},
+                                QuantSpec{8, 64, false}, QuantSpec{2, 128, true}}) {
+    INFO(spec.to_string());
+    const QuantizedMatrix q = quantize(random_tensor({21, k}, 41), spec);
+    Tensor<float> ref({4, 21});
+    quantized_matmul_ref(x, q, ref);
+    for (IsaLevel level : supported_isa_levels()) {
+      ScopedIsaLevel isa(level);
+      Tensor<float> y({4, 21});
+      quantized_matmul(x, q, y);
+      CHECK(same_bits(y, ref));
+    }
+  }
+  // A NaN or Inf anywhere is named, whichever group (and so whichever part of the vector loop) holds it.
+  for (std::size_t c : {std::size_t{0}, std::size_t{31}, std::size_t{100}, k - 1}) {
+    for (IsaLevel level : supported_isa_levels()) {
+      ScopedIsaLevel isa(level);
+      Tensor<float> bad = random_tensor({2, k}, 42);
+      bad(1, c) = c % 2 == 0 ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity();
+      const QuantizedMatrix q = quantize(random_tensor({3, k}, 43), QuantSpec{4, 32, true});
+      Tensor<float> y({2, 3});
+      PERSONA_REQUIRE_ERROR(quantized_matmul(bad, q, y), invalid_argument, fmt::format("activation [1, {}] is", c));
+    }
+  }
 }
 
 TEST_CASE("Edge cases: subnormal activations, overlapping outputs, minima of symmetric specs", "[quant][product]") {
