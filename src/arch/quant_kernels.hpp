@@ -367,12 +367,16 @@ struct QuantKernels {
     for (std::size_t g = 0; g < groups; ++g) {
       const float max = scales[g];
       const ActivationScale s = activation_scale(max);
+      // absmax = 0 multiplies by 0 (every code 0, as in the oracle); the rare groups whose 127 / absmax
+      // overflows divide instead.
+      const bool divide = max > 0.0f && !s.finite;
+      const F multiplier(max > 0.0f ? s.multiplier : 0.0f);
       I32 sum(0);
       for (std::size_t c = g * group_size; c < (g + 1) * group_size; c += 4 * L) {
         I32 q[4];
         for (std::size_t j = 0; j < 4; ++j) {
           const F v = F::load_unaligned(x + c + j * L);
-          q[j] = max > 0.0f ? xsimd::nearbyint_as_int(s.finite ? v * F(s.multiplier) : v / F(max) * F(127.0f)) : I32(0);
+          q[j] = xsimd::nearbyint_as_int(divide ? v / F(max) * F(127.0f) : v * multiplier);
           sum += q[j];
         }
         Io::store_i8x4(codes + c, q[0], q[1], q[2], q[3]);
