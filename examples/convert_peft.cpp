@@ -50,26 +50,20 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    spec.validate();
     const std::filesystem::path in = argv[1], out = argv[2];
-    const persona::LoraAdapter peft = persona::read_peft_adapter(in);
-    persona::LoraAdapter converted(peft.id(), peft.tenant());
     fmt::print("{} -> {} as {}\n", in.string(), out.string(), spec.to_string());
-    for (const auto& [target, module] : peft.modules()) {
-      persona::LoraQuantReport report;
-      persona::LoraModule quantized = persona::quantize_lora(module, spec, method, &report);
-      fmt::print("layer {} {} (rank {}):{}{}\n", target.layer, target.module, module.rank(),
-                 describe("A", report.a_spec, report.a, module.a()), describe("B", report.b_spec, report.b, module.b()));
-      converted.add(target, std::move(quantized));
+    const persona::PeftConversionReport report = persona::convert_peft_adapter(in, out, spec, method);
+    const persona::LoraAdapter converted = persona::read_persona_adapter(out);
+    for (const auto& [target, r] : report.modules) {
+      const persona::LoraModule& m = *converted.find(target.layer, target.module);
+      fmt::print("layer {} {} (rank {}):{}{}\n", target.layer, target.module, m.rank(), describe("A", r.a_spec, r.a, m.a()),
+                 describe("B", r.b_spec, r.b, m.b()));
     }
-    persona::write_persona_adapter(converted, out);
-    const auto before = std::filesystem::file_size(in / "adapter_model.safetensors");
-    const auto after = std::filesystem::file_size(out);
-    // Read it back: the file must load (checksum verified) before we call it done.
-    const persona::LoraAdapter check = persona::read_persona_adapter(out);
+    // convert_peft_adapter read the file back (checksum verified) before returning.
     fmt::print("{} modules; {} bytes (PEFT safetensors) -> {} bytes ({:.2f}x smaller); reloaded {} modules\n",
-               converted.modules().size(), before, after, static_cast<double>(before) / static_cast<double>(after),
-               check.modules().size());
+               report.modules.size(), report.peft_bytes, report.persona_bytes,
+               static_cast<double>(report.peft_bytes) / static_cast<double>(report.persona_bytes),
+               converted.modules().size());
     return 0;
   } catch (const persona::Error& e) {
     std::fprintf(stderr, "convert_peft: %s\n", e.what());

@@ -5,6 +5,7 @@
 
 #include <persona/core/ops.hpp>
 #include <persona/io/peft_adapter.hpp>
+#include <persona/io/peft_conversion.hpp>
 #include <persona/io/persona_adapter.hpp>
 #include <persona/io/safetensors.hpp>
 #include <persona/lora/lora_apply.hpp>
@@ -344,5 +345,41 @@ TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][
                         module.out_features() * sizeof(float)) == 0);
     }
   }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("convert_peft_adapter: one call from a PEFT folder to a verified persona file", "[io][peft]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_convert_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const char* variant : {"patterns", "dora"}) {
+    INFO(variant);
+    const QuantSpec spec{4, 32, true};
+    const std::filesystem::path out = dir / (std::string(variant) + ".persona");
+    const PeftConversionReport report = convert_peft_adapter(kData / variant, out, spec);
+    const LoraAdapter peft = read_peft_adapter(kData / variant);
+    const LoraAdapter converted = read_persona_adapter(out);
+    CHECK(report.persona_bytes == std::filesystem::file_size(out));
+    CHECK(report.peft_bytes == std::filesystem::file_size(kData / variant / "adapter_model.safetensors"));
+    REQUIRE(report.modules.size() == peft.modules().size());
+    REQUIRE(converted.modules().size() == peft.modules().size());
+    for (const auto& [target, module] : peft.modules()) {
+      // The file holds exactly what quantize_lora makes of the PEFT module, DoRA magnitudes included.
+      const LoraModule expected = quantize_lora(module, spec);
+      const LoraModule* got = converted.find(target.layer, target.module);
+      REQUIRE(got != nullptr);
+      CHECK(got->scale() == expected.scale());
+      CHECK(got->a().format() == expected.a().format());
+      CHECK(got->b().format() == expected.b().format());
+      const Tensor<float> ga = got->a().to_f32(), ea = expected.a().to_f32();
+      const Tensor<float> gb = got->b().to_f32(), eb = expected.b().to_f32();
+      CHECK(std::memcmp(ga.data(), ea.data(), ga.numel() * sizeof(float)) == 0);
+      CHECK(std::memcmp(gb.data(), eb.data(), gb.numel() * sizeof(float)) == 0);
+      CHECK(got->dora() == module.dora());
+      const LoraQuantReport& r = report.modules.at(target);
+      CHECK(r.a_spec.has_value() == got->a().quantized());
+      CHECK(r.b_spec.has_value() == got->b().quantized());
+    }
+  }
+  PERSONA_REQUIRE_ERROR(convert_peft_adapter(dir / "missing", dir / "x.persona", QuantSpec{}), io_error, "missing");
   std::filesystem::remove_all(dir);
 }

@@ -8,6 +8,7 @@
 #include "persona/core/tensor.hpp"
 #include "persona/core/threading.hpp"
 #include "persona/io/peft_adapter.hpp"
+#include "persona/io/peft_conversion.hpp"
 #include "persona/io/persona_adapter.hpp"
 #include "persona/io/safetensors.hpp"
 #include "persona/lora/lora_adapter.hpp"
