@@ -147,14 +147,19 @@ struct Stream {
 
   // Sixty-four independent partial sums: the compiler vectorizes them without reassociating one sum, into
   // enough accumulators (16 SSE, 8 AVX2 or 4 AVX-512 registers) that the loop waits on memory, not on the
-  // latency of the adds.
+  // latency of the adds. The chunk is read as kStreams streams in lockstep, as a GEMV reads several rows:
+  // one stream alone leaves a Zen 1 core at ~12.5 GB/s, where its f32 GEMV reads ~16 GB/s.
+  static constexpr std::size_t kStreams = 4;
   [[gnu::always_inline]] static float sum_partials(const float* x, std::size_t n) {
+    constexpr std::size_t kPerStream = 64 / kStreams;
     std::array<float, 64> partial{};
-    std::size_t i = 0;
-    for (; i + partial.size() <= n; i += partial.size()) {
-      for (std::size_t j = 0; j < partial.size(); ++j) partial[j] += x[i + j];
+    const std::size_t stride = n / kStreams / kPerStream * kPerStream;  // floats per stream
+    for (std::size_t i = 0; i < stride; i += kPerStream) {
+      for (std::size_t s = 0; s < kStreams; ++s) {
+        for (std::size_t j = 0; j < kPerStream; ++j) partial[s * kPerStream + j] += x[s * stride + i + j];
+      }
     }
-    for (; i < n; ++i) partial[0] += x[i];
+    for (std::size_t i = kStreams * stride; i < n; ++i) partial[0] += x[i];
     float total = 0.0f;
     for (float p : partial) total += p;
     return total;
