@@ -246,8 +246,8 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     const double probe = c.threads > 1 ? read2_gbs : read_gbs;
     std::string versus;
     if (c.variant == "persona" && c.rank > 1) {
-      const std::string naive_name = fmt::format("naive/f32/r{}/{}tok_{}ad{}", c.rank, c.tokens, c.distinct,
-                                                 c.threads > 1 ? "/threads:2" : "");
+      const std::string naive_name =
+          fmt::format("naive/f32/r{}/{}tok_{}ad{}", c.rank, c.tokens, c.distinct, c.threads > 1 ? "/threads:2" : "");
       if (const bench::Measurement* n = find(results, naive_name))
         versus = fmt::format("{:.2f}", n->median_seconds / m->median_seconds);
     }

@@ -14,13 +14,14 @@
 namespace {
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 8|16|32|64|128] [--asym] [--nf4] [--search]\n");
+  std::fprintf(
+      stderr,
+      "usage: convert_peft IN_DIR OUT_FILE [--bits 8|4|2] [--group 8|16|32|64|128] [--asym] [--nf4] [--search]\n");
   return 2;
 }
 
-std::string describe(const char* name, const std::optional<persona::QuantSpec>& spec, const persona::QuantErrorReport& e,
-                     const persona::LoraMatrix& m) {
+std::string describe(const char* name, const std::optional<persona::QuantSpec>& spec,
+                     const persona::QuantErrorReport& e, const persona::LoraMatrix& m) {
   if (!spec) return fmt::format("  {}: [{}, {}] kept f32 (its rows fit no group size)", name, m.rows(), m.cols());
   return fmt::format("  {} {}: rmse {:.3g}, max {:.3g}, snr {:.1f} dB", name, spec->to_string(), e.rmse,
                      e.max_abs_error, e.snr_db);
@@ -56,8 +57,8 @@ int main(int argc, char** argv) {
     const persona::LoraAdapter converted = persona::read_persona_adapter(out);
     for (const auto& [target, r] : report.modules) {
       const persona::LoraModule& m = *converted.find(target.layer, target.module);
-      fmt::print("layer {} {} (rank {}):{}{}\n", target.layer, target.module, m.rank(), describe("A", r.a_spec, r.a, m.a()),
-                 describe("B", r.b_spec, r.b, m.b()));
+      fmt::print("layer {} {} (rank {}):{}{}\n", target.layer, target.module, m.rank(),
+                 describe("A", r.a_spec, r.a, m.a()), describe("B", r.b_spec, r.b, m.b()));
     }
     // convert_peft_adapter read the file back (checksum verified) before returning.
     fmt::print("{} modules; {} bytes (PEFT safetensors) -> {} bytes ({:.2f}x smaller); reloaded {} modules\n",

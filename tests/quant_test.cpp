@@ -253,9 +253,9 @@ TEST_CASE("Quantized products equal their scalar oracles bit for bit", "[quant][
   };
   // Odd shapes: k = group size, n = 1, m = 0, n not a multiple of the panel or of two vectors; short rows
   // (k = 8, 16, 24: one group of one, two or four tiles, or several short groups).
-  const std::vector<Shape3> shapes = {{2, 5, 32},   {1, 3, 64},   {1, 1, 128}, {0, 16, 128}, {3, 17, 128},
-                                      {5, 48, 256}, {2, 33, 384}, {64, 40, 128}, {1, 37, 8},  {3, 50, 16},
-                                      {2, 33, 24},  {6, 19, 32}};
+  const std::vector<Shape3> shapes = {{2, 5, 32},   {1, 3, 64},   {1, 1, 128},  {0, 16, 128},
+                                      {3, 17, 128}, {5, 48, 256}, {2, 33, 384}, {64, 40, 128},
+                                      {1, 37, 8},   {3, 50, 16},  {2, 33, 24},  {6, 19, 32}};
   std::vector<QuantSpec> specs = all_specs();
   for_each_level_and_threads([&](IsaLevel, int) {
     for (const QuantSpec& spec : specs) {

@@ -108,8 +108,8 @@ namespace {
 void multiply(const LoraMatrix& matrix, TensorView<const float> x, TensorView<float> out, SlotScratch& scratch,
               const char* function) {
   if (const QuantizedMatrix* q = matrix.quantized_matrix()) {
-    detail::quantized_product(detail::quant_kernels(active_isa_level()), x, *q, out,
-                              QuantProductPath::int8_activations, scratch.activations, false, function);
+    detail::quantized_product(detail::quant_kernels(active_isa_level()), x, *q, out, QuantProductPath::int8_activations,
+                              scratch.activations, false, function);
     return;
   }
   const Tensor<float>& w = *matrix.f32();
@@ -150,8 +150,8 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
     // The tokens' rows of y are one block (always so for one token): the expansion adds scale * B (A x)
     // straight into them.
     detail::quantized_product(detail::quant_kernels(active_isa_level()), shrunk, *b,
-                              y.rows(tokens[0], tokens[0] + count),
-                              QuantProductPath::int8_activations, scratch.activations, false, function, true, scale);
+                              y.rows(tokens[0], tokens[0] + count), QuantProductPath::int8_activations,
+                              scratch.activations, false, function, true, scale);
     return;
   }
   const TensorView<float> expanded(scratch.expanded.data(), {count, out});
@@ -216,8 +216,8 @@ void run_plan(TensorView<const float> x, TensorView<float> y, std::span<const Lo
           prefetch_start(next.b(), kGatherPrefetchBytes);
         }
         const std::int32_t slot = plan.token_slots[i];
-        run_tokens(x, y, *slots[static_cast<std::size_t>(slot)], &plan.tokens[i], 1, row_scale(slot),
-                   scratch[thread], function);
+        run_tokens(x, y, *slots[static_cast<std::size_t>(slot)], &plan.tokens[i], 1, row_scale(slot), scratch[thread],
+                   function);
       }
     });
   }

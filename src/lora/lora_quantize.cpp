@@ -27,8 +27,7 @@ LoraMatrix quantize_matrix(const LoraMatrix& m, const QuantSpec& spec, QuantMeth
 
 }  // namespace
 
-LoraModule quantize_lora(const LoraModule& module, const QuantSpec& spec, QuantMethod method,
-                         LoraQuantReport* report) {
+LoraModule quantize_lora(const LoraModule& module, const QuantSpec& spec, QuantMethod method, LoraQuantReport* report) {
   LoraQuantReport local;
   LoraQuantReport& r = report != nullptr ? *report : local;
   r = {};

@@ -70,8 +70,8 @@ inline ActivationScale activation_scale(float absmax) noexcept {
   return {multiplier, multiplier <= std::numeric_limits<float>::max()};
 }
 
-bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
-                              float* scales, std::int32_t* code_sums) noexcept;
+bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes, float* scales,
+                              std::int32_t* code_sums) noexcept;
 
 const QuantKernelTable& reference_quant_kernels() noexcept;
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept;

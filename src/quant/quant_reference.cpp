@@ -76,8 +76,8 @@ constexpr QuantKernelTable kReference{product_f32_ref, product_int8_ref, quantiz
 
 }  // namespace
 
-bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
-                              float* scales, std::int32_t* code_sums) noexcept {
+bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes, float* scales,
+                              std::int32_t* code_sums) noexcept {
   for (std::size_t g = 0; g < k / group_size; ++g) {
     const float* group = x + g * group_size;
     float absmax = 0.0f;

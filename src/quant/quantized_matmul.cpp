@@ -25,7 +25,8 @@ void quantize_activations(const detail::QuantKernelTable& kernels, TensorView<co
                                      out.code_sums.data() + t * groups)) {
       continue;
     }
-    const std::size_t c = static_cast<std::size_t>(std::find_if_not(row, row + k, [](float v) { return std::isfinite(v); }) - row);
+    const std::size_t c =
+        static_cast<std::size_t>(std::find_if_not(row, row + k, [](float v) { return std::isfinite(v); }) - row);
     throw Error(ErrorCode::invalid_argument, function,
                 fmt::format("activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]));
   }

@@ -58,8 +58,7 @@ void parallel_for_slots(std::size_t count, std::size_t grain, Body&& body) {
   }
   using Chunk = decltype(chunk);
   detail::parallel_for_chunks(
-      chunks, [](void* context, std::size_t slot, std::size_t c) { (*static_cast<Chunk*>(context))(slot, c); },
-      &chunk);
+      chunks, [](void* context, std::size_t slot, std::size_t c) { (*static_cast<Chunk*>(context))(slot, c); }, &chunk);
 }
 
 // As parallel_for_slots, for bodies that need no slot: body(begin, end).

@@ -34,10 +34,10 @@ struct LoraSegment {
 // One plan serves every adapted layer of a batch: it depends only on which slot each token uses.
 struct LoraBatchPlan {
   std::size_t token_count = 0;
-  std::vector<std::size_t> tokens;         // adapted tokens, grouped by slot, in batch order within a slot
-  std::vector<std::int32_t> token_slots;   // the slot of each entry of tokens
-  std::vector<LoraSegment> segments;       // one per slot that has tokens, in slot order
-  std::vector<LoraSegment> chunks;         // the segments cut into pieces of at most kLoraChunkTokens
+  std::vector<std::size_t> tokens;        // adapted tokens, grouped by slot, in batch order within a slot
+  std::vector<std::int32_t> token_slots;  // the slot of each entry of tokens
+  std::vector<LoraSegment> segments;      // one per slot that has tokens, in slot order
+  std::vector<LoraSegment> chunks;        // the segments cut into pieces of at most kLoraChunkTokens
   std::size_t max_segment_tokens = 0;
 };
 

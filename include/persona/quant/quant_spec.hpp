@@ -18,7 +18,7 @@ enum class QuantCodebook : std::uint8_t {
 };
 
 struct QuantSpec {
-  int bits = 4;                   // 8, 4 or 2
+  int bits = 4;  // 8, 4 or 2
   // 32, 64 or 128 consecutive input columns share a scale; 8 and 16 exist for matrices with short rows
   // (LoRA B, whose rows are rank long). 2-bit codes need at least 16.
   std::size_t group_size = 32;
