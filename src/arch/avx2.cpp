@@ -2,14 +2,17 @@
 #define PERSONA_ARCH_EIGEN persona_eigen_avx2
 #include "arch/core_kernels.hpp"
 #include "arch/quant_kernels.hpp"
+#include "arch/router_kernels.hpp"
 
 namespace persona::detail {
 namespace {
 constexpr CoreKernelTable kCore = make_core_kernel_table<Avx2Arch>(IsaLevel::avx2);
 constexpr QuantKernelTable kQuant = make_quant_kernel_table<Avx2Arch>();
+constexpr RouterKernelTable kRouter = make_router_kernel_table<Avx2Arch>();
 }  // namespace
 
 const CoreKernelTable& avx2_core_kernels() noexcept { return kCore; }
 const QuantKernelTable& avx2_quant_kernels() noexcept { return kQuant; }
+const RouterKernelTable& avx2_router_kernels() noexcept { return kRouter; }
 
 }  // namespace persona::detail

@@ -1,7 +1,6 @@
 // Planning and running many adapters in one batch.
 #include "persona/lora/lora_apply.hpp"
 
-#include "core/kernel_table.hpp"
 #include "persona/core/threading.hpp"
 #include "quant/quant_product.hpp"
 
@@ -104,29 +103,6 @@ std::size_t LoraWorkspace::bytes() const noexcept {
 
 namespace {
 
-// out[m, rows] = x[m, cols] M^T on the calling thread (the caller's loop provides the parallelism).
-void multiply(const LoraMatrix& matrix, TensorView<const float> x, TensorView<float> out, SlotScratch& scratch,
-              const char* function) {
-  if (const QuantizedMatrix* q = matrix.quantized_matrix()) {
-    detail::quantized_product(detail::quant_kernels(active_isa_level()), x, *q, out, QuantProductPath::int8_activations,
-                              scratch.activations, false, function);
-    return;
-  }
-  const Tensor<float>& w = *matrix.f32();
-  detail::MatmulArgs args{};
-  args.a = x.data();
-  args.b = w.data();
-  args.c = out.data();
-  args.m = x.dim(0);
-  args.n = w.dim(0);
-  args.k = w.dim(1);
-  args.lda = x.stride(0);
-  args.ldb = w.dim(1);
-  args.ldc = out.stride(0);
-  args.b_transposed = true;
-  detail::core_kernels().matmul(args);
-}
-
 // Runs one module on `count` tokens listed at `tokens`: gathers their rows (unless they are
 // consecutive), shrinks, expands and adds scale * result to their rows of y. With a DoRA row scale n
 // (and y holding the base output), the rows become n * (y + scale * result) instead.
@@ -143,19 +119,17 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
     rows = TensorView<const float>(scratch.rows.data(), {count, in});
   }
   const TensorView<float> shrunk(scratch.shrunk.data(), {count, rank});
-  multiply(m.a(), rows, shrunk, scratch, function);
+  detail::weight_product(m.a(), rows, shrunk, scratch.activations, function);
   const float scale = m.scale();
-  const QuantizedMatrix* b = m.b().quantized_matrix();
-  if (b != nullptr && dora_row_scale == nullptr && consecutive) {
+  if (m.b().quantized() && dora_row_scale == nullptr && consecutive) {
     // The tokens' rows of y are one block (always so for one token): the expansion adds scale * B (A x)
     // straight into them.
-    detail::quantized_product(detail::quant_kernels(active_isa_level()), shrunk, *b,
-                              y.rows(tokens[0], tokens[0] + count), QuantProductPath::int8_activations,
-                              scratch.activations, false, function, true, scale);
+    detail::weight_product(m.b(), shrunk, y.rows(tokens[0], tokens[0] + count), scratch.activations, function, true,
+                           scale);
     return;
   }
   const TensorView<float> expanded(scratch.expanded.data(), {count, out});
-  multiply(m.b(), shrunk, expanded, scratch, function);
+  detail::weight_product(m.b(), shrunk, expanded, scratch.activations, function);
   for (std::size_t i = 0; i < count; ++i) {
     float* row = &y(tokens[i], 0);
     const float* e = scratch.expanded.data() + i * out;

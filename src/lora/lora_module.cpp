@@ -7,47 +7,6 @@
 
 namespace persona {
 
-LoraMatrix::LoraMatrix(Tensor<float> weights) : storage_(std::move(weights)) {
-  const auto& w = std::get<Tensor<float>>(storage_);
-  PERSONA_CHECK_CODE(shape_mismatch, w.rank() == 2, "a LoRA matrix must have rank 2, got shape {}",
-                     w.shape().to_string());
-}
-
-LoraMatrix::LoraMatrix(QuantizedMatrix weights) : storage_(std::move(weights)) {}
-
-std::size_t LoraMatrix::rows() const noexcept {
-  if (const auto* q = quantized_matrix()) return q->rows();
-  return f32()->rank() == 2 ? f32()->dim(0) : 0;
-}
-
-std::size_t LoraMatrix::cols() const noexcept {
-  if (const auto* q = quantized_matrix()) return q->cols();
-  return f32()->rank() == 2 ? f32()->dim(1) : 0;
-}
-
-std::string LoraMatrix::format() const {
-  if (const auto* q = quantized_matrix()) return q->spec().to_string();
-  return "f32";
-}
-
-std::size_t LoraMatrix::bytes() const noexcept {
-  if (const auto* q = quantized_matrix()) return q->bytes();
-  return f32()->numel() * sizeof(float);
-}
-
-void LoraMatrix::multiply(TensorView<const float> x, TensorView<float> out) const {
-  if (const auto* q = quantized_matrix()) {
-    quantized_matmul(x, *q, out, QuantProductPath::int8_activations);
-  } else {
-    matmul(x, *f32(), out, Transpose::yes);
-  }
-}
-
-Tensor<float> LoraMatrix::to_f32() const {
-  if (const auto* q = quantized_matrix()) return dequantize(*q);
-  return *f32();
-}
-
 LoraModule::LoraModule(LoraMatrix a, LoraMatrix b, float alpha, LoraScaling scaling, Tensor<float> dora_magnitude)
     : a_(std::move(a)), b_(std::move(b)), alpha_(alpha), scaling_(scaling), magnitude_(std::move(dora_magnitude)) {
   PERSONA_CHECK_CODE(shape_mismatch, a_.rows() >= 1 && a_.cols() >= 1, "A must be [rank >= 1, in >= 1], got [{}, {}]",

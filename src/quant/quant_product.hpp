@@ -6,6 +6,7 @@
 #include "persona/core/tensor.hpp"
 #include "persona/quant/quantized_matmul.hpp"
 #include "persona/quant/quantized_matrix.hpp"
+#include "persona/quant/weight_matrix.hpp"
 #include "quant/quant_kernel_table.hpp"
 
 #include <cstdint>
@@ -30,5 +31,12 @@ struct QuantActivationScratch {
 void quantized_product(const QuantKernelTable& kernels, TensorView<const float> x, const QuantizedMatrix& w,
                        TensorView<float> y, QuantProductPath path, QuantActivationScratch& scratch, bool threaded,
                        const char* function, bool accumulate = false, float alpha = 1.0f);
+
+// out[m, rows] = x W^T for an f32 or quantized weight, on the calling thread: the quantized product
+// (int8 activations, scratch kept by the caller) or the active level's GEMM kernel, without the checks
+// of the public functions (the caller has validated the shapes). accumulate (quantized weights only):
+// out += alpha x W^T.
+void weight_product(const WeightMatrix& w, TensorView<const float> x, TensorView<float> out,
+                    QuantActivationScratch& scratch, const char* function, bool accumulate = false, float alpha = 1.0f);
 
 }  // namespace persona::detail

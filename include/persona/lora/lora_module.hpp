@@ -7,38 +7,14 @@
 #pragma once
 
 #include "persona/core/tensor.hpp"
-#include "persona/quant/quantized_matmul.hpp"
-#include "persona/quant/quantized_matrix.hpp"
+#include "persona/quant/weight_matrix.hpp"
 
 #include <cstddef>
-#include <string>
-#include <variant>
 
 namespace persona {
 
-// A [rows, cols] matrix of a LoRA module, f32 or quantized along cols.
-class LoraMatrix {
- public:
-  LoraMatrix() = default;
-  explicit LoraMatrix(Tensor<float> weights);  // Error unless rank 2
-  explicit LoraMatrix(QuantizedMatrix weights);
-
-  std::size_t rows() const noexcept;
-  std::size_t cols() const noexcept;
-  bool quantized() const noexcept { return std::holds_alternative<QuantizedMatrix>(storage_); }
-  std::string format() const;  // "f32" or the QuantSpec, e.g. "int4 g32 sym f16"
-  std::size_t bytes() const noexcept;
-
-  // out[m, rows] = x[m, cols] · M^T. Quantized matrices use the int8-activation product.
-  void multiply(TensorView<const float> x, TensorView<float> out) const;
-  Tensor<float> to_f32() const;  // dequantized copy
-
-  const Tensor<float>* f32() const noexcept { return std::get_if<Tensor<float>>(&storage_); }
-  const QuantizedMatrix* quantized_matrix() const noexcept { return std::get_if<QuantizedMatrix>(&storage_); }
-
- private:
-  std::variant<Tensor<float>, QuantizedMatrix> storage_;
-};
+// A matrix of a LoRA module (A [rank, in] or B [out, rank]), f32 or quantized along its columns.
+using LoraMatrix = WeightMatrix;
 
 enum class LoraScaling {
   standard,         // alpha / rank (PEFT's default)

@@ -1,0 +1,49 @@
+#include "persona/moe/expert_plan.hpp"
+
+#include "persona/core/error.hpp"
+
+namespace persona {
+
+void plan_experts(const Routing& routing, std::size_t num_experts, ExpertPlan& out, std::size_t tile) {
+  const std::size_t T = routing.tokens, k = routing.k;
+  PERSONA_CHECK_CODE(shape_mismatch, routing.experts.size() == T * k && routing.weights.size() == T * k,
+                     "the routing holds {} experts and {} weights for {} tokens x k = {}", routing.experts.size(),
+                     routing.weights.size(), T, k);
+  PERSONA_CHECK(tile >= 1, "tile must be >= 1, got 0");
+  out.num_experts = num_experts;
+  out.tokens = T;
+  out.k = k;
+  out.tile = tile;
+  out.counts.assign(num_experts, 0);
+  for (std::size_t i = 0; i < T * k; ++i) {
+    const std::int32_t e = routing.experts[i];
+    if (e == kNoExpert) continue;
+    PERSONA_CHECK_CODE(out_of_range, e >= 0 && static_cast<std::size_t>(e) < num_experts,
+                       "token {} slot {} has expert {}; experts are 0..{}", i / k, i % k, e, num_experts - 1);
+    ++out.counts[static_cast<std::size_t>(e)];
+  }
+  out.offsets.assign(num_experts + 1, 0);
+  for (std::size_t e = 0; e < num_experts; ++e) {
+    out.offsets[e + 1] = out.offsets[e] + (out.counts[e] + tile - 1) / tile * tile;
+  }
+  out.entry_tokens.assign(out.offsets.back(), -1);
+  out.entry_slots.assign(out.offsets.back(), -1);
+  out.position.assign(T * k, -1);
+  std::vector<std::size_t> next(out.offsets.begin(), out.offsets.end() - 1);
+  for (std::size_t i = 0; i < T * k; ++i) {
+    const std::int32_t e = routing.experts[i];
+    if (e == kNoExpert) continue;
+    const std::size_t at = next[static_cast<std::size_t>(e)]++;
+    out.entry_tokens[at] = static_cast<std::int32_t>(i / k);
+    out.entry_slots[at] = static_cast<std::int32_t>(i % k);
+    out.position[i] = static_cast<std::int32_t>(at);
+  }
+}
+
+ExpertPlan plan_experts(const Routing& routing, std::size_t num_experts, std::size_t tile) {
+  ExpertPlan plan;
+  plan_experts(routing, num_experts, plan, tile);
+  return plan;
+}
+
+}  // namespace persona

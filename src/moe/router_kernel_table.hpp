@@ -1,0 +1,43 @@
+// The routing kernels one SIMD level provides: sigmoid scores and top-k selection, over validated input.
+#pragma once
+
+#include "persona/core/cpu_features.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace persona::detail {
+
+struct RouterKernelTable {
+  // y[i] = 1 / (1 + exp(-x[i])), i < n; y may equal x.
+  void (*sigmoid)(const float* x, float* y, std::size_t n) noexcept;
+  // The k largest values[i] with allowed[i] != 0 (allowed may be null: all), best first, equal values in
+  // index order: ids[0..count) and their values best[0..count); returns count (< k when fewer are allowed).
+  std::size_t (*select_top_k)(const float* values, const std::uint8_t* allowed, std::size_t n, std::size_t k,
+                              std::int32_t* ids, float* best) noexcept;
+};
+
+// Inserts candidate (value, id) into the sorted list best/ids of `count` (at most k) entries, ids
+// increasing over the candidates: an equal value never displaces an earlier one. Returns the new count.
+inline std::size_t insert_candidate(float value, std::int32_t id, std::size_t count, std::size_t k, std::int32_t* ids,
+                                    float* best) noexcept {
+  if (count == k && !(value > best[k - 1])) return count;
+  std::size_t pos = count < k ? count : k - 1;
+  while (pos > 0 && value > best[pos - 1]) {
+    best[pos] = best[pos - 1];
+    ids[pos] = ids[pos - 1];
+    --pos;
+  }
+  best[pos] = value;
+  ids[pos] = id;
+  return count < k ? count + 1 : count;
+}
+
+const RouterKernelTable& reference_router_kernels() noexcept;
+const RouterKernelTable& router_kernels(IsaLevel level) noexcept;
+
+const RouterKernelTable& avx2_router_kernels() noexcept;
+const RouterKernelTable& avx512_router_kernels() noexcept;
+const RouterKernelTable& avx512_vnni_router_kernels() noexcept;
+
+}  // namespace persona::detail

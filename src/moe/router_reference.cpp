@@ -1,0 +1,45 @@
+// The scalar routing kernels: the oracle the SIMD ones are tested against, and the scalar level.
+#include "moe/router_kernel_table.hpp"
+
+#include <cmath>
+
+namespace persona::detail {
+namespace {
+
+void sigmoid_ref(const float* x, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x[i]))));
+}
+
+std::size_t select_top_k_ref(const float* values, const std::uint8_t* allowed, std::size_t n, std::size_t k,
+                             std::int32_t* ids, float* best) noexcept {
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (allowed == nullptr || allowed[i] != 0) {
+      count = insert_candidate(values[i], static_cast<std::int32_t>(i), count, k, ids, best);
+    }
+  }
+  return count;
+}
+
+constexpr RouterKernelTable kReference{sigmoid_ref, select_top_k_ref};
+
+}  // namespace
+
+const RouterKernelTable& reference_router_kernels() noexcept { return kReference; }
+
+const RouterKernelTable& router_kernels(IsaLevel level) noexcept {
+  switch (level) {
+#if PERSONA_HAVE_AVX512_VNNI_KERNELS
+    case IsaLevel::avx512_vnni: return avx512_vnni_router_kernels();
+#endif
+#if PERSONA_HAVE_AVX512_KERNELS
+    case IsaLevel::avx512: return avx512_router_kernels();
+#endif
+#if PERSONA_HAVE_AVX2_KERNELS
+    case IsaLevel::avx2: return avx2_router_kernels();
+#endif
+    default: return kReference;
+  }
+}
+
+}  // namespace persona::detail
