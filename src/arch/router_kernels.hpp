@@ -7,8 +7,11 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <limits>
 
 namespace persona::detail {
 
@@ -23,29 +26,47 @@ struct RouterKernels {
     for (; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
   }
 
-  // A vector compare against the current k-th best rejects most candidates at once; the few that beat
-  // it are inserted one by one in index order, exactly as the oracle does.
+  // Two passes. First, lane-wise maxima over ceil(k / L) interleaved sets of vectors: m L values, each
+  // an element, so their k-th largest is a lower bound of the answer's. Then a vector compare against
+  // that bound (or, once k are held, the current k-th best) rejects most vectors at once; the few lanes
+  // that pass are inserted one by one in index order, exactly as the oracle does. With a mask the bound
+  // could come from an excluded expert, so masked calls skip the first pass.
   static std::size_t select_top_k(const float* values, const std::uint8_t* allowed, std::size_t n, std::size_t k,
                                   std::int32_t* ids, float* best) noexcept {
+    const std::size_t vectors = n / L, sets = (k + L - 1) / L;
+    float bound = -std::numeric_limits<float>::infinity();
+    if (allowed == nullptr && sets <= kMaxSets && vectors >= sets) {
+      F maxima[kMaxSets];
+      for (std::size_t m = 0; m < sets; ++m) maxima[m] = F::load_unaligned(values + m * L);
+      for (std::size_t v = sets; v < vectors; ++v) {
+        maxima[v % sets] = xsimd::max(maxima[v % sets], F::load_unaligned(values + v * L));
+      }
+      alignas(64) float lane_maxima[kMaxSets * L] = {};
+      for (std::size_t m = 0; m < sets; ++m) maxima[m].store_aligned(lane_maxima + m * L);
+      std::nth_element(lane_maxima, lane_maxima + (k - 1), lane_maxima + sets * L, std::greater<float>());
+      bound = lane_maxima[k - 1];
+    }
     std::size_t count = 0, i = 0;
     alignas(64) float lanes[L];
     for (; i + L <= n; i += L) {
       const F v = F::load_unaligned(values + i);
-      if (count == k && !xsimd::any(v > F(best[k - 1]))) continue;
+      if (count == k ? !xsimd::any(v > F(best[k - 1])) : !xsimd::any(v >= F(bound))) continue;
       v.store_aligned(lanes);
       for (std::size_t j = 0; j < L; ++j) {
-        if (allowed == nullptr || allowed[i + j] != 0) {
+        if (lanes[j] >= bound && (allowed == nullptr || allowed[i + j] != 0)) {
           count = insert_candidate(lanes[j], static_cast<std::int32_t>(i + j), count, k, ids, best);
         }
       }
     }
     for (; i < n; ++i) {
-      if (allowed == nullptr || allowed[i] != 0) {
+      if (values[i] >= bound && (allowed == nullptr || allowed[i] != 0)) {
         count = insert_candidate(values[i], static_cast<std::int32_t>(i), count, k, ids, best);
       }
     }
     return count;
   }
+
+  static constexpr std::size_t kMaxSets = 8;
 };
 
 template <class Arch>

@@ -79,9 +79,13 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
                   fmt::format("token {}: the logit of expert {} is {}", t, e, logits[e]));
     }
   }
-  // Scores, and the values the selection ranks.
+  // Scores, and the values the selection ranks. Softmax, renormalized and without a bias, needs no full
+  // softmax: the renormalized weights are the softmax of the chosen logits (the denominator cancels).
+  const bool biased = !c.selection_bias.empty() || (request != nullptr && !request->bias_offset.empty());
+  const bool chosen_softmax = c.scoring == RouterScoring::topk_then_softmax ||
+                              (c.scoring == RouterScoring::softmax && c.renormalize && !biased);
   const float* score = logits;
-  if (c.scoring == RouterScoring::softmax) {
+  if (c.scoring == RouterScoring::softmax && !chosen_softmax) {
     k.core.softmax(logits, s.score.data(), E);
     score = s.score.data();
   } else if (c.scoring == RouterScoring::sigmoid) {
@@ -91,7 +95,7 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
   const std::vector<float>* offset =
       request != nullptr && !request->bias_offset.empty() ? &request->bias_offset : nullptr;
   const float* select = score;
-  if (!c.selection_bias.empty() || offset != nullptr) {
+  if (biased) {
     for (std::size_t e = 0; e < E; ++e) {
       float v = score[e];
       if (!c.selection_bias.empty()) v += c.selection_bias[e];
@@ -140,7 +144,7 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
   }
   // Weights.
   float sum = 0.0f;
-  if (c.scoring == RouterScoring::topk_then_softmax) {
+  if (chosen_softmax) {
     const float max = logits[out_ids[0]];
     for (std::size_t i = 0; i < c.top_k; ++i) {
       out_weights[i] = std::exp(logits[out_ids[i]] - max);
@@ -256,9 +260,9 @@ void route_impl(const RouterConfig& c, const Kernels& k, bool threaded, TensorVi
   out.shared_weights.resize(T * c.shared_experts);
   out.dropped = out.rerouted = 0;
 
-  std::vector<TokenScratch> scratch(threaded ? thread_slot_count() : 1);
-  auto body = [&](std::size_t slot, std::size_t begin, std::size_t end) {
-    TokenScratch& s = scratch[slot];
+  auto body = [&](std::size_t, std::size_t begin, std::size_t end) {
+    // Per thread and kept: a one-token call must not pay for allocations.
+    thread_local TokenScratch s;
     s.fit(E, c.num_groups);
     for (std::size_t t = begin; t < end; ++t) {
       route_token(c, k, &logits(t, 0), t, by_token.empty() ? nullptr : by_token[t], s, out.experts.data() + t * c.top_k,
