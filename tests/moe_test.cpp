@@ -233,6 +233,44 @@ TEST_CASE("Group-limited selection keeps to the best groups", "[moe]") {
   RouterConfig by_max = sum2;
   by_max.group_score = GroupScore::max;
   CHECK(TopKRouter(by_max).route(logits).experts == std::vector<std::int32_t>{8, 9});
+
+  // Against a plain re-implementation: 64 experts in 8 groups, 3 kept, top-6, with and without a mask.
+  const std::size_t E = 64, G = 8, per = 8, k = 6;
+  std::vector<float> bias(E);
+  for (std::size_t e = 0; e < E; ++e) bias[e] = 0.03f * static_cast<float>(e % 5);
+  const TopKRouter router(RouterConfig::deepseek_v3(bias, E, k, G, 3, 1.0f));
+  const Tensor<float> many = random_tensor({50, E}, 65);
+  std::vector<RouterRequest> masked = {{25, 50, std::vector<std::uint8_t>(E, 1), {}}};
+  for (std::size_t e = 0; e < E; e += 3) masked[0].allowed[e] = 0;
+  const Routing r = router.route(many, masked);
+  for (std::size_t t = 0; t < 50; ++t) {
+    std::vector<double> sel(E);
+    std::vector<bool> ok(E, true);
+    for (std::size_t e = 0; e < E; ++e) {
+      sel[e] = 1.0 / (1.0 + std::exp(-static_cast<double>(many(t, e)))) + bias[e];
+      if (t >= 25) ok[e] = masked[0].allowed[e] != 0;
+    }
+    std::vector<std::pair<double, std::size_t>> groups;
+    for (std::size_t g = 0; g < G; ++g) {
+      std::vector<double> in;
+      for (std::size_t e = g * per; e < (g + 1) * per; ++e) {
+        if (ok[e]) in.push_back(sel[e]);
+      }
+      std::sort(in.rbegin(), in.rend());
+      groups.emplace_back(-(in[0] + in[1]), g);
+    }
+    std::sort(groups.begin(), groups.end());
+    std::vector<std::pair<double, std::size_t>> candidates;
+    for (std::size_t i = 0; i < 3; ++i) {
+      for (std::size_t e = groups[i].second * per; e < (groups[i].second + 1) * per; ++e) {
+        if (ok[e]) candidates.emplace_back(-sel[e], e);
+      }
+    }
+    std::sort(candidates.begin(), candidates.end());
+    for (std::size_t s2 = 0; s2 < k; ++s2) {
+      REQUIRE(r.expert(t, s2) == static_cast<std::int32_t>(candidates[s2].second));
+    }
+  }
 }
 
 TEST_CASE("Capacity: drop or re-route the overflow, in batch order", "[moe]") {

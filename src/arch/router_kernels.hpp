@@ -8,6 +8,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -19,6 +20,16 @@ template <class Arch>
 struct RouterKernels {
   using F = xsimd::batch<float, Arch>;
   static constexpr std::size_t L = F::size;
+
+  static bool all_finite(const float* x, std::size_t n) noexcept {
+    const F max(std::numeric_limits<float>::max());
+    auto finite = F(0.0f) <= max;
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) finite = finite && (xsimd::abs(F::load_unaligned(x + i)) <= max);  // NaN: false
+    bool all = xsimd::all(finite);
+    for (; i < n; ++i) all = all && std::isfinite(x[i]);
+    return all;
+  }
 
   static void sigmoid(const float* x, float* y, std::size_t n) noexcept {
     std::size_t i = 0;
@@ -71,7 +82,7 @@ struct RouterKernels {
 
 template <class Arch>
 constexpr RouterKernelTable make_router_kernel_table() {
-  return {RouterKernels<Arch>::sigmoid, RouterKernels<Arch>::select_top_k};
+  return {RouterKernels<Arch>::all_finite, RouterKernels<Arch>::sigmoid, RouterKernels<Arch>::select_top_k};
 }
 
 }  // namespace persona::detail

@@ -9,6 +9,8 @@
 namespace persona::detail {
 
 struct RouterKernelTable {
+  // Whether every x[i], i < n, is finite (no NaN, no infinity).
+  bool (*all_finite)(const float* x, std::size_t n) noexcept;
   // y[i] = 1 / (1 + exp(-x[i])), i < n; y may equal x.
   void (*sigmoid)(const float* x, float* y, std::size_t n) noexcept;
   // The k largest values[i] with allowed[i] != 0 (allowed may be null: all), best first, equal values in

@@ -6,6 +6,13 @@
 namespace persona::detail {
 namespace {
 
+bool all_finite_ref(const float* x, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+  }
+  return true;
+}
+
 void sigmoid_ref(const float* x, float* y, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x[i]))));
 }
@@ -21,7 +28,7 @@ std::size_t select_top_k_ref(const float* values, const std::uint8_t* allowed, s
   return count;
 }
 
-constexpr RouterKernelTable kReference{sigmoid_ref, select_top_k_ref};
+constexpr RouterKernelTable kReference{all_finite_ref, sigmoid_ref, select_top_k_ref};
 
 }  // namespace
 

@@ -21,12 +21,12 @@ struct Kernels {
 
 // One thread's scratch: [E] each, plus groups.
 struct TokenScratch {
-  std::vector<float> score, select, best, group_score;
+  std::vector<float> score, select, best, group_score, compact;
   std::vector<std::uint8_t> allowed, group_allowed;
   std::vector<std::int32_t> ids, group_ids;
 
   void fit(std::size_t experts, std::size_t groups) {
-    for (auto* v : {&score, &select, &best, &group_score}) v->resize(std::max(experts, groups));
+    for (auto* v : {&score, &select, &best, &group_score, &compact}) v->resize(std::max(experts, groups));
     allowed.resize(experts);
     group_allowed.resize(groups);
     ids.resize(experts);
@@ -73,11 +73,11 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
                  const RouterRequest* request, TokenScratch& s, std::int32_t* out_ids, float* out_weights,
                  const char* function) {
   const std::size_t E = c.num_experts;
-  for (std::size_t e = 0; e < E; ++e) {
-    if (!std::isfinite(logits[e])) {
-      throw Error(ErrorCode::invalid_argument, function,
-                  fmt::format("token {}: the logit of expert {} is {}", t, e, logits[e]));
-    }
+  if (!k.router.all_finite(logits, E)) {
+    const std::size_t e = static_cast<std::size_t>(
+        std::find_if_not(logits, logits + E, [](float v) { return std::isfinite(v); }) - logits);
+    throw Error(ErrorCode::invalid_argument, function,
+                fmt::format("token {}: the logit of expert {} is {}", t, e, logits[e]));
   }
   // Scores, and the values the selection ranks. Softmax, renormalized and without a bias, needs no full
   // softmax: the renormalized weights are the softmax of the chosen logits (the denominator cancels).
@@ -129,14 +129,38 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
     }
     const std::size_t chosen = k.router.select_top_k(s.group_score.data(), s.group_allowed.data(), c.num_groups,
                                                      c.topk_groups, s.group_ids.data(), s.best.data());
-    std::fill(s.allowed.begin(), s.allowed.end(), std::uint8_t{0});
-    for (std::size_t i = 0; i < chosen; ++i) {
-      const auto g = static_cast<std::size_t>(s.group_ids[i]);
-      for (std::size_t e = g * per_group; e < (g + 1) * per_group; ++e) s.allowed[e] = allowed ? allowed[e] : 1;
+    std::sort(s.group_ids.begin(), s.group_ids.begin() + static_cast<std::ptrdiff_t>(chosen));
+    if (allowed == nullptr) {
+      // The chosen groups side by side, in expert order (so ties still go to the lower expert), ranked
+      // without a mask; then back to expert ids.
+      for (std::size_t i = 0; i < chosen; ++i) {
+        std::copy_n(select + static_cast<std::size_t>(s.group_ids[i]) * per_group, per_group,
+                    s.compact.data() + i * per_group);
+      }
+      const std::size_t count =
+          k.router.select_top_k(s.compact.data(), nullptr, chosen * per_group, c.top_k, out_ids, s.best.data());
+      PERSONA_ASSERT(count == c.top_k);
+      for (std::size_t i = 0; i < count; ++i) {
+        auto at = static_cast<std::size_t>(out_ids[i]);
+        std::size_t group = 0;
+        while (at >= per_group) {
+          at -= per_group;
+          ++group;
+        }
+        out_ids[i] = static_cast<std::int32_t>(static_cast<std::size_t>(s.group_ids[group]) * per_group + at);
+      }
+    } else {
+      std::fill(s.allowed.begin(), s.allowed.end(), std::uint8_t{0});
+      for (std::size_t i = 0; i < chosen; ++i) {
+        const auto g = static_cast<std::size_t>(s.group_ids[i]);
+        std::copy_n(allowed + g * per_group, per_group, s.allowed.data() + g * per_group);
+      }
+      allowed = s.allowed.data();
     }
-    allowed = s.allowed.data();
   }
-  const std::size_t count = k.router.select_top_k(select, allowed, E, c.top_k, out_ids, s.best.data());
+  const std::size_t count = c.num_groups > 1 && allowed == nullptr
+                                ? c.top_k
+                                : k.router.select_top_k(select, allowed, E, c.top_k, out_ids, s.best.data());
   if (count < c.top_k) {
     throw Error(
         ErrorCode::invalid_argument, function,
