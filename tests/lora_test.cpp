@@ -193,7 +193,7 @@ TEST_CASE("Mixed batches match the per-token reference", "[lora]") {
   });
 }
 
-TEST_CASE("Merging then unmerging restores W; merged W equals base plus LoRA", "[lora]") {
+TEST_CASE("Merging then unmerging restores W, and merged W equals base plus LoRA", "[lora]") {
   const auto owned = mixed_modules();
   for (const auto& module : owned) {
     INFO("rank " << module->rank() << ", A " << module->a().format() << ", B " << module->b().format());
@@ -297,7 +297,8 @@ thread_local bool t_count_allocations = false;
 thread_local std::size_t t_allocations = 0;
 }  // namespace
 
-// GCC flags free() in a replaced operator delete as a mismatch with new; here new is malloc.
+// GCC flags free() in a replaced operator delete as a mismatch with new; here new is malloc. Every
+// non-aligned form is replaced, so that AddressSanitizer's own never pairs with ours.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t size) {
@@ -305,8 +306,18 @@ void* operator new(std::size_t size) {
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
+void* operator new[](std::size_t size) { return operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  if (t_count_allocations) ++t_allocations;
+  return std::malloc(size == 0 ? 1 : size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept { return operator new(size, tag); }
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 #pragma GCC diagnostic pop
 
 TEST_CASE("A reserved workspace makes apply_lora allocation-free", "[lora]") {
