@@ -8,6 +8,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -46,16 +47,30 @@ struct RouterKernels {
                                   std::int32_t* ids, float* best) noexcept {
     const std::size_t vectors = n / L, sets = (k + L - 1) / L;
     float bound = -std::numeric_limits<float>::infinity();
-    if (allowed == nullptr && sets <= kMaxSets && vectors >= sets) {
-      F maxima[kMaxSets];
-      for (std::size_t m = 0; m < sets; ++m) maxima[m] = F::load_unaligned(values + m * L);
-      for (std::size_t v = sets; v < vectors; ++v) {
-        maxima[v % sets] = xsimd::max(maxima[v % sets], F::load_unaligned(values + v * L));
-      }
-      alignas(64) float lane_maxima[kMaxSets * L] = {};
-      for (std::size_t m = 0; m < sets; ++m) maxima[m].store_aligned(lane_maxima + m * L);
-      std::nth_element(lane_maxima, lane_maxima + (k - 1), lane_maxima + sets * L, std::greater<float>());
+    if (allowed == nullptr && vectors >= sets && sets == 1) {
+      F maxima = F::load_unaligned(values);
+      for (std::size_t v = 1; v < vectors; ++v) maxima = xsimd::max(maxima, F::load_unaligned(values + v * L));
+      alignas(64) float lane_maxima[L];
+      maxima.store_aligned(lane_maxima);
+      std::nth_element(lane_maxima, lane_maxima + (k - 1), lane_maxima + L, std::greater<float>());
       bound = lane_maxima[k - 1];
+    } else if (allowed == nullptr && vectors >= sets && sets <= kMaxSets) {
+      std::array<float, kMaxSets * L> lane_maxima;
+      for (std::size_t m = 0; m < sets; ++m) {
+        F maxima = F::load_unaligned(values + m * L);
+        for (std::size_t v = m + sets; v < vectors; v += sets) {
+          maxima = xsimd::max(maxima, F::load_unaligned(values + v * L));
+        }
+        maxima.store_unaligned(lane_maxima.data() + m * L);
+      }
+      const auto end = lane_maxima.begin() + static_cast<std::ptrdiff_t>(sets * L);
+      std::nth_element(lane_maxima.begin(), lane_maxima.begin() + static_cast<std::ptrdiff_t>(k - 1), end,
+                       std::greater<float>());
+      bound = lane_maxima[k - 1];
+    }
+    if (allowed == nullptr && bound > -std::numeric_limits<float>::infinity()) {
+      const std::size_t count = select_by_rank(values, n, k, bound, ids, best);
+      if (count != kTooMany) return count;
     }
     std::size_t count = 0, i = 0;
     alignas(64) float lanes[L];
@@ -75,6 +90,56 @@ struct RouterKernels {
       }
     }
     return count;
+  }
+
+  // The candidates at or above the bound (at least k of them), in index order, each placed by its rank
+  // under (value descending, index ascending): the insertion's order without its data-dependent
+  // branches. kTooMany when more than kMaxCandidates pass (many equal values).
+  static constexpr std::size_t kMaxCandidates = 64;
+  static constexpr std::size_t kTooMany = ~std::size_t{0};
+  static std::size_t select_by_rank(const float* values, std::size_t n, std::size_t k, float bound, std::int32_t* ids,
+                                    float* best) noexcept {
+    alignas(64) float candidate[kMaxCandidates + L];
+    std::int32_t index[kMaxCandidates];
+    std::size_t m = 0, i = 0;
+    for (; i + L <= n; i += L) {
+      std::uint32_t bits = lane_bits<Arch>(F::load_unaligned(values + i) >= F(bound));
+      while (bits != 0) {
+        if (m == kMaxCandidates) return kTooMany;
+        const auto j = static_cast<std::size_t>(__builtin_ctz(bits));
+        bits &= bits - 1;
+        candidate[m] = values[i + j];
+        index[m++] = static_cast<std::int32_t>(i + j);
+      }
+    }
+    for (; i < n; ++i) {
+      if (values[i] >= bound) {
+        if (m == kMaxCandidates) return kTooMany;
+        candidate[m] = values[i];
+        index[m++] = static_cast<std::int32_t>(i);
+      }
+    }
+    // Pad to whole vectors with -inf, which ranks below every candidate.
+    for (std::size_t p = m; p < (m + L - 1) / L * L; ++p) candidate[p] = -std::numeric_limits<float>::infinity();
+    for (std::size_t c = 0; c < m; ++c) {
+      const F value(candidate[c]);
+      std::size_t rank = 0;
+      for (std::size_t j = 0; j < m; j += L) {
+        const F other = F::load_aligned(candidate + j);
+        // Better: larger, or equal and earlier (candidates are in index order).
+        const std::uint32_t larger = lane_bits<Arch>(other > value);
+        const std::uint32_t equal = lane_bits<Arch>(other == value);
+        const std::uint32_t earlier = c >= j + L ? (std::uint32_t{1} << L) - 1
+                                      : c > j    ? (std::uint32_t{1} << (c - j)) - 1
+                                                 : 0;
+        rank += static_cast<std::size_t>(__builtin_popcount(larger | (equal & earlier)));
+      }
+      if (rank < k) {
+        best[rank] = candidate[c];
+        ids[rank] = index[c];
+      }
+    }
+    return std::min(k, m);
   }
 
   static constexpr std::size_t kMaxSets = 8;

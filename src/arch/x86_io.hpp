@@ -48,6 +48,16 @@ xsimd::batch<float, Arch> fused_multiply_sub(const xsimd::batch<float, Arch>& a,
   }
 }
 
+// Lane i of a float compare as bit i.
+template <class Arch>
+std::uint32_t lane_bits(const xsimd::batch_bool<float, Arch>& mask) noexcept {
+  if constexpr (Avx512Family<Arch>) {
+    return static_cast<std::uint32_t>(static_cast<__mmask16>(mask));
+  } else {
+    return static_cast<std::uint32_t>(_mm256_movemask_ps(mask));
+  }
+}
+
 template <class Arch>
 struct HalfIo;
 template <class Arch>

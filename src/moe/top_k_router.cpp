@@ -167,21 +167,19 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
         fmt::format("token {}: its expert mask leaves {} experts to choose from; top_k is {}", t, count, c.top_k));
   }
   // Weights.
-  float sum = 0.0f;
   if (chosen_softmax) {
-    const float max = logits[out_ids[0]];
-    for (std::size_t i = 0; i < c.top_k; ++i) {
-      out_weights[i] = std::exp(logits[out_ids[i]] - max);
-      sum += out_weights[i];
-    }
-    for (std::size_t i = 0; i < c.top_k; ++i) out_weights[i] /= sum;
+    for (std::size_t i = 0; i < c.top_k; ++i) s.best[i] = logits[out_ids[i]];
+    k.core.softmax(s.best.data(), out_weights, c.top_k);
   } else {
-    for (std::size_t i = 0; i < c.top_k; ++i) {
-      const float l = logits[out_ids[i]];
-      out_weights[i] = c.scoring == RouterScoring::logit_sigmoid ? 1.0f / (1.0f + std::exp(-l)) : score[out_ids[i]];
-      sum += out_weights[i];
+    if (c.scoring == RouterScoring::logit_sigmoid) {
+      for (std::size_t i = 0; i < c.top_k; ++i) s.best[i] = logits[out_ids[i]];
+      k.router.sigmoid(s.best.data(), out_weights, c.top_k);
+    } else {
+      for (std::size_t i = 0; i < c.top_k; ++i) out_weights[i] = score[out_ids[i]];
     }
     if (c.renormalize) {
+      float sum = 0.0f;
+      for (std::size_t i = 0; i < c.top_k; ++i) sum += out_weights[i];
       // DeepSeek-V3 guards its sigmoid sum with 1e-20; softmax sums are never 0.
       const float denominator = c.scoring == RouterScoring::sigmoid ? sum + 1e-20f : sum;
       for (std::size_t i = 0; i < c.top_k; ++i) out_weights[i] /= denominator;
