@@ -447,15 +447,10 @@ void print_summary(const std::vector<CaseInfo>& cases, const std::map<std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults for flags the command line does not set: five repetitions, whose median and minimum the
-  // summary reports, and only their aggregates on the console.
-  persona::bench::Arguments args(argc, argv, {"--benchmark_repetitions=5", "--benchmark_display_aggregates_only=true"});
-  benchmark::Initialize(args.count(), args.values());
-  if (benchmark::ReportUnrecognizedArguments(*args.count(), args.values())) return 1;
-  register_benchmarks();
-  SummaryReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  if (!reporter.results().empty()) print_summary(registered_cases(), reporter.results());
-  return 0;
+  // Five repetitions, whose median and minimum the summary reports, and only their aggregates on the console.
+  return persona::bench::run_benchmarks(argc, argv,
+                                        {"--benchmark_repetitions=5", "--benchmark_display_aggregates_only=true"},
+                                        register_benchmarks, [](const auto& results) {
+                                          if (!results.empty()) print_summary(registered_cases(), results);
+                                        });
 }

@@ -167,17 +167,6 @@ void run_case(benchmark::State& state, const Case& c) {
       benchmark::Counter(static_cast<double>(c.tokens), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run_read(benchmark::State& state, int thread_count) {
-  ScopedNumThreads threads(thread_count);
-  bench::Stream stream(bench::StreamKernel::read, 64ull << 20);  // 256 MiB
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    stream.run();
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  state.SetBytesProcessed(stream.bytes() * static_cast<std::int64_t>(state.iterations()));
-}
-
 void register_benchmarks() {
   auto add = [](Case c) {
     c.name = fmt::format("{}/{}/r{}/{}tok_{}ad{}", c.variant, name_of(c.format),
@@ -209,7 +198,7 @@ void register_benchmarks() {
 
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(threads == 1 ? "read/256Mi" : "read/256Mi/threads:2",
-                                 [threads](benchmark::State& s) { run_read(s, threads); })
+                                 [threads](benchmark::State& s) { bench::run_read_probe(s, threads); })
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
         ->ComputeStatistics("min", bench::min_of);
@@ -222,16 +211,9 @@ void register_benchmarks() {
   }
 }
 
-const bench::Measurement* find(const std::map<std::string, bench::Measurement>& results, const std::string& name) {
-  for (const std::string& key : {name + "/manual_time", name}) {
-    if (const auto it = results.find(key); it != results.end()) return &it->second;
-  }
-  return nullptr;
-}
-
 void print_summary(const std::map<std::string, bench::Measurement>& results) {
-  const bench::Measurement* read = find(results, "read/256Mi");
-  const bench::Measurement* read2 = find(results, "read/256Mi/threads:2");
+  const bench::Measurement* read = bench::find_result(results, "read/256Mi");
+  const bench::Measurement* read2 = bench::find_result(results, "read/256Mi/threads:2");
   const double read_gbs = read != nullptr ? read->bytes_per_second / 1e9 : 0.0;
   const double read2_gbs = read2 != nullptr ? read2->bytes_per_second / 1e9 : 0.0;
   fmt::print(
@@ -240,7 +222,7 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
       kHidden, read_gbs, read2_gbs);
   fmt::print("| case | median | min | tokens/s | GB/s | % of read | x naive |\n|---|---|---|---|---|---|---|\n");
   for (const Case& c : cases()) {
-    const bench::Measurement* m = find(results, c.name);
+    const bench::Measurement* m = bench::find_result(results, c.name);
     if (m == nullptr) continue;
     const double gbs = m->bytes_per_second / 1e9;
     const double probe = c.threads > 1 ? read2_gbs : read_gbs;
@@ -248,7 +230,7 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     if (c.variant == "persona" && c.rank > 1) {
       const std::string naive_name =
           fmt::format("naive/f32/r{}/{}tok_{}ad{}", c.rank, c.tokens, c.distinct, c.threads > 1 ? "/threads:2" : "");
-      if (const bench::Measurement* n = find(results, naive_name))
+      if (const bench::Measurement* n = bench::find_result(results, naive_name))
         versus = fmt::format("{:.2f}", n->median_seconds / m->median_seconds);
     }
     fmt::print("| {} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {} |\n", c.name, bench::format_time(m->median_seconds),
@@ -263,11 +245,11 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
       "adapters. The plan and the workspace are made once per case, outside the timing, as a server\n"
       "makes them once per batch for every layer.\n\nTargets (1 thread):\n");
   auto median = [&](const std::string& name) {
-    const auto* m = find(results, name);
+    const auto* m = bench::find_result(results, name);
     return m ? m->median_seconds : 0.0;
   };
   auto gbs_of = [&](const std::string& name) {
-    const auto* m = find(results, name);
+    const auto* m = bench::find_result(results, name);
     return m ? m->bytes_per_second / 1e9 : 0.0;
   };
   for (std::size_t rank : {8, 16, 64}) {
@@ -294,15 +276,8 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::Arguments args(
+  return bench::run_benchmarks(
       argc, argv,
-      {"--benchmark_repetitions=5", "--benchmark_min_time=0.02", "--benchmark_display_aggregates_only=true"});
-  benchmark::Initialize(args.count(), args.values());
-  if (benchmark::ReportUnrecognizedArguments(*args.count(), args.values())) return 1;
-  register_benchmarks();
-  bench::SummaryReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  print_summary(reporter.results());
-  return 0;
+      {"--benchmark_repetitions=5", "--benchmark_min_time=0.02", "--benchmark_display_aggregates_only=true"},
+      register_benchmarks, print_summary);
 }

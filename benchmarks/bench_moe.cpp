@@ -158,13 +158,6 @@ void run_ffn(benchmark::State& state, bool int4, std::size_t T, int thread_count
       benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run_read(benchmark::State& state, int thread_count) {
-  ScopedNumThreads threads(thread_count);
-  bench::Stream stream(bench::StreamKernel::read, 64ull << 20);  // 256 MiB
-  timed(state, [&] { stream.run(); });
-  state.SetBytesProcessed(stream.bytes() * static_cast<std::int64_t>(state.iterations()));
-}
-
 struct Route {
   Scheme scheme;
   std::size_t T, E, k;
@@ -184,7 +177,8 @@ void add(const std::string& name, auto&& body) {
 
 void register_benchmarks() {
   for (int threads : {1, 2}) {
-    add(threads == 1 ? "read/256Mi" : "read/256Mi/threads:2", [threads](benchmark::State& s) { run_read(s, threads); });
+    add(threads == 1 ? "read/256Mi" : "read/256Mi/threads:2",
+        [threads](benchmark::State& s) { bench::run_read_probe(s, threads); });
   }
   for (std::size_t T : {1, 16, 512, 4096}) {
     for (std::size_t E : {8, 64, 256}) {
@@ -211,28 +205,21 @@ void register_benchmarks() {
   }
 }
 
-const bench::Measurement* find(const std::map<std::string, bench::Measurement>& results, const std::string& name) {
-  for (const std::string& key : {name + "/manual_time", name}) {
-    if (const auto it = results.find(key); it != results.end()) return &it->second;
-  }
-  return nullptr;
-}
-
 void print_summary(const std::map<std::string, bench::Measurement>& results) {
   fmt::print("\n## bench_moe: routing + plan (1 thread)\n\n");
   fmt::print("| case | median | min | per token | x stream pass | x naive |\n|---|---|---|---|---|---|\n");
   for (const Route& r : routes()) {
-    const auto* m = find(results, r.name());
+    const auto* m = bench::find_result(results, r.name());
     if (m == nullptr) continue;
-    const auto* stream = find(results, fmt::format("stream/T{}/E{}", r.T, r.E));
-    const auto* naive = find(results, fmt::format("naive/T{}/E{}/k{}", r.T, r.E, r.k));
+    const auto* stream = bench::find_result(results, fmt::format("stream/T{}/E{}", r.T, r.E));
+    const auto* naive = bench::find_result(results, fmt::format("naive/T{}/E{}/k{}", r.T, r.E, r.k));
     fmt::print("| {} | {} | {} | {} | {} | {} |\n", r.name(), bench::format_time(m->median_seconds),
                bench::format_time(m->min_seconds), bench::format_time(m->median_seconds / static_cast<double>(r.T)),
                stream ? fmt::format("{:.2f}", m->median_seconds / stream->median_seconds) : "",
                naive ? fmt::format("{:.1f}", naive->median_seconds / m->median_seconds) : "");
   }
-  const auto* read1 = find(results, "read/256Mi");
-  const auto* read2 = find(results, "read/256Mi/threads:2");
+  const auto* read1 = bench::find_result(results, "read/256Mi");
+  const auto* read2 = bench::find_result(results, "read/256Mi/threads:2");
   const double gbs1 = read1 ? read1->bytes_per_second / 1e9 : 0.0, gbs2 = read2 ? read2->bytes_per_second / 1e9 : 0.0;
   fmt::print(
       "\n## bench_moe: moe_ffn, hidden {}, ffn {}, E {}, k {} (read probe {:.1f} GB/s on 1 thread, {:.1f} on 2)\n\n",
@@ -242,7 +229,7 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     for (std::size_t T : {1, 16, 64, 256}) {
       for (int threads : {1, 2}) {
         const std::string name = fmt::format("moe_ffn/{}/T{}{}", w, T, threads == 2 ? "/threads:2" : "");
-        const auto* m = find(results, name);
+        const auto* m = bench::find_result(results, name);
         if (m == nullptr) continue;
         const double gbs = m->bytes_per_second / 1e9, probe = threads == 2 ? gbs2 : gbs1;
         fmt::print("| {} | {} | {} | {:.0f} | {:.1f} | {:.0f}% |\n", name, bench::format_time(m->median_seconds),
@@ -256,9 +243,9 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
   for (std::size_t E : {8, 64, 256}) {
     for (std::size_t k : {2, 8}) {
       if (k > E) continue;
-      const auto* m = find(results, Route{Scheme::softmax, 4096, E, k}.name());
-      const auto* stream = find(results, fmt::format("stream/T4096/E{}", E));
-      const auto* naive = find(results, fmt::format("naive/T4096/E{}/k{}", E, k));
+      const auto* m = bench::find_result(results, Route{Scheme::softmax, 4096, E, k}.name());
+      const auto* stream = bench::find_result(results, fmt::format("stream/T4096/E{}", E));
+      const auto* naive = bench::find_result(results, fmt::format("naive/T4096/E{}/k{}", E, k));
       if (!m || !stream || !naive) continue;
       const double vs_stream = m->median_seconds / stream->median_seconds;
       const double vs_naive = naive->median_seconds / m->median_seconds;
@@ -268,7 +255,7 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
                  vs_naive >= 5.0 ? "MET" : "NOT MET");
     }
   }
-  if (const auto* m = find(results, Route{Scheme::group_limited, 1, 256, 8}.name())) {
+  if (const auto* m = bench::find_result(results, Route{Scheme::group_limited, 1, 256, 8}.name())) {
     fmt::print("- T=1 E=256 k=8 group-limited route+plan < 1 us: {} — {}\n", bench::format_time(m->median_seconds),
                m->median_seconds < 1e-6 ? "MET" : "NOT MET");
   }
@@ -277,15 +264,8 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::Arguments args(
+  return bench::run_benchmarks(
       argc, argv,
-      {"--benchmark_repetitions=5", "--benchmark_min_time=0.02", "--benchmark_display_aggregates_only=true"});
-  benchmark::Initialize(args.count(), args.values());
-  if (benchmark::ReportUnrecognizedArguments(*args.count(), args.values())) return 1;
-  register_benchmarks();
-  bench::SummaryReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  print_summary(reporter.results());
-  return 0;
+      {"--benchmark_repetitions=5", "--benchmark_min_time=0.02", "--benchmark_display_aggregates_only=true"},
+      register_benchmarks, print_summary);
 }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -266,5 +267,41 @@ class Arguments {
   std::vector<char*> pointers_;
   int count_ = 0;
 };
+
+// A manual-time case's measurement by its registered name; null when the filter left it out.
+inline const Measurement* find_result(const std::map<std::string, Measurement>& results, const std::string& name) {
+  for (const std::string& key : {name + "/manual_time", name}) {
+    if (const auto it = results.find(key); it != results.end()) return &it->second;
+  }
+  return nullptr;
+}
+
+// The read probe over 256 MiB on `thread_count` threads, timed per pass: the roofline
+// case the LoRA and MoE benchmarks register next to their own.
+inline void run_read_probe(benchmark::State& state, int thread_count) {
+  ScopedNumThreads threads(thread_count);
+  Stream stream(StreamKernel::read, 64ull << 20);
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    stream.run();
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  state.SetBytesProcessed(stream.bytes() * static_cast<std::int64_t>(state.iterations()));
+}
+
+// main() of a benchmark binary: its default flags (the command line wins), its cases, its summary.
+template <class Register, class Summarize>
+int run_benchmarks(int argc, char** argv, std::initializer_list<std::string_view> defaults, Register&& register_cases,
+                   Summarize&& summarize) {
+  Arguments args(argc, argv, defaults);
+  benchmark::Initialize(args.count(), args.values());
+  if (benchmark::ReportUnrecognizedArguments(*args.count(), args.values())) return 1;
+  register_cases();
+  SummaryReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  summarize(reporter.results());
+  return 0;
+}
 
 }  // namespace persona::bench
