@@ -354,3 +354,24 @@ TEST_CASE("A reserved workspace makes apply_lora allocation-free", "[lora]") {
   t_count_allocations = false;
   CHECK(t_allocations > 0);
 }
+
+TEST_CASE("Quantized adapters: a token's bits do not depend on the rest of the batch", "[lora]") {
+  const QuantSpec int4{4, 32, true}, int4_g16{4, 16, true};
+  const LoraModule m(make_matrix(16, kIn, 40, &int4), make_matrix(kOut, 16, 41, &int4_g16), 32.0f);
+  const LoraModule* slot = &m;
+  const Tensor<float> x = random_tensor({5, kIn}, 42);
+  const Tensor<float> y0 = random_tensor({5, kOut}, 43);
+  // Token 0 with its slot's tokens consecutive (0, 1, 2), spread out (0, 2, 4), alone, in both forms.
+  const std::vector<std::vector<std::int32_t>> batches = {
+      {0, 0, 0, kNoLora, kNoLora}, {0, kNoLora, 0, kNoLora, 0}, {0, kNoLora, kNoLora, kNoLora, kNoLora}};
+  std::vector<float> first;
+  for (const auto& token_slots : batches) {
+    for (LoraForm form : {LoraForm::segment, LoraForm::gather}) {
+      Tensor<float> y = y0;
+      apply_lora(x, y, std::span(&slot, 1), plan_lora_batch(token_slots, 1), form);
+      const std::vector<float> row(&y(0, 0), &y(0, 0) + kOut);
+      if (first.empty()) first = row;
+      CHECK(std::memcmp(row.data(), first.data(), kOut * sizeof(float)) == 0);
+    }
+  }
+}

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <set>
 #include <vector>
@@ -517,4 +518,48 @@ TEST_CASE("Load statistics and replay", "[moe]") {
   PERSONA_REQUIRE_ERROR(stats.record(2, r), out_of_range, "layer 2 recorded; the stats have 2 layers");
   stats.reset();
   CHECK(stats.layer(1).total == 0);
+}
+
+TEST_CASE("Edge cases: huge capacity, biased renormalized softmax, saturated sigmoid, bad plans", "[moe]") {
+  const Tensor<float> logits = random_tensor({5, 8}, 90);
+  RouterConfig big = RouterConfig::mixtral(8, 2);
+  big.capacity_factor = 1e20f;  // "unlimited" written as a huge factor: nothing dropped
+  const Routing unlimited = TopKRouter(big).route(logits);
+  CHECK(unlimited.dropped == 0);
+  CHECK(unlimited.experts == TopKRouter(RouterConfig::mixtral(8, 2)).route(logits).experts);
+
+  // A bias that picks experts whose full-softmax probability underflows: the renormalized weights are the
+  // softmax of the chosen logits, finite and summing to 1.
+  Tensor<float> peaked({1, 8});
+  peaked(0, 0) = 200.0f;
+  std::vector<RouterRequest> away = {{0, 1, {}, std::vector<float>(8, 0.0f)}};
+  away[0].bias_offset[0] = -1000.0f;
+  for (const Routing& r : {TopKRouter(RouterConfig::mixtral(8, 2)).route(peaked, away),
+                           TopKRouter(RouterConfig::mixtral(8, 2)).route_ref(peaked, away)}) {
+    CHECK(r.expert(0, 0) == 1);
+    CHECK(r.expert(0, 1) == 2);
+    CHECK(r.weight(0, 0) == Approx(0.5f));
+    CHECK(r.weight(0, 1) == Approx(0.5f));
+  }
+
+  // Sigmoid scores saturate alike on every path: logits far below -80 tie, and the lower index wins.
+  Tensor<float> low({1, 8});
+  for (std::size_t e = 0; e < 8; ++e) low(0, e) = e == 1 ? -90.0f : -100.0f;
+  RouterConfig sig;
+  sig.num_experts = 8;
+  sig.top_k = 1;
+  sig.scoring = RouterScoring::sigmoid;
+  for (IsaLevel level : supported_isa_levels()) {
+    ScopedIsaLevel isa(level);
+    CHECK(TopKRouter(sig).route(low).experts == TopKRouter(sig).route_ref(low).experts);
+  }
+
+  const Routing r = TopKRouter(RouterConfig::mixtral(8, 2)).route(logits);
+  PERSONA_REQUIRE_ERROR(plan_experts(r, 8, std::numeric_limits<std::size_t>::max()), invalid_argument,
+                        "it must be in 1..1024");
+  Routing short_weights = r;
+  short_weights.weights.pop_back();
+  std::vector<const ExpertFfn*> none(8, nullptr);
+  Tensor<float> x({5, 4}), y({5, 4});
+  PERSONA_REQUIRE_ERROR(moe_ffn_ref(x, short_weights, none, {}, y), shape_mismatch, "the routing holds 9 weights");
 }

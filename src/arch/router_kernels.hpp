@@ -34,8 +34,12 @@ struct RouterKernels {
 
   static void sigmoid(const float* x, float* y, std::size_t n) noexcept {
     std::size_t i = 0;
-    for (; i + L <= n; i += L) (F(1.0f) / (F(1.0f) + xsimd::exp(-F::load_unaligned(x + i)))).store_unaligned(y + i);
-    for (; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+    const F limit(kSigmoidLimit);
+    for (; i + L <= n; i += L) {
+      const F v = xsimd::min(xsimd::max(F::load_unaligned(x + i), -limit), limit);
+      (F(1.0f) / (F(1.0f) + xsimd::exp(-v))).store_unaligned(y + i);
+    }
+    for (; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-std::clamp(x[i], -kSigmoidLimit, kSigmoidLimit)));
   }
 
   // Two passes. First, lane-wise maxima over ceil(k / L) interleaved sets of vectors: m L values, each

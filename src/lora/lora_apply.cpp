@@ -121,11 +121,19 @@ void run_tokens(TensorView<const float> x, TensorView<float> y, const LoraModule
   const TensorView<float> shrunk(scratch.shrunk.data(), {count, rank});
   detail::weight_product(m.a(), rows, shrunk, scratch.activations, function);
   const float scale = m.scale();
-  if (m.b().quantized() && dora_row_scale == nullptr && consecutive) {
-    // The tokens' rows of y are one block (always so for one token): the expansion adds scale * B (A x)
-    // straight into them.
-    detail::weight_product(m.b(), shrunk, y.rows(tokens[0], tokens[0] + count), scratch.activations, function, true,
-                           scale);
+  if (m.b().quantized() && dora_row_scale == nullptr) {
+    // The expansion adds scale * B (A x) straight into y, one rounding per output: a block of rows when the
+    // tokens are consecutive (always so for one token), else row by row, so that a token's bits never
+    // depend on which other tokens share its adapter.
+    if (consecutive) {
+      detail::weight_product(m.b(), shrunk, y.rows(tokens[0], tokens[0] + count), scratch.activations, function, true,
+                             scale);
+    } else {
+      for (std::size_t i = 0; i < count; ++i) {
+        detail::weight_product(m.b(), shrunk.rows(i, i + 1), y.rows(tokens[i], tokens[i] + 1), scratch.activations,
+                               function, true, scale);
+      }
+    }
     return;
   }
   const TensorView<float> expanded(scratch.expanded.data(), {count, out});

@@ -9,7 +9,7 @@ void plan_experts(const Routing& routing, std::size_t num_experts, ExpertPlan& o
   PERSONA_CHECK_CODE(shape_mismatch, routing.experts.size() == T * k && routing.weights.size() == T * k,
                      "the routing holds {} experts and {} weights for {} tokens x k = {}", routing.experts.size(),
                      routing.weights.size(), T, k);
-  PERSONA_CHECK(tile >= 1, "tile must be >= 1, got 0");
+  PERSONA_CHECK(tile >= 1 && tile <= kMaxPlanTile, "tile is {}; it must be in 1..{}", tile, kMaxPlanTile);
   out.num_experts = num_experts;
   out.tokens = T;
   out.k = k;

@@ -55,6 +55,11 @@ void check_inputs(TensorView<const float> x, const Routing& routing, std::span<c
                      "the routing is for {} tokens but x has {}", routing.tokens, x.dim(0));
   PERSONA_CHECK_CODE(shape_mismatch, shared.size() == routing.shared,
                      "{} shared experts given; the routing has weights for {}", shared.size(), routing.shared);
+  PERSONA_CHECK_CODE(shape_mismatch,
+                     routing.weights.size() == routing.experts.size() &&
+                         routing.shared_weights.size() == routing.tokens * routing.shared,
+                     "the routing holds {} weights and {} shared weights for {} tokens, k = {}, {} shared experts",
+                     routing.weights.size(), routing.shared_weights.size(), routing.tokens, routing.k, routing.shared);
   for (std::size_t e = 0; e < experts.size(); ++e) {
     const bool used = expert_counts != nullptr ? expert_counts[e] > 0
                                                : std::find(routing.experts.begin(), routing.experts.end(),

@@ -8,10 +8,14 @@
 
 namespace persona::detail {
 
+// Sigmoid inputs are clamped to [-kSigmoidLimit, kSigmoidLimit] on every path: beyond it the float exp of
+// the vector kernels overflows (scores of exactly 0) where the double oracle would still rank them.
+inline constexpr float kSigmoidLimit = 80.0f;
+
 struct RouterKernelTable {
   // Whether every x[i], i < n, is finite (no NaN, no infinity).
   bool (*all_finite)(const float* x, std::size_t n) noexcept;
-  // y[i] = 1 / (1 + exp(-x[i])), i < n; y may equal x.
+  // y[i] = 1 / (1 + exp(-clamp(x[i]))), i < n; y may equal x.
   void (*sigmoid)(const float* x, float* y, std::size_t n) noexcept;
   // The k largest values[i] with allowed[i] != 0 (allowed may be null: all), best first, equal values in
   // index order: ids[0..count) and their values best[0..count); returns count (< k when fewer are allowed).

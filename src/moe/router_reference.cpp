@@ -1,6 +1,7 @@
 // The scalar routing kernels: the oracle the SIMD ones are tested against, and the scalar level.
 #include "moe/router_kernel_table.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace persona::detail {
@@ -14,7 +15,11 @@ bool all_finite_ref(const float* x, std::size_t n) noexcept {
 }
 
 void sigmoid_ref(const float* x, float* y, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) y[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x[i]))));
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v =
+        std::clamp(static_cast<double>(x[i]), -static_cast<double>(kSigmoidLimit), static_cast<double>(kSigmoidLimit));
+    y[i] = static_cast<float>(1.0 / (1.0 + std::exp(-v)));
+  }
 }
 
 std::size_t select_top_k_ref(const float* values, const std::uint8_t* allowed, std::size_t n, std::size_t k,

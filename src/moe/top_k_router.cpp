@@ -81,11 +81,13 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
   }
   // Scores, and the values the selection ranks. Softmax, renormalized and without a bias, needs no full
   // softmax: the renormalized weights are the softmax of the chosen logits (the denominator cancels).
+  // Renormalized softmax weights are the softmax of the chosen logits whatever chose them (and never 0/0
+  // when a bias picks experts whose full-softmax probability underflows).
   const bool biased = !c.selection_bias.empty() || (request != nullptr && !request->bias_offset.empty());
-  const bool chosen_softmax = c.scoring == RouterScoring::topk_then_softmax ||
-                              (c.scoring == RouterScoring::softmax && c.renormalize && !biased);
+  const bool chosen_softmax =
+      c.scoring == RouterScoring::topk_then_softmax || (c.scoring == RouterScoring::softmax && c.renormalize);
   const float* score = logits;
-  if (c.scoring == RouterScoring::softmax && !chosen_softmax) {
+  if (c.scoring == RouterScoring::softmax && (biased || !c.renormalize)) {
     k.core.softmax(logits, s.score.data(), E);
     score = s.score.data();
   } else if (c.scoring == RouterScoring::sigmoid) {
@@ -180,7 +182,7 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
     if (c.renormalize) {
       float sum = 0.0f;
       for (std::size_t i = 0; i < c.top_k; ++i) sum += out_weights[i];
-      // DeepSeek-V3 guards its sigmoid sum with 1e-20; softmax sums are never 0.
+      // DeepSeek-V3 guards its sigmoid sum with 1e-20 (renormalized softmax took the branch above).
       const float denominator = c.scoring == RouterScoring::sigmoid ? sum + 1e-20f : sum;
       for (std::size_t i = 0; i < c.top_k; ++i) out_weights[i] /= denominator;
     }
@@ -195,8 +197,10 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
 void apply_capacity(const RouterConfig& c, const Kernels& k, TensorView<const float> logits,
                     std::span<const RouterRequest* const> by_token, Routing& out, const char* function) {
   const std::size_t E = c.num_experts, T = out.tokens;
-  const auto capacity = static_cast<std::size_t>(
-      std::ceil(static_cast<double>(c.capacity_factor) * static_cast<double>(T * c.top_k) / static_cast<double>(E)));
+  // No expert can take more than every slot: clamping first keeps the conversion defined for huge factors.
+  const double slots = static_cast<double>(T * c.top_k);
+  const double wanted = std::ceil(static_cast<double>(c.capacity_factor) * slots / static_cast<double>(E));
+  const std::size_t capacity = wanted >= slots ? T * c.top_k : static_cast<std::size_t>(wanted);
   std::vector<std::size_t> load(E, 0);
   TokenScratch s;
   s.fit(E, c.num_groups);

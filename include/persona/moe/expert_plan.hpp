@@ -22,8 +22,11 @@ struct ExpertPlan {
   std::size_t entries() const noexcept { return offsets.empty() ? 0 : offsets.back(); }
 };
 
+inline constexpr std::size_t kMaxPlanTile = 1024;
+
 // Within an expert, entries follow token order (then slot order). tile > 1 pads each expert's entries to
-// a multiple of tile (padding entries have token and slot -1). Error if an expert id is outside
+// a multiple of tile (padding entries have token and slot -1). Error if tile is 0 or above kMaxPlanTile, an
+// expert id is outside
 // [0, num_experts) or the routing's shapes disagree. `out` keeps its buffers across calls.
 void plan_experts(const Routing& routing, std::size_t num_experts, ExpertPlan& out, std::size_t tile = 1);
 ExpertPlan plan_experts(const Routing& routing, std::size_t num_experts, std::size_t tile = 1);
