@@ -1,5 +1,5 @@
 // Runtime SIMD dispatch: what the CPU offers, which kernel level persona uses, and how to force one.
-// Kernels are compiled once per level in src/arch/ and picked here; nothing is built with -march=native.
+// Kernels are compiled once per level in src/arch/ and picked here; nothing is built for the build machine's own CPU.
 #pragma once
 
 #include <string>
