@@ -1,5 +1,6 @@
 // Tests of the lora component: batch plans, many adapters (mixed ranks and formats) in one batch against
 // a per-token f64 reference, both apply forms, thread counts, merge / unmerge, and bad input.
+#include "allocation_counter.hpp"
 #include "test_support.hpp"
 
 #include <persona/core/ops.hpp>
@@ -17,6 +18,7 @@
 #include <vector>
 
 using namespace persona;
+using persona::test::CountAllocations;
 using persona::test::for_each_level_and_threads;
 using persona::test::random_tensor;
 
@@ -291,35 +293,6 @@ TEST_CASE("quantize_lora picks B's group from the rank and keeps DoRA magnitudes
   PERSONA_REQUIRE_ERROR(quantize_lora(*mixed_modules()[0], QuantSpec{4, 48}), invalid_argument, "group_size is 48");
 }
 
-namespace {
-// Counts operator new calls on this thread while armed, to prove a warm apply allocates nothing.
-thread_local bool t_count_allocations = false;
-thread_local std::size_t t_allocations = 0;
-}  // namespace
-
-// GCC flags free() in a replaced operator delete as a mismatch with new; here new is malloc. Every
-// non-aligned form is replaced, so that AddressSanitizer's own never pairs with ours.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t size) {
-  if (t_count_allocations) ++t_allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  if (t_count_allocations) ++t_allocations;
-  return std::malloc(size == 0 ? 1 : size);
-}
-void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept { return operator new(size, tag); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
-
 TEST_CASE("A reserved workspace makes apply_lora allocation-free", "[lora]") {
   const auto owned = mixed_modules();
   std::vector<const LoraModule*> slots;
@@ -338,21 +311,19 @@ TEST_CASE("A reserved workspace makes apply_lora allocation-free", "[lora]") {
   CHECK(workspace.bytes() > 0);
   for (LoraForm form : {LoraForm::segment, LoraForm::gather}) {
     Tensor<float> y({token_slots.size(), kOut}), fresh({token_slots.size(), kOut});
-    t_allocations = 0;
-    t_count_allocations = true;
-    apply_lora(x, y, slots, plan, workspace, form);
-    t_count_allocations = false;
-    CHECK(t_allocations == 0);
+    {
+      CountAllocations counter;
+      apply_lora(x, y, slots, plan, workspace, form);
+      CHECK(counter.count() == 0);
+    }
     apply_lora(x, fresh, slots, plan, form);  // its own workspace: the same result
     CHECK(same_bits(y, fresh));
   }
   // The counter works: the convenience overload makes a workspace of its own.
   Tensor<float> y({token_slots.size(), kOut});
-  t_allocations = 0;
-  t_count_allocations = true;
+  CountAllocations counter;
   apply_lora(x, y, slots, plan);
-  t_count_allocations = false;
-  CHECK(t_allocations > 0);
+  CHECK(counter.count() > 0);
 }
 
 TEST_CASE("Quantized adapters: a token's bits do not depend on the rest of the batch", "[lora]") {

@@ -102,6 +102,16 @@ struct HalfIo<Arch> {
   }
 };
 
+// Signed bytes widened to float: the int8 KV rows.
+template <class Arch>
+xsimd::batch<float, Arch> load_i8_as_f32(const std::int8_t* p) noexcept {
+  if constexpr (Avx512Family<Arch>) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+}
+
 // dot4(acc, w, x): each 32-bit lane gets acc + sum_{j<4} (w_j - bias) * x_j for unsigned codes w and
 // signed int8 x. `Wide` codes may exceed 127: the maddubs paths then centre them (bias 128) so the 16-bit
 // pair sums cannot saturate; VNNI needs no bias.

@@ -1,0 +1,136 @@
+// PagedKvCache: keys and values of many sequences in fixed-size blocks from one pool allocated up front
+// (vLLM's PagedAttention layout), with copy-on-write forks, rollback, tenant-aware prefix caching, pinned
+// prefixes and per-tenant quotas. Layout and hashing: docs/formats.md; usage: docs/api.md.
+#pragma once
+
+#include "persona/core/tensor.hpp"
+#include "persona/kv/block_pool.hpp"
+#include "persona/kv/kv_cache_config.hpp"
+#include "persona/kv/kv_layer_view.hpp"
+#include "persona/kv/page_table.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace persona::kv {
+
+// A sequence's handle. Ids are never reused: a freed id stays unknown (Error not_found) for good.
+struct SequenceId {
+  std::uint64_t value = 0;
+  friend bool operator==(SequenceId, SequenceId) = default;
+};
+
+struct SequenceSpec {
+  std::uint64_t tenant = 0;
+  std::uint64_t adapter = 0;  // the adapter the K/V are computed with: part of the prefix-cache key
+  // Prompt tokens, appended at creation. Full blocks found in the prefix cache are reused (their K/V need
+  // no computing); at most prompt.size() - 1 tokens come from the cache, so the last token is always
+  // computed (its logits start decoding). sequence_info().cached_tokens says how many were found.
+  std::span<const std::int32_t> prompt = {};
+  // The first shared_prefix_tokens tokens are a declared public prefix (a common system prompt): blocks
+  // that lie wholly inside it are cached without the tenant's key and shared by every tenant.
+  std::size_t shared_prefix_tokens = 0;
+  // Reserves room for this many tokens, so that appends up to it never allocate.
+  std::size_t max_tokens = 0;
+};
+
+struct SequenceInfo {
+  std::uint64_t tenant = 0;
+  std::uint64_t adapter = 0;
+  std::size_t length = 0;         // tokens appended (the positions 0..length-1)
+  std::size_t cached_tokens = 0;  // of the prompt, found in the prefix cache at creation
+  bool pinned = false;            // a pin made by pin_prefix
+};
+
+struct TenantUsage {
+  std::size_t blocks = 0;  // blocks the tenant brought into use (allocated or revived from the cache)
+  std::size_t quota = 0;   // 0: no limit
+};
+
+struct KvCacheStats {
+  std::size_t total_blocks = 0;
+  std::size_t used_blocks = 0;    // referenced by a sequence or a pin
+  std::size_t free_blocks = 0;    // hold nothing
+  std::size_t cached_blocks = 0;  // unreferenced but holding a cached prefix (evicted least recently used)
+  std::size_t block_size = 0;
+  std::size_t sequences = 0;      // pins not counted
+  std::size_t tokens = 0;         // sum of sequence lengths
+  std::size_t wasted_slots = 0;   // unused token slots in used, partly filled blocks
+  std::size_t prompt_tokens = 0;  // prompt tokens looked up in the prefix cache
+  std::size_t hit_tokens = 0;     // of those, found
+  std::size_t evictions = 0;      // cached blocks reused for other contents
+  std::size_t bytes = 0;          // the pool's storage
+  double hit_rate() const noexcept {
+    return prompt_tokens == 0 ? 0.0 : static_cast<double>(hit_tokens) / static_cast<double>(prompt_tokens);
+  }
+  // Wasted slots as a share of the slots in used blocks (vLLM's "memory waste").
+  double waste() const noexcept;
+};
+
+class PagedKvCache {
+ public:
+  // Allocates (and zeroes) the whole pool; Error invalid_argument for a bad config, capacity_exhausted
+  // when the memory is not there.
+  explicit PagedKvCache(const KvCacheConfig& config);
+  ~PagedKvCache();
+  PagedKvCache(PagedKvCache&&) noexcept;
+  PagedKvCache& operator=(PagedKvCache&&) noexcept;
+
+  const KvCacheConfig& config() const noexcept;
+  std::size_t num_blocks() const noexcept;
+
+  // A new sequence; its prompt (if any) is appended, reusing cached blocks. Error capacity_exhausted when
+  // the blocks or the tenant's quota run out (the cache is then unchanged).
+  SequenceId create_sequence(const SequenceSpec& spec);
+  // A new sequence sharing every block of `parent` (copy-on-write: the first write to a shared, partly
+  // filled block by either side copies it). The fork has the parent's tenant and adapter.
+  SequenceId fork(SequenceId parent);
+  // Holds the full blocks covering the first `tokens` tokens of `source` (rounded down to whole blocks)
+  // until the returned pin is freed with free_sequence: eviction never takes them. The pin is a
+  // sequence that cannot be appended to; its blocks stay charged to the tenant that brought them in.
+  SequenceId pin_prefix(SequenceId source, std::size_t tokens);
+  void free_sequence(SequenceId sequence);
+
+  // Reserves the next tokens.size() positions (allocating blocks, copying a shared last block first) and
+  // returns the first new position. Their K/V must then be written with write_kv in every layer.
+  std::size_t append_tokens(SequenceId sequence, std::span<const std::int32_t> tokens);
+  // Writes the K and V of the next k.dim(0) positions of `layer` not yet written: k and v are
+  // [tokens, kv_heads, head_dim], finite. A full block enters the prefix cache once all its layers are
+  // written.
+  void write_kv(SequenceId sequence, std::size_t layer, TensorView<const float> k, TensorView<const float> v);
+  // append_tokens, then write_kv for each layer: k and v are [layers, tokens, kv_heads, head_dim].
+  void append(SequenceId sequence, std::span<const std::int32_t> tokens, TensorView<const float> k,
+              TensorView<const float> v);
+  // Rolls back the last `tokens` tokens (rejected speculative tokens); Error out_of_range past the start.
+  void truncate(SequenceId sequence, std::size_t tokens);
+
+  SequenceInfo sequence_info(SequenceId sequence) const;
+  bool contains(SequenceId sequence) const noexcept;
+  // Positions of `layer` whose K/V are written (<= length).
+  std::size_t written_tokens(SequenceId sequence, std::size_t layer) const;
+  // The sequence's blocks in token order (valid until the next call that changes the sequence).
+  std::span<const BlockId> blocks(SequenceId sequence) const;
+  // Token ids of positions [0, length).
+  std::vector<std::int32_t> tokens(SequenceId sequence) const;
+  // The block lists of a batch in FlashInfer's CSR form.
+  PageTable page_table(std::span<const SequenceId> sequences) const;
+  // The K and V of positions [0, length) of one layer, as f32 (int8 and 16-bit storage dequantized):
+  // k and v are [length, kv_heads, head_dim].
+  void read_kv(SequenceId sequence, std::size_t layer, TensorView<float> k, TensorView<float> v) const;
+  KvLayerView layer_view(std::size_t layer) const;
+
+  // Caps the blocks a tenant may hold (0: no cap). Lowering it below current use refuses new blocks only.
+  void set_tenant_quota(std::uint64_t tenant, std::size_t max_blocks);
+  TenantUsage tenant_usage(std::uint64_t tenant) const;
+  KvCacheStats stats() const;
+  // Reference count of a block (for tests and tools).
+  std::uint32_t block_ref_count(BlockId block) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace persona::kv

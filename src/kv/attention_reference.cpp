@@ -1,0 +1,61 @@
+// The scalar attention kernel: token by token online softmax in double, the oracle the SIMD kernels are
+// tested against and the scalar level.
+#include "kv/attention_kernel_table.hpp"
+#include "kv/kv_storage.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+
+namespace persona::detail {
+namespace {
+
+void attend_ref(const AttentionHead& head, const AttentionRows& rows) noexcept {
+  const kv::KvLayerView& layer = head.layer;
+  const std::size_t dim = layer.head_dim, mask = layer.block_size - 1;
+  std::array<double, kv::kMaxHeadDim> acc{};
+  std::array<float, kv::kMaxHeadDim> key{}, value{};
+  for (std::size_t r = 0; r < rows.count; ++r) {
+    double max = -std::numeric_limits<double>::infinity(), sum = 0.0;
+    std::fill_n(acc.begin(), dim, 0.0);
+    for (std::size_t pos = 0; pos < rows.context[r]; ++pos) {
+      const std::size_t slot =
+          static_cast<std::size_t>(head.blocks[pos >> head.block_shift]) * layer.block_size + (pos & mask);
+      kv_load_row(layer, layer.k, layer.k_scale, slot, head.head, key.data());
+      kv_load_row(layer, layer.v, layer.v_scale, slot, head.head, value.data());
+      double score = 0.0;
+      for (std::size_t d = 0; d < dim; ++d) score += static_cast<double>(rows.q[r][d]) * key[d];
+      score *= head.scale;
+      const double next = std::max(max, score);
+      const double correction = std::exp(max - next), weight = std::exp(score - next);
+      sum = sum * correction + weight;
+      for (std::size_t d = 0; d < dim; ++d) acc[d] = acc[d] * correction + weight * value[d];
+      max = next;
+    }
+    for (std::size_t d = 0; d < dim; ++d) rows.out[r][d] = static_cast<float>(acc[d] / sum);
+  }
+}
+
+constexpr AttentionKernelTable kReference{attend_ref};
+
+}  // namespace
+
+const AttentionKernelTable& reference_attention_kernels() noexcept { return kReference; }
+
+const AttentionKernelTable& attention_kernels(IsaLevel level) noexcept {
+  switch (level) {
+#if PERSONA_HAVE_AVX512_VNNI_KERNELS
+    case IsaLevel::avx512_vnni: return avx512_vnni_attention_kernels();
+#endif
+#if PERSONA_HAVE_AVX512_KERNELS
+    case IsaLevel::avx512: return avx512_attention_kernels();
+#endif
+#if PERSONA_HAVE_AVX2_KERNELS
+    case IsaLevel::avx2: return avx2_attention_kernels();
+#endif
+    default: return kReference;
+  }
+}
+
+}  // namespace persona::detail

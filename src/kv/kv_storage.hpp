@@ -1,0 +1,84 @@
+// Reading and writing one token's row of one KV head in a layer's pool, in any storage type: the scalar
+// path the cache's writes, read_kv and the reference kernel share.
+#pragma once
+
+#include "persona/core/dtype.hpp"
+#include "persona/kv/block_pool.hpp"
+#include "persona/kv/kv_cache_config.hpp"
+#include "persona/kv/kv_layer_view.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace persona::detail {
+
+// Byte offset of (slot, head) in a layer's K or V array; slot = block * block_size + position in block.
+inline std::size_t kv_row_offset(const kv::KvLayerView& layer, std::size_t slot, std::size_t head) noexcept {
+  return ((slot * layer.kv_heads + head) * layer.head_dim) * size_of(layer.storage);
+}
+
+inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, const float* scales, std::size_t slot,
+                        std::size_t head, float* out) noexcept {
+  const std::byte* row = base + kv_row_offset(layer, slot, head);
+  const std::size_t dim = layer.head_dim;
+  switch (layer.storage) {
+    case DType::f32: std::memcpy(out, row, dim * sizeof(float)); break;
+    case DType::f16:
+      for (std::size_t d = 0; d < dim; ++d) {
+        std::uint16_t bits;
+        std::memcpy(&bits, row + 2 * d, 2);
+        out[d] = f16_bits_to_f32(bits);
+      }
+      break;
+    case DType::bf16:
+      for (std::size_t d = 0; d < dim; ++d) {
+        std::uint16_t bits;
+        std::memcpy(&bits, row + 2 * d, 2);
+        out[d] = bf16_bits_to_f32(bits);
+      }
+      break;
+    default: {  // i8: code * scale of (slot, head)
+      const float scale = scales[slot * layer.kv_heads + head];
+      for (std::size_t d = 0; d < dim; ++d) out[d] = static_cast<float>(static_cast<std::int8_t>(row[d])) * scale;
+    }
+  }
+}
+
+// Stores `in` ([head_dim], finite) as (slot, head); int8 rows get scale absmax / 127 and codes
+// nearbyint(x * 127 / absmax), computed in double.
+inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* scales, std::size_t slot,
+                         std::size_t head, const float* in) noexcept {
+  std::byte* row = base + kv_row_offset(layer, slot, head);
+  const std::size_t dim = layer.head_dim;
+  switch (layer.storage) {
+    case DType::f32: std::memcpy(row, in, dim * sizeof(float)); break;
+    case DType::f16:
+      for (std::size_t d = 0; d < dim; ++d) {
+        const std::uint16_t bits = f32_to_f16_bits(in[d]);
+        std::memcpy(row + 2 * d, &bits, 2);
+      }
+      break;
+    case DType::bf16:
+      for (std::size_t d = 0; d < dim; ++d) {
+        const std::uint16_t bits = f32_to_bf16_bits(in[d]);
+        std::memcpy(row + 2 * d, &bits, 2);
+      }
+      break;
+    default: {
+      float absmax = 0.0f;
+      for (std::size_t d = 0; d < dim; ++d) absmax = std::max(absmax, std::fabs(in[d]));
+      scales[slot * layer.kv_heads + head] = absmax / 127.0f;
+      // In double: 127 / absmax overflows float for subnormal rows.
+      const double inverse = absmax > 0.0f ? 127.0 / absmax : 0.0;
+      for (std::size_t d = 0; d < dim; ++d) {
+        const double code = std::clamp(std::nearbyint(in[d] * inverse), -127.0, 127.0);
+        row[d] = static_cast<std::byte>(static_cast<std::int8_t>(code));
+      }
+    }
+  }
+}
+
+}  // namespace persona::detail

@@ -1,0 +1,664 @@
+// Tests of the paged KV cache: the block pool, random operation sequences against a simple model,
+// prefix caching with tenant isolation, quotas, pins, bad input, and paged attention against the dense
+// reference at every SIMD level and thread count.
+#include "allocation_counter.hpp"
+#include "test_support.hpp"
+
+#include <persona/core/error.hpp>
+#include <persona/kv/attention.hpp>
+#include <persona/kv/block_pool.hpp>
+#include <persona/kv/paged_kv_cache.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <vector>
+
+using namespace persona;
+using namespace persona::kv;
+using persona::test::CountAllocations;
+using persona::test::for_each_level_and_threads;
+using persona::test::random_tensor;
+
+namespace {
+
+std::vector<std::int32_t> iota_tokens(std::size_t n, std::int32_t first) {
+  std::vector<std::int32_t> t(n);
+  for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::int32_t>(i);
+  return t;
+}
+
+// The K/V a model would compute at a position: a function of the tokens up to it and of the key its
+// block is cached under (the tenant and adapter, or public). A block served to the wrong sequence or
+// tenant therefore reads back wrong values.
+struct ModelSequence {
+  SequenceId id;
+  std::uint64_t tenant = 0, adapter = 0;
+  std::size_t shared = 0;
+  std::vector<std::int32_t> tokens;
+  bool pinned = false;
+};
+
+float model_value(const ModelSequence& s, std::size_t position, std::size_t block_size, std::size_t layer,
+                  std::size_t head, std::size_t d, bool is_value) {
+  const bool is_public = (position / block_size + 1) * block_size <= s.shared;
+  std::uint64_t h = is_public ? 77 : (s.tenant * 1000003u + s.adapter * 7919u + 13);
+  for (std::size_t p = 0; p <= position; ++p) h = (h ^ static_cast<std::uint32_t>(s.tokens[p])) * 0x100000001b3ull;
+  h = (h ^ (layer * 131 + head * 17 + d * 3 + (is_value ? 1 : 0))) * 0x9e3779b97f4a7c15ull;
+  return static_cast<float>(static_cast<int>((h >> 40) % 2001) - 1000) / 100.0f;
+}
+
+void write_model_kv(PagedKvCache& cache, const ModelSequence& s, std::size_t first) {
+  const KvCacheConfig& c = cache.config();
+  const std::size_t n = s.tokens.size() - first;
+  for (std::size_t l = 0; l < c.layers; ++l) {
+    Tensor<float> k({n, c.kv_heads, c.head_dim}), v({n, c.kv_heads, c.head_dim});
+    for (std::size_t t = 0; t < n; ++t) {
+      for (std::size_t h = 0; h < c.kv_heads; ++h) {
+        for (std::size_t d = 0; d < c.head_dim; ++d) {
+          k(t, h, d) = model_value(s, first + t, c.block_size, l, h, d, false);
+          v(t, h, d) = model_value(s, first + t, c.block_size, l, h, d, true);
+        }
+      }
+    }
+    cache.write_kv(s.id, l, k, v);
+  }
+}
+
+// Everything the model says must hold of the cache.
+void check_against_model(const PagedKvCache& cache, const std::vector<ModelSequence>& model) {
+  const KvCacheConfig& c = cache.config();
+  const float tolerance = c.storage == DType::i8 ? 10.0f / 127.0f * 0.51f : 0.0f;
+  std::vector<std::uint32_t> refs(cache.num_blocks(), 0);
+  std::map<BlockId, std::vector<std::pair<const ModelSequence*, std::size_t>>> holders;
+  for (const ModelSequence& s : model) {
+    REQUIRE(cache.contains(s.id));
+    REQUIRE(cache.tokens(s.id) == s.tokens);
+    const std::span<const BlockId> blocks = cache.blocks(s.id);
+    REQUIRE(blocks.size() == (s.tokens.size() + c.block_size - 1) / c.block_size);
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      ++refs[static_cast<std::size_t>(blocks[i])];
+      holders[blocks[i]].emplace_back(&s, i);
+    }
+    const std::size_t n = s.tokens.size();
+    std::size_t wrong = 0;
+    for (std::size_t l = 0; l < c.layers; ++l) {
+      Tensor<float> k({n, c.kv_heads, c.head_dim}), v({n, c.kv_heads, c.head_dim});
+      cache.read_kv(s.id, l, k, v);
+      for (std::size_t t = 0; t < n; ++t) {
+        for (std::size_t h = 0; h < c.kv_heads; ++h) {
+          for (std::size_t d = 0; d < c.head_dim; ++d) {
+            wrong += std::fabs(k(t, h, d) - model_value(s, t, c.block_size, l, h, d, false)) <= tolerance ? 0 : 1;
+            wrong += std::fabs(v(t, h, d) - model_value(s, t, c.block_size, l, h, d, true)) <= tolerance ? 0 : 1;
+          }
+        }
+      }
+    }
+    REQUIRE(wrong == 0);
+  }
+  std::size_t used = 0;
+  for (std::size_t b = 0; b < cache.num_blocks(); ++b) {
+    REQUIRE(cache.block_ref_count(static_cast<BlockId>(b)) == refs[b]);
+    used += refs[b] > 0 ? 1 : 0;
+  }
+  const KvCacheStats stats = cache.stats();
+  REQUIRE(stats.used_blocks == used);
+  REQUIRE(stats.used_blocks + stats.free_blocks + stats.cached_blocks == stats.total_blocks);
+  // A block two sequences reach sits at the same index in both, over equal tokens, and is either theirs
+  // alike (same tenant and adapter) or wholly inside both declared public prefixes.
+  for (const auto& [block, list] : holders) {
+    for (std::size_t a = 1; a < list.size(); ++a) {
+      const ModelSequence& x = *list[0].first;
+      const ModelSequence& y = *list[a].first;
+      const std::size_t index = list[0].second;
+      REQUIRE(list[a].second == index);
+      const std::size_t end = std::min({x.tokens.size(), y.tokens.size(), (index + 1) * c.block_size});
+      REQUIRE(std::equal(x.tokens.begin(), x.tokens.begin() + static_cast<std::ptrdiff_t>(end), y.tokens.begin()));
+      const bool same_owner = x.tenant == y.tenant && x.adapter == y.adapter;
+      const bool both_public = (index + 1) * c.block_size <= std::min(x.shared, y.shared);
+      REQUIRE((same_owner || both_public));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("BlockPool hands out free blocks first, then evicts cached ones least recently used", "[kv]") {
+  BlockPool pool(4);
+  std::vector<BlockId> got;
+  for (int i = 0; i < 4; ++i) {
+    const auto a = pool.allocate();
+    CHECK_FALSE(a.evicted);
+    got.push_back(a.block);
+  }
+  CHECK(got == std::vector<BlockId>{0, 1, 2, 3});
+  CHECK(pool.allocate().block == kNoBlock);
+  CHECK(pool.used() == 4);
+  for (BlockId b : got) pool.set_cacheable(b, b % 2 == 0);  // 0 and 2 keep a cached prefix
+  pool.release(2);
+  pool.release(0);
+  pool.release(1);
+  CHECK(pool.free() == 1);
+  CHECK(pool.cached() == 2);
+  CHECK(pool.used() == 1);
+  pool.retain(2);  // a hit revives 2: it leaves the cached list
+  CHECK(pool.cached() == 1);
+  CHECK(pool.ref_count(2) == 1);
+  pool.release(2);  // now 0 is least recently used, then 2
+  auto a = pool.allocate();
+  CHECK(a.block == 1);  // the free one first
+  CHECK_FALSE(a.evicted);
+  a = pool.allocate();
+  CHECK(a.block == 0);
+  CHECK(a.evicted);
+  a = pool.allocate();
+  CHECK(a.block == 2);
+  CHECK(a.evicted);
+  CHECK(pool.allocate().block == kNoBlock);
+  pool.release(0);
+  CHECK(pool.ref_count(0) == 0);
+  CHECK(pool.free() == 1);  // allocate cleared the cacheable flag
+  pool.retain(1);
+  CHECK(pool.release(1) == 1);
+  PERSONA_REQUIRE_ERROR(BlockPool(0), invalid_argument, "num_blocks is 0");
+}
+
+TEST_CASE("KvCacheConfig errors name the field", "[kv]") {
+  KvCacheConfig c{2, 2, 8, 16, 4};
+  CHECK_NOTHROW(PagedKvCache(c));
+  auto bad = c;
+  bad.block_size = 0;
+  PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "block_size is 0; expected a power of two");
+  bad.block_size = 12;
+  PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "block_size is 12");
+  bad = c;
+  bad.head_dim = 0;
+  PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "head_dim is 0");
+  bad = c;
+  bad.storage = DType::u8;
+  PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "storage is u8");
+  bad = c;
+  bad.num_blocks = 0;
+  PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "neither num_blocks nor a byte_budget");
+  bad.byte_budget = 3 * block_bytes(c) + 5;
+  CHECK(PagedKvCache(bad).num_blocks() == 3);
+  bad = c;
+  bad.storage = DType::i8;
+  CHECK(block_bytes(bad) == 2 * 2 * 16 * 2 * (8 + 4));
+}
+
+TEST_CASE("Random operation sequences keep the cache equal to a simple model", "[kv]") {
+  for (const DType storage : {DType::f32, DType::i8}) {
+    for (const std::size_t block_size : {1u, 4u, 16u}) {
+      DYNAMIC_SECTION(name_of(storage) << ", block size " << block_size) {
+        PagedKvCache cache(KvCacheConfig{2, 2, 3, block_size, 112 / block_size + 12, 0, storage});
+        const std::vector<std::int32_t> system = iota_tokens(2 * block_size + 1, 1000);
+        std::vector<ModelSequence> model;
+        std::mt19937 rng(static_cast<std::uint32_t>(block_size * 31 + (storage == DType::i8 ? 7 : 0)));
+        auto pick = [&](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng); };
+        std::size_t hits = 0, forks = 0, capacity_errors = 0;
+        for (int step = 0; step < 400; ++step) {
+          const std::size_t op = pick(model.empty() ? 1 : 7);
+          const KvCacheStats before = cache.stats();
+          try {
+            if (op == 0) {  // create: a public system prompt, a tenant prompt, a random tail
+              ModelSequence s;
+              s.tenant = pick(3);
+              s.adapter = pick(2);
+              s.shared = pick(2) == 0 ? system.size() : 0;
+              s.tokens = system;
+              const auto own = iota_tokens(pick(2) * block_size, static_cast<std::int32_t>(s.tenant * 100));
+              s.tokens.insert(s.tokens.end(), own.begin(), own.end());
+              for (std::size_t i = pick(block_size + 2); i > 0; --i)
+                s.tokens.push_back(static_cast<std::int32_t>(pick(5)));
+              s.id = cache.create_sequence(SequenceSpec{s.tenant, s.adapter, s.tokens, s.shared});
+              const std::size_t cached = cache.sequence_info(s.id).cached_tokens;
+              REQUIRE(cached % block_size == 0);
+              REQUIRE(cached < s.tokens.size());
+              hits += cached > 0 ? 1 : 0;
+              write_model_kv(cache, s, cached);
+              model.push_back(s);
+            } else {
+              ModelSequence& s = model[pick(model.size())];
+              if (op <= 2 && !s.pinned) {  // append, written in every layer
+                const std::size_t first = s.tokens.size();
+                std::vector<std::int32_t> added;
+                for (std::size_t i = 1 + pick(block_size + 3); i > 0; --i)
+                  added.push_back(static_cast<std::int32_t>(pick(5)));
+                cache.append_tokens(s.id, added);
+                s.tokens.insert(s.tokens.end(), added.begin(), added.end());
+                write_model_kv(cache, s, first);
+              } else if (op == 3 && !s.pinned) {
+                ModelSequence child = s;
+                child.id = cache.fork(s.id);
+                model.push_back(child);
+                ++forks;
+              } else if (op == 4 && !s.pinned) {
+                const std::size_t n = pick(s.tokens.size() + 1);
+                cache.truncate(s.id, n);
+                s.tokens.resize(s.tokens.size() - n);
+              } else if (op == 5 && !s.pinned) {
+                ModelSequence pin = s;
+                pin.pinned = true;
+                pin.id = cache.pin_prefix(s.id, pick(s.tokens.size() + 1));
+                pin.tokens.resize(cache.sequence_info(pin.id).length);
+                model.push_back(pin);
+              } else {
+                const std::size_t i = static_cast<std::size_t>(&s - model.data());
+                cache.free_sequence(s.id);
+                REQUIRE_FALSE(cache.contains(s.id));
+                model.erase(model.begin() + static_cast<std::ptrdiff_t>(i));
+              }
+            }
+          } catch (const Error& e) {
+            REQUIRE(e.code() == ErrorCode::capacity_exhausted);
+            ++capacity_errors;
+            const KvCacheStats after = cache.stats();
+            REQUIRE(after.used_blocks == before.used_blocks);  // a refused operation changes nothing
+            REQUIRE(after.cached_blocks == before.cached_blocks);
+            REQUIRE(after.sequences == before.sequences);
+          }
+          check_against_model(cache, model);
+        }
+        // The run exercised what it claims to.
+        INFO("hits " << hits << " forks " << forks << " refusals " << capacity_errors << " evictions "
+                     << cache.stats().evictions);
+        CHECK(hits > 5);
+        CHECK(forks > 5);
+        CHECK(capacity_errors > 0);
+        INFO("evictions " << cache.stats().evictions);
+        CHECK(cache.stats().evictions > 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shared last block)", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 8});
+  ModelSequence parent{
+      cache.create_sequence({1, 0, std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}}), 1, 0, 0, {1, 2, 3, 4, 5, 6}};
+  write_model_kv(cache, parent, 0);
+  ModelSequence child = parent;
+  child.id = cache.fork(parent.id);
+  CHECK(std::ranges::equal(cache.blocks(child.id), cache.blocks(parent.id)));
+  CHECK(cache.block_ref_count(cache.blocks(parent.id)[1]) == 2);
+  // The child writes into the shared, partly filled block: it gets a copy; the parent keeps its own.
+  cache.append_tokens(child.id, std::vector<std::int32_t>{9});
+  child.tokens.push_back(9);
+  write_model_kv(cache, child, 6);
+  CHECK(cache.blocks(child.id)[0] == cache.blocks(parent.id)[0]);  // full blocks stay shared
+  CHECK(cache.blocks(child.id)[1] != cache.blocks(parent.id)[1]);
+  check_against_model(cache, {parent, child});
+  // Now the parent's block is its own again: appending writes in place.
+  const BlockId last = cache.blocks(parent.id)[1];
+  cache.append_tokens(parent.id, std::vector<std::int32_t>{7});
+  parent.tokens.push_back(7);
+  write_model_kv(cache, parent, 6);
+  CHECK(cache.blocks(parent.id)[1] == last);
+  check_against_model(cache, {parent, child});
+  PERSONA_REQUIRE_ERROR(cache.fork(SequenceId{12345}), not_found, "unknown or freed sequence id 0x3039");
+  // A fork needs every appended position written.
+  cache.append_tokens(parent.id, std::vector<std::int32_t>{8});
+  PERSONA_REQUIRE_ERROR(cache.fork(parent.id), invalid_argument, "K/V written for only 7");
+}
+
+TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is declared public", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 64});
+  const std::vector<std::int32_t> prompt = iota_tokens(13, 1);  // 3 full blocks and one token
+  auto run = [&](std::uint64_t tenant, std::uint64_t adapter, std::size_t shared) {
+    ModelSequence s{cache.create_sequence({tenant, adapter, prompt, shared}), tenant, adapter, shared, prompt};
+    write_model_kv(cache, s, cache.sequence_info(s.id).cached_tokens);
+    return s;
+  };
+  const ModelSequence a1 = run(1, 0, 0);
+  CHECK(cache.sequence_info(a1.id).cached_tokens == 0);
+  const ModelSequence a2 = run(1, 0, 0);  // same tenant, same adapter: every full block reused
+  CHECK(cache.sequence_info(a2.id).cached_tokens == 12);
+  const ModelSequence b = run(2, 0, 0);  // same prompt, other tenant: nothing
+  CHECK(cache.sequence_info(b.id).cached_tokens == 0);
+  const ModelSequence a3 = run(1, 5, 0);  // same tenant, other adapter: nothing
+  CHECK(cache.sequence_info(a3.id).cached_tokens == 0);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(cache.blocks(a1.id)[i] == cache.blocks(a2.id)[i]);
+    CHECK(cache.blocks(a1.id)[i] != cache.blocks(b.id)[i]);
+    CHECK(cache.blocks(a1.id)[i] != cache.blocks(a3.id)[i]);
+  }
+  // A declared public prefix of 9 tokens: blocks 0 and 1 lie inside it and are shared by every tenant;
+  // block 2 (tokens 8..11) straddles its end and stays the tenant's own.
+  const ModelSequence p1 = run(3, 0, 9);
+  CHECK(cache.sequence_info(p1.id).cached_tokens == 0);
+  const ModelSequence p2 = run(4, 1, 9);
+  CHECK(cache.sequence_info(p2.id).cached_tokens == 8);
+  CHECK(cache.blocks(p1.id)[1] == cache.blocks(p2.id)[1]);
+  CHECK(cache.blocks(p1.id)[2] != cache.blocks(p2.id)[2]);
+  check_against_model(cache, {a1, a2, b, a3, p1, p2});
+  const KvCacheStats stats = cache.stats();
+  CHECK(stats.prompt_tokens == 6 * 13);
+  CHECK(stats.hit_tokens == 20);
+  CHECK(stats.hit_rate() == Approx(20.0 / 78.0));
+  // A prompt of exactly one full block: the last token is always computed, so nothing is reused.
+  const std::vector<std::int32_t> four = iota_tokens(4, 1);
+  const SequenceId whole = cache.create_sequence({1, 0, four});
+  CHECK(cache.sequence_info(whole).cached_tokens == 0);
+}
+
+TEST_CASE("1,000 tenants with identical prompts share only the declared public prefix", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 16, 4096});
+  const std::vector<std::int32_t> prompt = iota_tokens(64, 7);  // 32 public tokens, then 32 of the tenant's
+  std::map<BlockId, std::set<std::uint64_t>> tenants_of;
+  std::set<BlockId> public_blocks;
+  for (std::uint64_t tenant = 0; tenant < 1000; ++tenant) {
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      const SequenceId id = cache.create_sequence({tenant, 0, prompt, 32});
+      // The first tenant computes everything; later ones find the public blocks 0 and 1, and a tenant's
+      // second request also its own block 2 (block 3 holds the last token: always computed).
+      CHECK(cache.sequence_info(id).cached_tokens == (repeat == 1 ? 48u : (tenant == 0 ? 0u : 32u)));
+      Tensor<float> k({64 - cache.sequence_info(id).cached_tokens, 1, 1});
+      cache.write_kv(id, 0, k, k);
+      const auto blocks = cache.blocks(id);
+      for (std::size_t i = 0; i < blocks.size(); ++i) {
+        if (i < 2) {
+          public_blocks.insert(blocks[i]);
+        } else {
+          tenants_of[blocks[i]].insert(tenant);
+        }
+      }
+    }
+  }
+  CHECK(public_blocks.size() == 2);  // one copy of the public prompt for all 1,000 tenants
+  CHECK(tenants_of.size() == 3000);  // blocks 2 (shared by a tenant's two requests), 3 and its recomputed twin
+  for (const auto& [block, owners] : tenants_of) {
+    CHECK(owners.size() == 1);  // no block between two tenants
+    CHECK(public_blocks.count(block) == 0);
+  }
+}
+
+TEST_CASE("Eviction takes the least recently used cached blocks; pinned prefixes survive any pressure", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 2, 8});
+  auto create = [&](std::uint64_t tenant, std::int32_t first) {
+    const std::vector<std::int32_t> prompt = iota_tokens(5, first);  // 2 full blocks + 1
+    const SequenceId id = cache.create_sequence({tenant, 0, prompt});
+    Tensor<float> k({5 - cache.sequence_info(id).cached_tokens, 1, 1});
+    cache.write_kv(id, 0, k, k);
+    return id;
+  };
+  const SequenceId a = create(1, 100);
+  const SequenceId pin = cache.pin_prefix(a, 4);
+  CHECK(cache.sequence_info(pin).pinned);
+  CHECK(cache.sequence_info(pin).length == 4);
+  PERSONA_REQUIRE_ERROR(cache.append_tokens(pin, std::vector<std::int32_t>{1}), invalid_argument, "is a pin");
+  cache.free_sequence(a);
+  const SequenceId b = create(2, 200);
+  cache.free_sequence(b);  // b's two full blocks are cached, a's are pinned
+  CHECK(cache.stats().cached_blocks == 2);
+  // Fill the pool: b's cached blocks go, a's pinned ones stay.
+  std::vector<SequenceId> fill;
+  for (std::int32_t i = 0; i < 2; ++i) fill.push_back(create(3, 300 + 10 * i));
+  CHECK(cache.stats().evictions == 2);
+  PERSONA_REQUIRE_ERROR(create(3, 400), capacity_exhausted, "of 8 are available");
+  for (const SequenceId id : fill) cache.free_sequence(id);
+  const SequenceId again = create(1, 100);
+  CHECK(cache.sequence_info(again).cached_tokens == 4);  // the pinned prefix was never evicted
+  const SequenceId b_again = create(2, 200);
+  CHECK(cache.sequence_info(b_again).cached_tokens == 0);  // evicted
+  cache.free_sequence(pin);
+  CHECK_FALSE(cache.contains(pin));
+}
+
+TEST_CASE("Tenant quotas are enforced at allocation and refusals change nothing", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 32});
+  cache.set_tenant_quota(7, 3);
+  const SequenceId s = cache.create_sequence({7, 0, iota_tokens(9, 0)});  // 3 blocks
+  CHECK(cache.tenant_usage(7).blocks == 3);
+  CHECK(cache.tenant_usage(7).quota == 3);
+  const KvCacheStats before = cache.stats();
+  PERSONA_REQUIRE_ERROR(cache.append_tokens(s, iota_tokens(4, 0)), capacity_exhausted,
+                        "tenant 7 holds 3 blocks and needs 1 more: over its quota of 3");
+  PERSONA_REQUIRE_ERROR(cache.create_sequence({7, 0, iota_tokens(1, 0)}), capacity_exhausted, "quota of 3");
+  CHECK(cache.stats().used_blocks == before.used_blocks);
+  CHECK(cache.sequence_info(s).length == 9);
+  CHECK(cache.append_tokens(s, iota_tokens(3, 0)) == 9);  // fits the last block
+  // Other tenants are not limited by tenant 7's quota, only by the pool.
+  const SequenceId other = cache.create_sequence({8, 0, iota_tokens(100, 0)});
+  CHECK(cache.tenant_usage(8).blocks == 25);
+  PERSONA_REQUIRE_ERROR(cache.create_sequence({9, 0, iota_tokens(20, 0)}), capacity_exhausted,
+                        "5 more blocks needed but 4 of 32 are available (28 used); tenant 9 holds 0 blocks (quota "
+                        "none)");
+  cache.free_sequence(other);
+  CHECK(cache.tenant_usage(8).blocks == 0);
+  cache.set_tenant_quota(7, 0);
+  CHECK_NOTHROW(cache.append_tokens(s, iota_tokens(4, 0)));
+  CHECK(cache.tenant_usage(99).blocks == 0);
+}
+
+TEST_CASE("Truncate rolls back tokens and never disturbs a cached block", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 16});
+  ModelSequence a{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  write_model_kv(cache, a, 0);
+  cache.truncate(a.id, 3);  // into block 1, which is full and cached
+  a.tokens.resize(6);
+  CHECK(cache.blocks(a.id).size() == 2);
+  const BlockId cached_block = cache.blocks(a.id)[1];
+  cache.append_tokens(a.id, std::vector<std::int32_t>{42, 43});
+  a.tokens.insert(a.tokens.end(), {42, 43});
+  write_model_kv(cache, a, 6);
+  CHECK(cache.blocks(a.id)[1] != cached_block);  // copied before the write
+  // The original block still serves its prefix to a new sequence.
+  ModelSequence b{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  CHECK(cache.sequence_info(b.id).cached_tokens == 8);
+  write_model_kv(cache, b, 8);
+  CHECK(cache.blocks(b.id)[1] == cached_block);
+  check_against_model(cache, {a, b});
+  PERSONA_REQUIRE_ERROR(cache.truncate(a.id, 9), out_of_range, "truncate of 9 tokens but sequence");
+  cache.truncate(a.id, 8);
+  CHECK(cache.sequence_info(a.id).length == 0);
+  CHECK(cache.blocks(a.id).empty());
+}
+
+TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{2, 2, 4, 4, 8});
+  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(3, 0)});
+  Tensor<float> good({3, 2, 4}), wrong({3, 2, 5});
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, wrong, wrong), shape_mismatch, "expected [tokens, 2, 4]");
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 2, good, good), out_of_range, "layer 2 of a cache with 2 layers");
+  Tensor<float> four({4, 2, 4});
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, four, four), out_of_range, "positions 0..4 of layer 0");
+  good(1, 1, 2) = std::nanf("");
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, good, good), invalid_argument, "token 1, head 1, element 2 is not finite");
+  Tensor<float> all({2, 1, 2, 4});
+  PERSONA_REQUIRE_ERROR(cache.append(s, iota_tokens(2, 0), all, all), shape_mismatch, "expected [2, 2, 2, 4]");
+  const SequenceId freed = cache.create_sequence({1, 0, {}});
+  cache.free_sequence(freed);
+  PERSONA_REQUIRE_ERROR(cache.append_tokens(freed, iota_tokens(1, 0)), not_found, "unknown or freed sequence id");
+  PERSONA_REQUIRE_ERROR(cache.free_sequence(freed), not_found, "unknown or freed");
+  PERSONA_REQUIRE_ERROR(cache.fork(freed), not_found, "unknown or freed");
+  // A freed slot is reused under a new id; the old id stays unknown.
+  const SequenceId reused = cache.create_sequence({1, 0, {}});
+  CHECK((reused.value & 0xffffffffu) == (freed.value & 0xffffffffu));
+  CHECK_FALSE(cache.contains(freed));
+  PERSONA_REQUIRE_ERROR(cache.pin_prefix(s, 3), out_of_range, "pin of 3 tokens but sequence");
+  PERSONA_REQUIRE_ERROR(cache.block_ref_count(8), out_of_range, "block 8 of a pool of 8");
+  Tensor<float> k({3, 2, 4}), v({2, 2, 4});
+  PERSONA_REQUIRE_ERROR(cache.read_kv(s, 0, v, v), shape_mismatch, "expected contiguous [3, 2, 4]");
+}
+
+TEST_CASE("Page tables in CSR form and statistics of waste", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 16});
+  const SequenceId a = cache.create_sequence({1, 0, iota_tokens(5, 0)});
+  const SequenceId b = cache.create_sequence({2, 0, iota_tokens(8, 0)});
+  const SequenceId c = cache.create_sequence({3, 0, {}});
+  const PageTable table = cache.page_table(std::vector<SequenceId>{a, b, c});
+  CHECK(table.indptr == std::vector<std::int32_t>{0, 2, 4, 4});
+  CHECK(table.indices == std::vector<std::int32_t>{0, 1, 2, 3});
+  CHECK(table.last_page_len == std::vector<std::int32_t>{1, 4, 0});
+  KvCacheStats stats = cache.stats();
+  CHECK(stats.used_blocks == 4);
+  CHECK(stats.tokens == 13);
+  CHECK(stats.wasted_slots == 3);
+  CHECK(stats.waste() == Approx(3.0 / 16.0));
+  CHECK(stats.sequences == 3);
+  CHECK(stats.bytes == 2 * 16 * 4 * sizeof(float));
+}
+
+TEST_CASE("Decode appends allocate nothing once a sequence reserved its length", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{2, 2, 8, 16, 64});
+  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(5, 0), 0, 200});
+  Tensor<float> k({2, 5, 2, 8}), one({2, 1, 2, 8});
+  for (std::size_t l = 0; l < 2; ++l) {
+    cache.write_kv(s, l, TensorView<const float>(&k(l, 0, 0, 0), Shape{5, 2, 8}),
+                   TensorView<const float>(&k(l, 0, 0, 0), Shape{5, 2, 8}));
+  }
+  const std::vector<std::int32_t> token{1};
+  {
+    CountAllocations counter;
+    for (int step = 0; step < 100; ++step) cache.append(s, token, one, one);  // crosses 6 block boundaries
+    CHECK(counter.count() == 0);
+  }
+  CHECK(cache.sequence_info(s).length == 105);
+}
+
+namespace {
+
+struct AttentionCase {
+  std::size_t block_size, kv_heads, group, head_dim;
+  DType storage;
+};
+
+// A cache whose sequences (one per context length) were appended round-robin in uneven steps, so their
+// blocks interleave across the pool: a fragmented page table.
+PagedKvCache fragmented_cache(const AttentionCase& c, const std::vector<std::size_t>& contexts,
+                              std::vector<SequenceId>& ids, std::uint32_t seed) {
+  std::size_t total = 0;
+  for (std::size_t n : contexts) total += (n + c.block_size - 1) / c.block_size + 1;
+  PagedKvCache cache(KvCacheConfig{1, c.kv_heads, c.head_dim, c.block_size, total + 4, 0, c.storage});
+  std::mt19937 rng(seed);
+  ids.clear();
+  std::vector<std::size_t> done(contexts.size(), 0);
+  for (std::size_t i = 0; i < contexts.size(); ++i) ids.push_back(cache.create_sequence({1, i}));
+  for (bool more = true; more;) {
+    more = false;
+    for (std::size_t i = 0; i < contexts.size(); ++i) {
+      const std::size_t step = std::min(contexts[i] - done[i], 1 + rng() % (2 * c.block_size + 5));
+      if (step == 0) continue;
+      more = true;
+      const Tensor<float> k = random_tensor({1, step, c.kv_heads, c.head_dim}, static_cast<std::uint32_t>(rng()));
+      const Tensor<float> v = random_tensor({1, step, c.kv_heads, c.head_dim}, static_cast<std::uint32_t>(rng()));
+      cache.append(ids[i], std::vector<std::int32_t>(step, 3), k, v);
+      done[i] += step;
+    }
+  }
+  return cache;
+}
+
+float max_abs_difference(const Tensor<float>& a, const Tensor<float>& b) {
+  float worst = 0.0f;
+  for (std::size_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::fabs(a.data()[i] - b.data()[i]));
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("Paged decode attention equals dense attention over a contiguous copy", "[kv]") {
+  const std::vector<std::size_t> contexts{1, 2, 15, 16, 17, 33, 100, 513, 4096};
+  std::vector<AttentionCase> cases;
+  for (std::size_t block_size : {1u, 16u, 32u}) {
+    for (std::size_t group : {1u, 4u, 8u}) {
+      for (DType storage : {DType::f32, DType::i8}) cases.push_back({block_size, 2, group, 128, storage});
+    }
+  }
+  cases.push_back({16, 2, 4, 128, DType::f16});
+  cases.push_back({16, 2, 4, 128, DType::bf16});
+  cases.push_back({16, 1, 32, 20, DType::f32});  // 32 query heads on one KV head: two row chunks; dim tails
+  cases.push_back({4, 3, 2, 13, DType::i8});
+  std::uint32_t seed = 1;
+  for (const AttentionCase& c : cases) {
+    DYNAMIC_SECTION("block " << c.block_size << ", gqa " << c.group << ", dim " << c.head_dim << ", "
+                             << name_of(c.storage)) {
+      std::vector<SequenceId> ids;
+      const PagedKvCache cache = fragmented_cache(c, contexts, ids, ++seed);
+      const AttentionConfig config{c.kv_heads * c.group};
+      const Tensor<float> q = random_tensor({ids.size(), config.q_heads, c.head_dim}, ++seed);
+      Tensor<float> expected(q.shape());
+      paged_decode_attention_ref(cache, 0, ids, q, expected, config);
+      for_each_level_and_threads([&](IsaLevel, int) {
+        Tensor<float> out(q.shape());
+        paged_decode_attention(cache, 0, ids, q, out, config);
+        CHECK(max_abs_difference(out, expected) < 2e-5f);
+      });
+    }
+  }
+}
+
+TEST_CASE("Paged prefill attention is causal over the cached prefix and the new tokens", "[kv]") {
+  for (DType storage : {DType::f32, DType::i8}) {
+    DYNAMIC_SECTION(name_of(storage)) {
+      const AttentionCase c{16, 2, 4, 64, storage};
+      std::vector<SequenceId> ids;
+      const std::vector<std::size_t> contexts{5, 40, 300};
+      const PagedKvCache cache = fragmented_cache(c, contexts, ids, 99);
+      const std::vector<std::size_t> queries{5, 17, 33};  // the first: a prompt with no cached prefix
+      const AttentionConfig config{8, 0.2f};
+      const Tensor<float> q = random_tensor({55, 8, 64}, 5);
+      Tensor<float> expected(q.shape());
+      paged_prefill_attention_ref(cache, 0, ids, queries, q, expected, config);
+      // Causality: the first query of a sequence with no prefix sees one position: its V row exactly.
+      Tensor<float> k({5, 2, 64}), v({5, 2, 64});
+      cache.read_kv(ids[0], 0, k, v);
+      for (std::size_t d = 0; d < 64; ++d) CHECK(expected(0, 0, d) == Approx(v(0, 0, d)).margin(1e-6));
+      for_each_level_and_threads([&](IsaLevel, int) {
+        Tensor<float> out(q.shape());
+        paged_prefill_attention(cache, 0, ids, queries, q, out, config);
+        CHECK(max_abs_difference(out, expected) < 2e-5f);
+        // The last query of each sequence is its decode query.
+        Tensor<float> last({3, 8, 64}), decoded({3, 8, 64});
+        std::size_t row = 0;
+        for (std::size_t i = 0; i < 3; ++i) {
+          row += queries[i];
+          std::copy_n(&q(row - 1, 0, 0), 8 * 64, &last(i, 0, 0));
+        }
+        paged_decode_attention(cache, 0, ids, last, decoded, config);
+        row = 0;
+        for (std::size_t i = 0; i < 3; ++i) {
+          row += queries[i];
+          for (std::size_t j = 0; j < 8 * 64; ++j) CHECK((&decoded(i, 0, 0))[j] == (&out(row - 1, 0, 0))[j]);
+        }
+      });
+    }
+  }
+}
+
+TEST_CASE("Bad input to attention is a clear Error", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 2, 8, 4, 8});
+  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(3, 0)});
+  const std::vector<SequenceId> ids{s};
+  Tensor<float> q({1, 4, 8}), out({1, 4, 8});
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {4}), invalid_argument,
+                        "K/V written for 0 of its 3 positions in layer 0");
+  Tensor<float> kv({3, 2, 8});
+  cache.write_kv(s, 0, kv, kv);
+  CHECK_NOTHROW(paged_decode_attention(cache, 0, ids, q, out, {4}));
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {3}), invalid_argument,
+                        "q_heads is 3; expected a positive multiple of the cache's 2 KV heads");
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 1, ids, q, out, {4}), out_of_range, "layer 1 of a cache");
+  Tensor<float> wide({1, 4, 9});
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, wide, out, {4}), shape_mismatch,
+                        "q has shape [1, 4, 9]; expected contiguous [1, 4, 8]");
+  q(0, 1, 1) = INFINITY;
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {4}), invalid_argument, "q holds a NaN");
+  q(0, 1, 1) = 0.0f;
+  const std::vector<std::size_t> too_many{4};
+  Tensor<float> q4({4, 4, 8}), out4({4, 4, 8});
+  PERSONA_REQUIRE_ERROR(paged_prefill_attention(cache, 0, ids, too_many, q4, out4, {4}), out_of_range,
+                        "has 3 tokens; 4 queries");
+  const SequenceId empty = cache.create_sequence({1, 0, {}});
+  const std::vector<SequenceId> with_empty{empty};
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), out_of_range, "has 0 tokens");
+  cache.free_sequence(empty);
+  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), not_found, "unknown or freed");
+  // An empty batch does nothing.
+  Tensor<float> none({0, 4, 8});
+  CHECK_NOTHROW(paged_decode_attention(cache, 0, {}, none, none, {4}));
+}
