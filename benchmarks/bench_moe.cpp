@@ -54,22 +54,13 @@ Tensor<float> logits_of(std::size_t T, std::size_t E) {
   return t;
 }
 
-template <class Body>
-void timed(benchmark::State& state, Body&& body) {
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-}
-
 void run_route(benchmark::State& state, Scheme scheme, std::size_t T, std::size_t E, std::size_t k) {
   ScopedNumThreads threads(1);
   const TopKRouter router(config_of(scheme, E, k));
   const Tensor<float> logits = logits_of(T, E);
   Routing routing;
   ExpertPlan plan;
-  timed(state, [&] {
+  bench::timed(state, [&] {
     router.route(logits, routing);
     plan_experts(routing, E, plan);
     benchmark::DoNotOptimize(plan.position.data());
@@ -80,7 +71,7 @@ void run_route(benchmark::State& state, Scheme scheme, std::size_t T, std::size_
 // One pass that reads every logit: the floor.
 void run_stream(benchmark::State& state, std::size_t T, std::size_t E) {
   const Tensor<float> logits = logits_of(T, E);
-  timed(state, [&] { benchmark::DoNotOptimize(bench::Stream::sum(logits.data(), logits.numel())); });
+  bench::timed(state, [&] { benchmark::DoNotOptimize(bench::Stream::sum(logits.data(), logits.numel())); });
 }
 
 // What one would write first: per token, softmax in a buffer, then std::partial_sort of the indices.
@@ -88,7 +79,7 @@ void run_naive(benchmark::State& state, std::size_t T, std::size_t E, std::size_
   const Tensor<float> logits = logits_of(T, E);
   std::vector<float> p(E), weights(T * k);
   std::vector<std::int32_t> index(E), experts(T * k);
-  timed(state, [&] {
+  bench::timed(state, [&] {
     for (std::size_t t = 0; t < T; ++t) {
       const float* l = &logits(t, 0);
       const float max = *std::max_element(l, l + E);
@@ -151,7 +142,7 @@ void run_ffn(benchmark::State& state, bool int4, std::size_t T, int thread_count
   std::size_t used = 0;
   for (std::size_t c : plan.counts) used += c > 0 ? 1 : 0;
   // The layer's experts (49.5 MiB int4, 352 MiB f32) exceed the LLC: each call streams the used ones.
-  timed(state, [&] { moe_ffn(x, routing, plan, l.experts, {}, y, workspace); });
+  bench::timed(state, [&] { moe_ffn(x, routing, plan, l.experts, {}, y, workspace); });
   state.SetBytesProcessed(static_cast<std::int64_t>(used * l.bytes_each) *
                           static_cast<std::int64_t>(state.iterations()));
   state.counters["tokens_per_second"] =
@@ -168,29 +159,23 @@ std::vector<Route>& routes() {
   return all;
 }
 
-void add(const std::string& name, auto&& body) {
-  benchmark::RegisterBenchmark(name.c_str(), body)
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->ComputeStatistics("min", bench::min_of);
-}
-
 void register_benchmarks() {
   for (int threads : {1, 2}) {
-    add(threads == 1 ? "read/256Mi" : "read/256Mi/threads:2",
-        [threads](benchmark::State& s) { bench::run_read_probe(s, threads); });
+    bench::add_case(threads == 1 ? "read/256Mi" : "read/256Mi/threads:2",
+                    [threads](benchmark::State& s) { bench::run_read_probe(s, threads); });
   }
   for (std::size_t T : {1, 16, 512, 4096}) {
     for (std::size_t E : {8, 64, 256}) {
-      add(fmt::format("stream/T{}/E{}", T, E), [T, E](benchmark::State& s) { run_stream(s, T, E); });
+      bench::add_case(fmt::format("stream/T{}/E{}", T, E), [T, E](benchmark::State& s) { run_stream(s, T, E); });
       for (std::size_t k : {2, 8}) {
         if (k > E) continue;
-        add(fmt::format("naive/T{}/E{}/k{}", T, E, k), [T, E, k](benchmark::State& s) { run_naive(s, T, E, k); });
+        bench::add_case(fmt::format("naive/T{}/E{}/k{}", T, E, k),
+                        [T, E, k](benchmark::State& s) { run_naive(s, T, E, k); });
         for (Scheme scheme : {Scheme::softmax, Scheme::group_limited, Scheme::topk_then_softmax}) {
           if (scheme == Scheme::group_limited && (E < 16 || k > 4 * (E / 8))) continue;
           const Route r{scheme, T, E, k};
           routes().push_back(r);
-          add(r.name(), [r](benchmark::State& s) { run_route(s, r.scheme, r.T, r.E, r.k); });
+          bench::add_case(r.name(), [r](benchmark::State& s) { run_route(s, r.scheme, r.T, r.E, r.k); });
         }
       }
     }
@@ -198,8 +183,8 @@ void register_benchmarks() {
   for (bool int4 : {true, false}) {
     for (std::size_t T : {1, 16, 64, 256}) {
       for (int threads : {1, 2}) {
-        add(fmt::format("moe_ffn/{}/T{}{}", int4 ? "int4" : "f32", T, threads == 2 ? "/threads:2" : ""),
-            [int4, T, threads](benchmark::State& s) { run_ffn(s, int4, T, threads); });
+        bench::add_case(fmt::format("moe_ffn/{}/T{}{}", int4 ? "int4" : "f32", T, threads == 2 ? "/threads:2" : ""),
+                        [int4, T, threads](benchmark::State& s) { run_ffn(s, int4, T, threads); });
       }
     }
   }

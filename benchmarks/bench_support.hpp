@@ -21,6 +21,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace persona::bench {
@@ -287,6 +288,25 @@ inline void run_read_probe(benchmark::State& state, int thread_count) {
     state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   state.SetBytesProcessed(stream.bytes() * static_cast<std::int64_t>(state.iterations()));
+}
+
+// Times each iteration of body() for a manual-time case.
+template <class Body>
+void timed(benchmark::State& state, Body&& body) {
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+}
+
+// Registers a manual-time case in microseconds that also reports the minimum over repetitions.
+template <class Body>
+void add_case(const std::string& name, Body&& body) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<Body>(body))
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->ComputeStatistics("min", min_of);
 }
 
 // main() of a benchmark binary: its default flags (the command line wins), its cases, its summary.

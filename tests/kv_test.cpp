@@ -191,10 +191,12 @@ TEST_CASE("KvCacheConfig errors name the field", "[kv]") {
 }
 
 TEST_CASE("Random operation sequences keep the cache equal to a simple model", "[kv]") {
-  for (const DType storage : {DType::f32, DType::i8}) {
+  for (const auto& [storage, layout] : {std::pair{DType::f32, KvLayout::nhd}, std::pair{DType::i8, KvLayout::nhd},
+                                        std::pair{DType::f32, KvLayout::hnd}, std::pair{DType::i8, KvLayout::hnd}}) {
     for (const std::size_t block_size : {1u, 4u, 16u}) {
-      DYNAMIC_SECTION(name_of(storage) << ", block size " << block_size) {
-        PagedKvCache cache(KvCacheConfig{2, 2, 3, block_size, 112 / block_size + 12, 0, storage});
+      DYNAMIC_SECTION(name_of(storage) << (layout == KvLayout::nhd ? ", nhd" : ", hnd") << ", block size "
+                                       << block_size) {
+        PagedKvCache cache(KvCacheConfig{2, 2, 3, block_size, 112 / block_size + 12, 0, storage, layout});
         const std::vector<std::int32_t> system = iota_tokens(2 * block_size + 1, 1000);
         std::vector<ModelSequence> model;
         std::mt19937 rng(static_cast<std::uint32_t>(block_size * 31 + (storage == DType::i8 ? 7 : 0)));
@@ -277,7 +279,7 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
 }
 
 TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shared last block)", "[kv]") {
-  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 8});
+  PagedKvCache cache(KvCacheConfig{1, 2, 2, 4, 8, 0, DType::f32, KvLayout::hnd});
   ModelSequence parent{
       cache.create_sequence({1, 0, std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}}), 1, 0, 0, {1, 2, 3, 4, 5, 6}};
   write_model_kv(cache, parent, 0);
@@ -525,6 +527,7 @@ namespace {
 struct AttentionCase {
   std::size_t block_size, kv_heads, group, head_dim;
   DType storage;
+  KvLayout layout = KvLayout::nhd;
 };
 
 // A cache whose sequences (one per context length) were appended round-robin in uneven steps, so their
@@ -533,7 +536,7 @@ PagedKvCache fragmented_cache(const AttentionCase& c, const std::vector<std::siz
                               std::vector<SequenceId>& ids, std::uint32_t seed) {
   std::size_t total = 0;
   for (std::size_t n : contexts) total += (n + c.block_size - 1) / c.block_size + 1;
-  PagedKvCache cache(KvCacheConfig{1, c.kv_heads, c.head_dim, c.block_size, total + 4, 0, c.storage});
+  PagedKvCache cache(KvCacheConfig{1, c.kv_heads, c.head_dim, c.block_size, total + 4, 0, c.storage, c.layout});
   std::mt19937 rng(seed);
   ids.clear();
   std::vector<std::size_t> done(contexts.size(), 0);
@@ -573,10 +576,15 @@ TEST_CASE("Paged decode attention equals dense attention over a contiguous copy"
   cases.push_back({16, 2, 4, 128, DType::bf16});
   cases.push_back({16, 1, 32, 20, DType::f32});  // 32 query heads on one KV head: two row chunks; dim tails
   cases.push_back({4, 3, 2, 13, DType::i8});
+  // The head-major layout: a head's rows of a block contiguous.
+  cases.push_back({16, 2, 4, 128, DType::f32, KvLayout::hnd});
+  cases.push_back({1, 2, 8, 128, DType::i8, KvLayout::hnd});
+  cases.push_back({32, 3, 2, 13, DType::bf16, KvLayout::hnd});
+  cases.push_back({4, 2, 4, 20, DType::f16, KvLayout::hnd});
   std::uint32_t seed = 1;
   for (const AttentionCase& c : cases) {
     DYNAMIC_SECTION("block " << c.block_size << ", gqa " << c.group << ", dim " << c.head_dim << ", "
-                             << name_of(c.storage)) {
+                             << name_of(c.storage) << (c.layout == KvLayout::nhd ? ", nhd" : ", hnd")) {
       std::vector<SequenceId> ids;
       const PagedKvCache cache = fragmented_cache(c, contexts, ids, ++seed);
       const AttentionConfig config{c.kv_heads * c.group};
@@ -593,9 +601,9 @@ TEST_CASE("Paged decode attention equals dense attention over a contiguous copy"
 }
 
 TEST_CASE("Paged prefill attention is causal over the cached prefix and the new tokens", "[kv]") {
-  for (DType storage : {DType::f32, DType::i8}) {
+  for (const auto& [storage, layout] : {std::pair{DType::f32, KvLayout::nhd}, std::pair{DType::i8, KvLayout::hnd}}) {
     DYNAMIC_SECTION(name_of(storage)) {
-      const AttentionCase c{16, 2, 4, 64, storage};
+      const AttentionCase c{16, 2, 4, 64, storage, layout};
       std::vector<SequenceId> ids;
       const std::vector<std::size_t> contexts{5, 40, 300};
       const PagedKvCache cache = fragmented_cache(c, contexts, ids, 99);

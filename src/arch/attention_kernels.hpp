@@ -1,7 +1,7 @@
 // The paged attention kernel written once over xsimd batches; each src/arch/<isa>.cpp instantiates the
 // table with make_attention_kernel_table<Arch>(). The scalar oracle is in src/kv/attention_reference.cpp.
 //
-// Per tile of at most kAttentionTile tokens (never crossing a block): scores of every row against each K
+// Per tile of at most kAttentionTile tokens (rows found through the block table): scores of every row against each K
 // row, the online-softmax update (rescale by exp(old max - new max)), then the V rows weighted into the
 // accumulators. Rows go four at a time so that one K or V load feeds four FMAs.
 #pragma once
@@ -24,6 +24,11 @@ struct AttentionKernels {
   using F = xsimd::batch<float, Arch>;
   static constexpr std::size_t L = F::size;
   static constexpr std::size_t kRowGroup = 4;
+  static constexpr std::size_t kPrefetchDistance = 4;
+
+  static void prefetch_row(const std::byte* row, std::size_t bytes) noexcept {
+    for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
+  }
   static_assert(kAttentionTile % L == 0);
 
   template <DType S>
@@ -52,40 +57,75 @@ struct AttentionKernels {
     }
   }
 
-  // scores[i] = q[i] . key for G rows.
+  // scores[i] = q[i] . key for G rows. Two vectors a step: 2 G independent FMA chains cover the FMA
+  // latency (one chain per row would wait on it).
   template <DType S, std::size_t G>
   static void dot_rows(const std::byte* key, const float* const* q, std::size_t dim, float* scores) noexcept {
-    F acc[G];
-    for (std::size_t i = 0; i < G; ++i) acc[i] = F(0.0f);
+    F acc0[G], acc1[G];
+    for (std::size_t i = 0; i < G; ++i) acc0[i] = acc1[i] = F(0.0f);
     std::size_t d = 0;
+    for (; d + 2 * L <= dim; d += 2 * L) {
+      const F k0 = load<S>(key, d), k1 = load<S>(key, d + L);
+      for (std::size_t i = 0; i < G; ++i) {
+        acc0[i] = fused_multiply_add<Arch>(F::load_unaligned(q[i] + d), k0, acc0[i]);
+        acc1[i] = fused_multiply_add<Arch>(F::load_unaligned(q[i] + d + L), k1, acc1[i]);
+      }
+    }
     for (; d + L <= dim; d += L) {
       const F k = load<S>(key, d);
-      for (std::size_t i = 0; i < G; ++i) acc[i] = fused_multiply_add<Arch>(F::load_unaligned(q[i] + d), k, acc[i]);
+      for (std::size_t i = 0; i < G; ++i) acc0[i] = fused_multiply_add<Arch>(F::load_unaligned(q[i] + d), k, acc0[i]);
     }
-    for (std::size_t i = 0; i < G; ++i) scores[i] = xsimd::hadd(acc[i]);
+    if constexpr (G == 4 && !Avx512Family<Arch>) {
+      // Four horizontal sums at once: three hadds and one 128-bit add, not four reductions of five steps.
+      const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc0[0] + acc1[0], acc0[1] + acc1[1]),
+                                      _mm256_hadd_ps(acc0[2] + acc1[2], acc0[3] + acc1[3]));
+      _mm_storeu_ps(scores, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    } else {
+      for (std::size_t i = 0; i < G; ++i) scores[i] = xsimd::hadd(acc0[i] + acc1[i]);
+    }
     for (; d < dim; ++d) {
       const float k = load_one<S>(key, d);
       for (std::size_t i = 0; i < G; ++i) scores[i] += q[i][d] * k;
     }
   }
 
-  // acc[i][0..dim) += sum_j weights[i][j] * value_j for G rows and n value rows `stride` bytes apart.
+  // acc[i][0..dim) += sum_j weights[i][j] * values[j] for G rows and n value rows; two vectors of each
+  // row at a time, so that 2 G independent FMA chains cover the FMA latency.
   template <DType S, std::size_t G>
-  static void accumulate_rows(const std::byte* value, std::size_t stride, std::size_t n, std::size_t dim,
-                              float* const* acc, const float* const* weights) noexcept {
+  static void accumulate_rows(const std::byte* const* values, std::size_t n, std::size_t dim, float* const* acc,
+                              const float* const* weights) noexcept {
     std::size_t d = 0;
+    for (; d + 2 * L <= dim; d += 2 * L) {
+      F a0[G], a1[G];
+      for (std::size_t i = 0; i < G; ++i) {
+        a0[i] = F::load_aligned(acc[i] + d);
+        a1[i] = F::load_aligned(acc[i] + d + L);
+      }
+      for (std::size_t j = 0; j < n; ++j) {
+        const F v0 = load<S>(values[j], d), v1 = load<S>(values[j], d + L);
+        for (std::size_t i = 0; i < G; ++i) {
+          const F w(weights[i][j]);
+          a0[i] = fused_multiply_add<Arch>(w, v0, a0[i]);
+          a1[i] = fused_multiply_add<Arch>(w, v1, a1[i]);
+        }
+      }
+      for (std::size_t i = 0; i < G; ++i) {
+        a0[i].store_aligned(acc[i] + d);
+        a1[i].store_aligned(acc[i] + d + L);
+      }
+    }
     for (; d + L <= dim; d += L) {
       F a[G];
       for (std::size_t i = 0; i < G; ++i) a[i] = F::load_aligned(acc[i] + d);
       for (std::size_t j = 0; j < n; ++j) {
-        const F v = load<S>(value + j * stride, d);
+        const F v = load<S>(values[j], d);
         for (std::size_t i = 0; i < G; ++i) a[i] = fused_multiply_add<Arch>(F(weights[i][j]), v, a[i]);
       }
       for (std::size_t i = 0; i < G; ++i) a[i].store_aligned(acc[i] + d);
     }
     for (; d < dim; ++d) {
       for (std::size_t j = 0; j < n; ++j) {
-        const float v = load_one<S>(value + j * stride, d);
+        const float v = load_one<S>(values[j], d);
         for (std::size_t i = 0; i < G; ++i) acc[i][d] += weights[i][j] * v;
       }
     }
@@ -107,8 +147,8 @@ struct AttentionKernels {
   template <DType S>
   static void attend_typed(const AttentionHead& head, const AttentionRows& rows) noexcept {
     const kv::KvLayerView& layer = head.layer;
-    const std::size_t dim = layer.head_dim, block_size = layer.block_size, mask = block_size - 1;
-    const std::size_t stride = layer.kv_heads * dim * size_of(S);  // bytes from one token's row to the next
+    const std::size_t dim = layer.head_dim, mask = layer.block_size - 1;
+    const std::size_t row_bytes = dim * size_of(S);
     const std::size_t count = rows.count;
     std::size_t max_context = 0;
     for (std::size_t r = 0; r < count; ++r) max_context = std::max(max_context, rows.context[r]);
@@ -127,20 +167,35 @@ struct AttentionKernels {
     }
     const F minus_infinity(-std::numeric_limits<float>::infinity());
 
-    for (std::size_t pos = 0; pos < max_context;) {
-      const std::size_t in_block = pos & mask;
-      const std::size_t n = std::min({kAttentionTile, block_size - in_block, max_context - pos});
-      const std::size_t slot = static_cast<std::size_t>(head.blocks[pos >> head.block_shift]) * block_size + in_block;
-      const std::byte* keys = layer.k + kv_row_offset(layer, slot, head.head);
-      const std::byte* values = layer.v + kv_row_offset(layer, slot, head.head);
-
-      // Scores, stored transposed into weights[r][j].
+    // Tiles of kAttentionTile tokens whatever the block size: the per-tile softmax work stays amortized
+    // over as many tokens with blocks of 1 or 16 as on contiguous KV.
+    const auto row_at = [&](std::size_t position) {
+      return layer.row_index(static_cast<std::size_t>(head.blocks[position >> head.block_shift]), position & mask,
+                             head.head);
+    };
+    for (std::size_t pos = 0, n = 0; pos < max_context; pos += n) {
+      n = std::min(kAttentionTile, max_context - pos);
+      std::size_t tile_rows[kAttentionTile];
+      const std::byte* value_rows[kAttentionTile];
       for (std::size_t j = 0; j < n; ++j) {
+        tile_rows[j] = row_at(pos + j);
+        value_rows[j] = layer.v + tile_rows[j] * row_bytes;
+      }
+
+      // Scores, stored transposed into weights[r][j]. In the nhd layout one head's rows are kv_heads *
+      // head_dim elements apart (a page for 8 heads of 128 f32): too far for the hardware prefetcher, so
+      // each K and V row is requested kPrefetchDistance tokens ahead.
+      for (std::size_t j = 0; j < n; ++j) {
+        if (pos + j + kPrefetchDistance < max_context) {
+          const std::size_t ahead = row_at(pos + j + kPrefetchDistance) * row_bytes;
+          prefetch_row(layer.k + ahead, row_bytes);
+          prefetch_row(layer.v + ahead, row_bytes);
+        }
         float key_scale = head.scale;
-        if constexpr (S == DType::i8) key_scale *= layer.k_scale[(slot + j) * layer.kv_heads + head.head];
+        if constexpr (S == DType::i8) key_scale *= layer.k_scale[tile_rows[j]];
         for_row_groups(count, [&]<std::size_t G>(std::size_t first) {
           float scores[G];
-          dot_rows<S, G>(keys + j * stride, rows.q + first, dim, scores);
+          dot_rows<S, G>(layer.k + tile_rows[j] * row_bytes, rows.q + first, dim, scores);
           for (std::size_t i = 0; i < G; ++i) weights[first + i][j] = scores[i] * key_scale;
         });
       }
@@ -172,14 +227,13 @@ struct AttentionKernels {
           for (std::size_t d = 0; d < dim; ++d) acc[r][d] *= correction;
         }
         if constexpr (S == DType::i8) {
-          for (std::size_t j = 0; j < valid; ++j) w[j] *= layer.v_scale[(slot + j) * layer.kv_heads + head.head];
+          for (std::size_t j = 0; j < valid; ++j) w[j] *= layer.v_scale[tile_rows[j]];
         }
       }
 
       for_row_groups(count, [&]<std::size_t G>(std::size_t first) {
-        accumulate_rows<S, G>(values, stride, n, dim, acc_rows + first, weight_rows + first);
+        accumulate_rows<S, G>(value_rows, n, dim, acc_rows + first, weight_rows + first);
       });
-      pos += n;
     }
 
     for (std::size_t r = 0; r < count; ++r) {

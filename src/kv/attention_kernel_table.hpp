@@ -13,7 +13,7 @@
 namespace persona::detail {
 
 inline constexpr std::size_t kMaxAttentionRows = 16;
-// Tokens scored at once: a tile never crosses a block, so a tile's K and V rows are contiguous.
+// Tokens scored at once.
 inline constexpr std::size_t kAttentionTile = 32;
 
 // One KV head of one sequence in one layer.

@@ -20,10 +20,10 @@ void attend_ref(const AttentionHead& head, const AttentionRows& rows) noexcept {
     double max = -std::numeric_limits<double>::infinity(), sum = 0.0;
     std::fill_n(acc.begin(), dim, 0.0);
     for (std::size_t pos = 0; pos < rows.context[r]; ++pos) {
-      const std::size_t slot =
-          static_cast<std::size_t>(head.blocks[pos >> head.block_shift]) * layer.block_size + (pos & mask);
-      kv_load_row(layer, layer.k, layer.k_scale, slot, head.head, key.data());
-      kv_load_row(layer, layer.v, layer.v_scale, slot, head.head, value.data());
+      const std::size_t row =
+          layer.row_index(static_cast<std::size_t>(head.blocks[pos >> head.block_shift]), pos & mask, head.head);
+      kv_load_row(layer, layer.k, layer.k_scale, row, key.data());
+      kv_load_row(layer, layer.v, layer.v_scale, row, value.data());
       double score = 0.0;
       for (std::size_t d = 0; d < dim; ++d) score += static_cast<double>(rows.q[r][d]) * key[d];
       score *= head.scale;

@@ -24,6 +24,8 @@ void validate(const KvCacheConfig& config) {
   PERSONA_CHECK(config.storage == DType::f32 || config.storage == DType::f16 || config.storage == DType::bf16 ||
                     config.storage == DType::i8,
                 "storage is {}; expected f32, f16, bf16 or i8", name_of(config.storage));
+  PERSONA_CHECK(config.layout == KvLayout::nhd || config.layout == KvLayout::hnd, "layout {} is not nhd or hnd",
+                static_cast<int>(config.layout));
   PERSONA_CHECK(config.num_blocks > 0 || config.byte_budget >= block_bytes(config),
                 "neither num_blocks nor a byte_budget of at least one block ({} bytes) given; byte_budget is {}",
                 block_bytes(config), config.byte_budget);

@@ -15,14 +15,10 @@
 
 namespace persona::detail {
 
-// Byte offset of (slot, head) in a layer's K or V array; slot = block * block_size + position in block.
-inline std::size_t kv_row_offset(const kv::KvLayerView& layer, std::size_t slot, std::size_t head) noexcept {
-  return ((slot * layer.kv_heads + head) * layer.head_dim) * size_of(layer.storage);
-}
-
-inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, const float* scales, std::size_t slot,
-                        std::size_t head, float* out) noexcept {
-  const std::byte* row = base + kv_row_offset(layer, slot, head);
+// Row `index` (KvLayerView::row_index) of a layer's K or V array as f32.
+inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, const float* scales, std::size_t index,
+                        float* out) noexcept {
+  const std::byte* row = base + index * layer.head_dim * size_of(layer.storage);
   const std::size_t dim = layer.head_dim;
   switch (layer.storage) {
     case DType::f32: std::memcpy(out, row, dim * sizeof(float)); break;
@@ -41,17 +37,17 @@ inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, con
       }
       break;
     default: {  // i8: code * scale of (slot, head)
-      const float scale = scales[slot * layer.kv_heads + head];
+      const float scale = scales[index];
       for (std::size_t d = 0; d < dim; ++d) out[d] = static_cast<float>(static_cast<std::int8_t>(row[d])) * scale;
     }
   }
 }
 
-// Stores `in` ([head_dim], finite) as (slot, head); int8 rows get scale absmax / 127 and codes
+// Stores `in` ([head_dim], finite) as row `index`; int8 rows get scale absmax / 127 and codes
 // nearbyint(x * 127 / absmax), computed in double.
-inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* scales, std::size_t slot,
-                         std::size_t head, const float* in) noexcept {
-  std::byte* row = base + kv_row_offset(layer, slot, head);
+inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* scales, std::size_t index,
+                         const float* in) noexcept {
+  std::byte* row = base + index * layer.head_dim * size_of(layer.storage);
   const std::size_t dim = layer.head_dim;
   switch (layer.storage) {
     case DType::f32: std::memcpy(row, in, dim * sizeof(float)); break;
@@ -70,7 +66,7 @@ inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* s
     default: {
       float absmax = 0.0f;
       for (std::size_t d = 0; d < dim; ++d) absmax = std::max(absmax, std::fabs(in[d]));
-      scales[slot * layer.kv_heads + head] = absmax / 127.0f;
+      scales[index] = absmax / 127.0f;
       // In double: 127 / absmax overflows float for subnormal rows.
       const double inverse = absmax > 0.0f ? 127.0 / absmax : 0.0;
       for (std::size_t d = 0; d < dim; ++d) {

@@ -1,6 +1,7 @@
 #include "persona/kv/paged_kv_cache.hpp"
 
 #include "kv/kv_storage.hpp"
+#include "kv/pool_memory.hpp"
 #include "kv/prefix_index.hpp"
 #include "persona/core/error.hpp"
 
@@ -82,7 +83,7 @@ struct PagedKvCache::State {
   std::size_t blocks = 0;
   std::size_t row_elements = 0;       // kv_heads * head_dim: one token's K (or V) in one layer
   std::size_t layer_elements = 0;     // num_blocks * block_size * row_elements
-  Tensor<std::byte> k, v;             // [layers, num_blocks, block_size, kv_heads, head_dim] of storage
+  detail::PoolMemory k, v;            // [layers, num_blocks, block_size, kv_heads, head_dim] of storage
   Tensor<float> k_scale, v_scale;     // [layers, num_blocks, block_size, kv_heads], int8 only
   Tensor<std::int32_t> block_tokens;  // [num_blocks, block_size]
   std::vector<BlockMeta> meta;
@@ -102,8 +103,8 @@ struct PagedKvCache::State {
         blocks(num_blocks),
         row_elements(c.kv_heads * c.head_dim),
         layer_elements(num_blocks * c.block_size * c.kv_heads * c.head_dim),
-        k(Shape{c.layers * layer_elements * size_of(c.storage)}),
-        v(Shape{c.layers * layer_elements * size_of(c.storage)}),
+        k(c.layers * layer_elements * size_of(c.storage)),
+        v(c.layers * layer_elements * size_of(c.storage)),
         k_scale(Shape{c.storage == DType::i8 ? c.layers * num_blocks * c.block_size * c.kv_heads : 0}),
         v_scale(Shape{c.storage == DType::i8 ? c.layers * num_blocks * c.block_size * c.kv_heads : 0}),
         block_tokens(Shape{num_blocks * c.block_size}),
@@ -119,13 +120,15 @@ struct PagedKvCache::State {
                        int8 ? k_scale.data() + l * scale_elements : nullptr,
                        int8 ? v_scale.data() + l * scale_elements : nullptr,
                        config.storage,
+                       config.layout,
                        config.block_size,
                        config.kv_heads,
                        config.head_dim};
   }
 
-  std::size_t slot_of(const Sequence& s, std::size_t position) const noexcept {
-    return static_cast<std::size_t>(s.blocks[position >> block_shift]) * config.block_size + (position & block_mask);
+  std::size_t row_of(const KvLayerView& view, const Sequence& s, std::size_t position,
+                     std::size_t head) const noexcept {
+    return view.row_index(static_cast<std::size_t>(s.blocks[position >> block_shift]), position & block_mask, head);
   }
   std::int32_t* tokens_of(BlockId b) noexcept {
     return block_tokens.data() + static_cast<std::size_t>(b) * config.block_size;
@@ -235,21 +238,20 @@ struct PagedKvCache::State {
   }
 
   void copy_block(BlockId from, BlockId to, std::size_t slots) noexcept {
-    const std::size_t elem = size_of(config.storage);
-    const std::size_t row_bytes = row_elements * elem;
+    const std::size_t row_bytes = config.head_dim * size_of(config.storage);
     for (std::size_t l = 0; l < config.layers; ++l) {
       const KvLayerView view = layer(l);
-      const std::size_t src = static_cast<std::size_t>(from) * config.block_size;
-      const std::size_t dst = static_cast<std::size_t>(to) * config.block_size;
-      std::byte* k_base = k.data() + l * layer_elements * elem;
-      std::byte* v_base = v.data() + l * layer_elements * elem;
-      std::memcpy(k_base + dst * row_bytes, k_base + src * row_bytes, slots * row_bytes);
-      std::memcpy(v_base + dst * row_bytes, v_base + src * row_bytes, slots * row_bytes);
-      if (config.storage == DType::i8) {
-        float* ks = const_cast<float*>(view.k_scale);
-        float* vs = const_cast<float*>(view.v_scale);
-        std::memcpy(ks + dst * config.kv_heads, ks + src * config.kv_heads, slots * config.kv_heads * sizeof(float));
-        std::memcpy(vs + dst * config.kv_heads, vs + src * config.kv_heads, slots * config.kv_heads * sizeof(float));
+      for (std::size_t s = 0; s < slots; ++s) {
+        for (std::size_t h = 0; h < config.kv_heads; ++h) {
+          const std::size_t from_row = view.row_index(static_cast<std::size_t>(from), s, h);
+          const std::size_t to_row = view.row_index(static_cast<std::size_t>(to), s, h);
+          std::memcpy(const_cast<std::byte*>(view.k) + to_row * row_bytes, view.k + from_row * row_bytes, row_bytes);
+          std::memcpy(const_cast<std::byte*>(view.v) + to_row * row_bytes, view.v + from_row * row_bytes, row_bytes);
+          if (config.storage == DType::i8) {
+            const_cast<float*>(view.k_scale)[to_row] = view.k_scale[from_row];
+            const_cast<float*>(view.v_scale)[to_row] = view.v_scale[from_row];
+          }
+        }
       }
     }
     std::memcpy(tokens_of(to), tokens_of(from), slots * sizeof(std::int32_t));
@@ -465,10 +467,10 @@ void PagedKvCache::write_kv(SequenceId id, std::size_t layer, TensorView<const f
   float* k_scale = const_cast<float*>(view.k_scale);
   float* v_scale = const_cast<float*>(view.v_scale);
   for (std::size_t t = 0; t < n; ++t) {
-    const std::size_t slot = st.slot_of(s, start + t);
     for (std::size_t h = 0; h < c.kv_heads; ++h) {
-      detail::kv_store_row(view, k_base, k_scale, slot, h, &k(t, h, 0));
-      detail::kv_store_row(view, v_base, v_scale, slot, h, &v(t, h, 0));
+      const std::size_t row = st.row_of(view, s, start + t, h);
+      detail::kv_store_row(view, k_base, k_scale, row, &k(t, h, 0));
+      detail::kv_store_row(view, v_base, v_scale, row, &v(t, h, 0));
     }
   }
   s.written[layer] = start + n;
@@ -565,10 +567,10 @@ void PagedKvCache::read_kv(SequenceId id, std::size_t layer, TensorView<float> k
                      expected.to_string());
   const KvLayerView view = st.layer(layer);
   for (std::size_t p = 0; p < s.length; ++p) {
-    const std::size_t slot = st.slot_of(s, p);
     for (std::size_t h = 0; h < c.kv_heads; ++h) {
-      detail::kv_load_row(view, view.k, view.k_scale, slot, h, &k(p, h, 0));
-      detail::kv_load_row(view, view.v, view.v_scale, slot, h, &v(p, h, 0));
+      const std::size_t row = st.row_of(view, s, p, h);
+      detail::kv_load_row(view, view.k, view.k_scale, row, &k(p, h, 0));
+      detail::kv_load_row(view, view.v, view.v_scale, row, &v(p, h, 0));
     }
   }
 }
@@ -603,7 +605,7 @@ KvCacheStats PagedKvCache::stats() const {
   out.prompt_tokens = st.prompt_tokens;
   out.hit_tokens = st.hit_tokens;
   out.evictions = st.evictions;
-  out.bytes = st.k.numel() + st.v.numel() + (st.k_scale.numel() + st.v_scale.numel()) * sizeof(float);
+  out.bytes = st.k.bytes() + st.v.bytes() + (st.k_scale.numel() + st.v_scale.numel()) * sizeof(float);
   // Slots of a used block that no sequence reaches; a block shared by several counts once.
   std::vector<std::uint32_t> filled(st.blocks, 0);
   for (const Sequence& s : st.sequences) {

@@ -5,8 +5,15 @@
 #include "persona/core/dtype.hpp"
 
 #include <cstddef>
+#include <cstdint>
 
 namespace persona::kv {
+
+// Where one token's row of one KV head sits in a layer's K (or V) array:
+//   nhd: [num_blocks, block_size, kv_heads, head_dim] (vLLM's and FlashInfer's default)
+//   hnd: [num_blocks, kv_heads, block_size, head_dim] (FlashInfer's HND): a head's rows of one block are
+//        contiguous, which attention on a CPU reads at a higher rate (docs/performance.md).
+enum class KvLayout : std::uint8_t { nhd, hnd };
 
 struct KvCacheConfig {
   std::size_t layers = 0;
@@ -19,6 +26,7 @@ struct KvCacheConfig {
   std::size_t byte_budget = 0;
   // f32, f16, bf16, or i8 (codes with one f32 scale per token and KV head: absmax / 127).
   DType storage = DType::f32;
+  KvLayout layout = KvLayout::nhd;
 };
 
 inline constexpr std::size_t kMaxHeadDim = 512;
