@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C level: compiled with -mavx2 -mfma -mf16c, used only when the CPU has them.
 #define PERSONA_ARCH_EIGEN persona_eigen_avx2
+#include "arch/arch_kernels.hpp"
 #include "arch/attention_kernels.hpp"
 #include "arch/core_kernels.hpp"
 #include "arch/quant_kernels.hpp"
@@ -13,9 +14,9 @@ constexpr RouterKernelTable kRouter = make_router_kernel_table<Avx2Arch>();
 constexpr AttentionKernelTable kAttention = make_attention_kernel_table<Avx2Arch>();
 }  // namespace
 
-const CoreKernelTable& avx2_core_kernels() noexcept { return kCore; }
-const QuantKernelTable& avx2_quant_kernels() noexcept { return kQuant; }
-const RouterKernelTable& avx2_router_kernels() noexcept { return kRouter; }
-const AttentionKernelTable& avx2_attention_kernels() noexcept { return kAttention; }
+const ArchKernels& avx2_kernels() noexcept {
+  static constexpr ArchKernels kKernels{kCore, kQuant, kRouter, kAttention};
+  return kKernels;
+}
 
 }  // namespace persona::detail

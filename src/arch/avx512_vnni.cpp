@@ -1,5 +1,6 @@
 // AVX-512 with VNNI: the avx512 level's flags plus -mavx512vnni; integer dot products use vpdpbusd.
 #define PERSONA_ARCH_EIGEN persona_eigen_avx512_vnni
+#include "arch/arch_kernels.hpp"
 #include "arch/attention_kernels.hpp"
 #include "arch/core_kernels.hpp"
 #include "arch/quant_kernels.hpp"
@@ -13,9 +14,9 @@ constexpr RouterKernelTable kRouter = make_router_kernel_table<Avx512VnniArch>()
 constexpr AttentionKernelTable kAttention = make_attention_kernel_table<Avx512VnniArch>();
 }  // namespace
 
-const CoreKernelTable& avx512_vnni_core_kernels() noexcept { return kCore; }
-const QuantKernelTable& avx512_vnni_quant_kernels() noexcept { return kQuant; }
-const RouterKernelTable& avx512_vnni_router_kernels() noexcept { return kRouter; }
-const AttentionKernelTable& avx512_vnni_attention_kernels() noexcept { return kAttention; }
+const ArchKernels& avx512_vnni_kernels() noexcept {
+  static constexpr ArchKernels kKernels{kCore, kQuant, kRouter, kAttention};
+  return kKernels;
+}
 
 }  // namespace persona::detail

@@ -44,10 +44,8 @@ const CoreKernelTable& core_kernels(IsaLevel level) noexcept;
 // The kernels of active_isa_level().
 const CoreKernelTable& core_kernels();
 
-// Defined in src/arch/<isa>.cpp, each compiled with its own flags.
+// The scalar level: the oracles with Eigen's matmul (src/arch/scalar.cpp). The SIMD levels' tables are
+// reached through arch_kernels (src/arch/arch_kernels.hpp).
 const CoreKernelTable& scalar_core_kernels() noexcept;
-const CoreKernelTable& avx2_core_kernels() noexcept;
-const CoreKernelTable& avx512_core_kernels() noexcept;
-const CoreKernelTable& avx512_vnni_core_kernels() noexcept;
 
 }  // namespace persona::detail

@@ -40,8 +40,4 @@ struct AttentionKernelTable {
 const AttentionKernelTable& reference_attention_kernels() noexcept;
 const AttentionKernelTable& attention_kernels(IsaLevel level) noexcept;
 
-const AttentionKernelTable& avx2_attention_kernels() noexcept;
-const AttentionKernelTable& avx512_attention_kernels() noexcept;
-const AttentionKernelTable& avx512_vnni_attention_kernels() noexcept;
-
 }  // namespace persona::detail

@@ -1,5 +1,6 @@
 // The scalar attention kernel: token by token online softmax in double, the oracle the SIMD kernels are
 // tested against and the scalar level.
+#include "arch/arch_kernels.hpp"
 #include "kv/attention_kernel_table.hpp"
 #include "kv/kv_storage.hpp"
 
@@ -44,18 +45,8 @@ constexpr AttentionKernelTable kReference{attend_ref};
 const AttentionKernelTable& reference_attention_kernels() noexcept { return kReference; }
 
 const AttentionKernelTable& attention_kernels(IsaLevel level) noexcept {
-  switch (level) {
-#if PERSONA_HAVE_AVX512_VNNI_KERNELS
-    case IsaLevel::avx512_vnni: return avx512_vnni_attention_kernels();
-#endif
-#if PERSONA_HAVE_AVX512_KERNELS
-    case IsaLevel::avx512: return avx512_attention_kernels();
-#endif
-#if PERSONA_HAVE_AVX2_KERNELS
-    case IsaLevel::avx2: return avx2_attention_kernels();
-#endif
-    default: return kReference;
-  }
+  const ArchKernels* arch = arch_kernels(level);
+  return arch != nullptr ? arch->attention : kReference;
 }
 
 }  // namespace persona::detail

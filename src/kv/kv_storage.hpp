@@ -15,6 +15,23 @@
 
 namespace persona::detail {
 
+template <class Convert>
+void load_16bit_row(const std::byte* row, std::size_t dim, float* out, Convert convert) noexcept {
+  for (std::size_t d = 0; d < dim; ++d) {
+    std::uint16_t bits;
+    std::memcpy(&bits, row + 2 * d, 2);
+    out[d] = convert(bits);
+  }
+}
+
+template <class Convert>
+void store_16bit_row(std::byte* row, std::size_t dim, const float* in, Convert convert) noexcept {
+  for (std::size_t d = 0; d < dim; ++d) {
+    const std::uint16_t bits = convert(in[d]);
+    std::memcpy(row + 2 * d, &bits, 2);
+  }
+}
+
 // Row `index` (KvLayerView::row_index) of a layer's K or V array as f32.
 inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, const float* scales, std::size_t index,
                         float* out) noexcept {
@@ -22,20 +39,8 @@ inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, con
   const std::size_t dim = layer.head_dim;
   switch (layer.storage) {
     case DType::f32: std::memcpy(out, row, dim * sizeof(float)); break;
-    case DType::f16:
-      for (std::size_t d = 0; d < dim; ++d) {
-        std::uint16_t bits;
-        std::memcpy(&bits, row + 2 * d, 2);
-        out[d] = f16_bits_to_f32(bits);
-      }
-      break;
-    case DType::bf16:
-      for (std::size_t d = 0; d < dim; ++d) {
-        std::uint16_t bits;
-        std::memcpy(&bits, row + 2 * d, 2);
-        out[d] = bf16_bits_to_f32(bits);
-      }
-      break;
+    case DType::f16: load_16bit_row(row, dim, out, f16_bits_to_f32); break;
+    case DType::bf16: load_16bit_row(row, dim, out, bf16_bits_to_f32); break;
     default: {  // i8: code * scale of (slot, head)
       const float scale = scales[index];
       for (std::size_t d = 0; d < dim; ++d) out[d] = static_cast<float>(static_cast<std::int8_t>(row[d])) * scale;
@@ -51,18 +56,8 @@ inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* s
   const std::size_t dim = layer.head_dim;
   switch (layer.storage) {
     case DType::f32: std::memcpy(row, in, dim * sizeof(float)); break;
-    case DType::f16:
-      for (std::size_t d = 0; d < dim; ++d) {
-        const std::uint16_t bits = f32_to_f16_bits(in[d]);
-        std::memcpy(row + 2 * d, &bits, 2);
-      }
-      break;
-    case DType::bf16:
-      for (std::size_t d = 0; d < dim; ++d) {
-        const std::uint16_t bits = f32_to_bf16_bits(in[d]);
-        std::memcpy(row + 2 * d, &bits, 2);
-      }
-      break;
+    case DType::f16: store_16bit_row(row, dim, in, f32_to_f16_bits); break;
+    case DType::bf16: store_16bit_row(row, dim, in, f32_to_bf16_bits); break;
     default: {
       float absmax = 0.0f;
       for (std::size_t d = 0; d < dim; ++d) absmax = std::max(absmax, std::fabs(in[d]));

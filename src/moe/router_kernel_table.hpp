@@ -42,8 +42,4 @@ inline std::size_t insert_candidate(float value, std::int32_t id, std::size_t co
 const RouterKernelTable& reference_router_kernels() noexcept;
 const RouterKernelTable& router_kernels(IsaLevel level) noexcept;
 
-const RouterKernelTable& avx2_router_kernels() noexcept;
-const RouterKernelTable& avx512_router_kernels() noexcept;
-const RouterKernelTable& avx512_vnni_router_kernels() noexcept;
-
 }  // namespace persona::detail

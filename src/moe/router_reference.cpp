@@ -1,4 +1,5 @@
 // The scalar routing kernels: the oracle the SIMD ones are tested against, and the scalar level.
+#include "arch/arch_kernels.hpp"
 #include "moe/router_kernel_table.hpp"
 
 #include <algorithm>
@@ -40,18 +41,8 @@ constexpr RouterKernelTable kReference{all_finite_ref, sigmoid_ref, select_top_k
 const RouterKernelTable& reference_router_kernels() noexcept { return kReference; }
 
 const RouterKernelTable& router_kernels(IsaLevel level) noexcept {
-  switch (level) {
-#if PERSONA_HAVE_AVX512_VNNI_KERNELS
-    case IsaLevel::avx512_vnni: return avx512_vnni_router_kernels();
-#endif
-#if PERSONA_HAVE_AVX512_KERNELS
-    case IsaLevel::avx512: return avx512_router_kernels();
-#endif
-#if PERSONA_HAVE_AVX2_KERNELS
-    case IsaLevel::avx2: return avx2_router_kernels();
-#endif
-    default: return kReference;
-  }
+  const ArchKernels* arch = arch_kernels(level);
+  return arch != nullptr ? arch->router : kReference;
 }
 
 }  // namespace persona::detail

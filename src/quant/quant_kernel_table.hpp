@@ -76,8 +76,4 @@ bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_s
 const QuantKernelTable& reference_quant_kernels() noexcept;
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept;
 
-const QuantKernelTable& avx2_quant_kernels() noexcept;
-const QuantKernelTable& avx512_quant_kernels() noexcept;
-const QuantKernelTable& avx512_vnni_quant_kernels() noexcept;
-
 }  // namespace persona::detail

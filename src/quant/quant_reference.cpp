@@ -1,6 +1,7 @@
 // The scalar oracles of the quantized products. Each output is computed with exactly the operations, in
 // exactly the order, that every SIMD lane performs (src/arch/quant_kernels.hpp), so results agree bit for
 // bit; the scalar level runs these.
+#include "arch/arch_kernels.hpp"
 #include "quant/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
 
@@ -102,18 +103,8 @@ bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_s
 const QuantKernelTable& reference_quant_kernels() noexcept { return kReference; }
 
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept {
-  switch (level) {
-#if PERSONA_HAVE_AVX512_VNNI_KERNELS
-    case IsaLevel::avx512_vnni: return avx512_vnni_quant_kernels();
-#endif
-#if PERSONA_HAVE_AVX512_KERNELS
-    case IsaLevel::avx512: return avx512_quant_kernels();
-#endif
-#if PERSONA_HAVE_AVX2_KERNELS
-    case IsaLevel::avx2: return avx2_quant_kernels();
-#endif
-    default: return kReference;
-  }
+  const ArchKernels* arch = arch_kernels(level);
+  return arch != nullptr ? arch->quant : kReference;
 }
 
 }  // namespace persona::detail
