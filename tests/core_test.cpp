@@ -371,6 +371,23 @@ TEST_CASE("dot matches the reference within the summation error bound", "[core][
   PERSONA_REQUIRE_ERROR(dot(three, four), shape_mismatch, "3 elements but b has 4");
 }
 
+TEST_CASE("squared_l2 matches the reference within the summation error bound", "[core][ops]") {
+  for_each_level_and_threads([](IsaLevel, int) {
+    for (std::size_t n : kSizes) {
+      const Tensor<float> a = random_tensor({n}, 3), b = random_tensor({n}, 4);
+      const double exact = squared_l2_ref(a.span(), b.span());
+      // Each squared difference is rounded twice (difference, product) and the sum recursively.
+      const double bound = (static_cast<double>(n) + 4) * kUnitRoundoff * exact;
+      INFO("n = " << n);
+      CHECK(std::fabs(squared_l2(a.span(), b.span()) - exact) <= bound);
+    }
+  });
+  const std::vector<float> a{1.0f, 2.0f, 3.0f}, b{1.0f, 0.0f, -1.0f};
+  CHECK(squared_l2(a, b) == 20.0f);
+  std::vector<float> three(3), four(4);
+  PERSONA_REQUIRE_ERROR(squared_l2(three, four), shape_mismatch, "3 elements but b has 4");
+}
+
 TEST_CASE("Row ops match the reference at every level, size and thread count", "[core][ops]") {
   for_each_level_and_threads([](IsaLevel level, int threads) {
     for (std::size_t n : kSizes) {

@@ -10,6 +10,7 @@
 #include <persona/kv/paged_kv_cache.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -210,13 +211,14 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
               ModelSequence s;
               s.tenant = pick(3);
               s.adapter = pick(2);
-              s.shared = pick(2) == 0 ? system.size() : 0;
+              const std::size_t declared = std::array<std::size_t, 3>{system.size(), 0, 1000}[pick(3)];
               s.tokens = system;
               const auto own = iota_tokens(pick(2) * block_size, static_cast<std::int32_t>(s.tenant * 100));
               s.tokens.insert(s.tokens.end(), own.begin(), own.end());
               for (std::size_t i = pick(block_size + 2); i > 0; --i)
                 s.tokens.push_back(static_cast<std::int32_t>(pick(5)));
-              s.id = cache.create_sequence(SequenceSpec{s.tenant, s.adapter, s.tokens, s.shared});
+              s.shared = std::min(declared, s.tokens.size());  // the cache clamps it to the prompt
+              s.id = cache.create_sequence(SequenceSpec{s.tenant, s.adapter, s.tokens, declared});
               const std::size_t cached = cache.sequence_info(s.id).cached_tokens;
               REQUIRE(cached % block_size == 0);
               REQUIRE(cached < s.tokens.size());
@@ -239,7 +241,9 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
                 model.push_back(child);
                 ++forks;
               } else if (op == 4 && !s.pinned) {
-                const std::size_t n = pick(s.tokens.size() + 1);
+                // Not into the declared public prefix: the model ties each value to its block's key at
+                // write time (a dedicated test covers rolling back into it).
+                const std::size_t n = pick(s.tokens.size() - s.shared + 1);
                 cache.truncate(s.id, n);
                 s.tokens.resize(s.tokens.size() - n);
               } else if (op == 5 && !s.pinned) {
@@ -347,6 +351,81 @@ TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is decla
   CHECK(cache.sequence_info(whole).cached_tokens == 0);
 }
 
+TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that computed them", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 64});
+  const std::vector<std::int32_t> prompt = iota_tokens(5, 1);
+  // A public prefix declared longer than the prompt covers the prompt only: tokens the tenant appends
+  // later (its own text) stay private.
+  const SequenceId a = cache.create_sequence({.tenant = 1, .prompt = prompt, .shared_prefix_tokens = 64});
+  Tensor<float> kv({5, 1, 1});
+  cache.write_kv(a, 0, kv, kv);
+  cache.append(a, iota_tokens(8, 100), Tensor<float>({1, 8, 1, 1}), Tensor<float>({1, 8, 1, 1}));
+  std::vector<std::int32_t> same = cache.tokens(a);
+  same.push_back(7);
+  const SequenceId b = cache.create_sequence({.tenant = 2, .prompt = same, .shared_prefix_tokens = 64});
+  CHECK(cache.sequence_info(b).cached_tokens == 4);  // block 0 only: blocks 1..2 hold tenant 1's tokens
+  // Rolled back below the declared prefix, the sequence's new tokens are private too.
+  const SequenceId c = cache.create_sequence({.tenant = 3, .prompt = iota_tokens(9, 50), .shared_prefix_tokens = 8});
+  Tensor<float> kv9({9, 1, 1});
+  cache.write_kv(c, 0, kv9, kv9);
+  cache.truncate(c, 3);  // 6 tokens: the declared prefix shrinks to 6, block 1 is no longer public
+  cache.append(c, iota_tokens(2, 900), Tensor<float>({1, 2, 1, 1}), Tensor<float>({1, 2, 1, 1}));
+  std::vector<std::int32_t> rolled = cache.tokens(c);
+  rolled.push_back(1);
+  const SequenceId d = cache.create_sequence({.tenant = 4, .prompt = rolled, .shared_prefix_tokens = 8});
+  CHECK(cache.sequence_info(d).cached_tokens == 4);
+  // The public key carries the adapter the prefix was computed with.
+  const std::vector<std::int32_t> system = iota_tokens(9, 300);
+  const auto with_adapter = [&](std::uint64_t tenant, std::uint64_t adapter) {
+    const SequenceId id = cache.create_sequence(
+        {.tenant = tenant, .prompt = system, .shared_prefix_tokens = 8, .shared_prefix_adapter = adapter});
+    Tensor<float> rows({9 - cache.sequence_info(id).cached_tokens, 1, 1});
+    cache.write_kv(id, 0, rows, rows);
+    return cache.sequence_info(id).cached_tokens;
+  };
+  CHECK(with_adapter(10, 0) == 0);
+  CHECK(with_adapter(11, 0) == 8);  // another tenant, same prefix adapter: shared
+  CHECK(with_adapter(12, 5) == 0);  // computed with another adapter: not
+  CHECK(with_adapter(13, 5) == 8);
+}
+
+TEST_CASE("K/V must fit the storage type; a refused append changes nothing", "[kv]") {
+  PagedKvCache f16(KvCacheConfig{2, 1, 2, 4, 8, 0, DType::f16});
+  const SequenceId s = f16.create_sequence({.tenant = 1});
+  Tensor<float> k({2, 1, 1, 2}), v({2, 1, 1, 2});
+  v(1, 0, 0, 1) = 1e5f;  // finite in f32, infinite in f16
+  PERSONA_REQUIRE_ERROR(f16.append(s, iota_tokens(1, 0), k, v), invalid_argument,
+                        "V of layer 1 at token 0, head 0, element 1 is 100000: not finite or beyond f16 storage");
+  CHECK(f16.sequence_info(s).length == 0);  // layer 1 was bad: nothing was appended
+  CHECK(f16.stats().used_blocks == 0);
+  v(1, 0, 0, 1) = 65504.0f;
+  f16.append(s, iota_tokens(1, 0), k, v);
+  CHECK(f16.sequence_info(s).length == 1);
+  PagedKvCache bf16(KvCacheConfig{1, 1, 2, 4, 8, 0, DType::bf16});
+  const SequenceId t = bf16.create_sequence({.tenant = 1, .prompt = iota_tokens(1, 0)});
+  Tensor<float> big({1, 1, 2});
+  big(0, 0, 0) = 1e30f;
+  bf16.write_kv(t, 0, big, big);
+  Tensor<float> back({1, 1, 2}), back_v({1, 1, 2});
+  bf16.read_kv(t, 0, back, back_v);
+  CHECK(back(0, 0, 0) == Approx(1e30f).epsilon(0.01));
+  CHECK_NOTHROW(f16.append(s, {}, Tensor<float>({2, 0, 1, 2}), Tensor<float>({2, 0, 1, 2})));  // empty
+}
+
+TEST_CASE("Rolling back into a cached block needs no spare block or quota", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 2});
+  cache.set_tenant_quota(1, 2);
+  const SequenceId s = cache.create_sequence({.tenant = 1, .prompt = iota_tokens(8, 0)});
+  Tensor<float> kv({8, 1, 1});
+  cache.write_kv(s, 0, kv, kv);  // both blocks full and in the prefix cache
+  cache.truncate(s, 1);
+  CHECK(cache.append_tokens(s, iota_tokens(1, 9)) == 7);  // written in place: pool and quota are full
+  CHECK(cache.tenant_usage(1).blocks == 2);
+  // The block left the prefix cache: a new request finds block 0 only.
+  const SequenceId id = cache.create_sequence({.tenant = 1});
+  CHECK(cache.sequence_info(id).length == 0);
+}
+
 TEST_CASE("1,000 tenants with identical prompts share only the declared public prefix", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 16, 4096});
   const std::vector<std::int32_t> prompt = iota_tokens(64, 7);  // 32 public tokens, then 32 of the tenant's
@@ -436,24 +515,29 @@ TEST_CASE("Tenant quotas are enforced at allocation and refusals change nothing"
   CHECK(cache.tenant_usage(99).blocks == 0);
 }
 
-TEST_CASE("Truncate rolls back tokens and never disturbs a cached block", "[kv]") {
+TEST_CASE("Truncate rolls back tokens and never disturbs a cached block another sequence holds", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 16});
   ModelSequence a{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
   write_model_kv(cache, a, 0);
-  cache.truncate(a.id, 3);  // into block 1, which is full and cached
-  a.tokens.resize(6);
-  CHECK(cache.blocks(a.id).size() == 2);
-  const BlockId cached_block = cache.blocks(a.id)[1];
-  cache.append_tokens(a.id, std::vector<std::int32_t>{42, 43});
-  a.tokens.insert(a.tokens.end(), {42, 43});
-  write_model_kv(cache, a, 6);
-  CHECK(cache.blocks(a.id)[1] != cached_block);  // copied before the write
-  // The original block still serves its prefix to a new sequence.
   ModelSequence b{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
   CHECK(cache.sequence_info(b.id).cached_tokens == 8);
   write_model_kv(cache, b, 8);
-  CHECK(cache.blocks(b.id)[1] == cached_block);
-  check_against_model(cache, {a, b});
+  cache.truncate(a.id, 3);  // into block 1, which is full, cached, and b's too
+  a.tokens.resize(6);
+  CHECK(cache.blocks(a.id).size() == 2);
+  const BlockId shared_block = cache.blocks(a.id)[1];
+  CHECK(cache.blocks(b.id)[1] == shared_block);
+  cache.append_tokens(a.id, std::vector<std::int32_t>{42, 43});
+  a.tokens.insert(a.tokens.end(), {42, 43});
+  write_model_kv(cache, a, 6);
+  CHECK(cache.blocks(a.id)[1] != shared_block);  // copied before the write
+  CHECK(cache.blocks(b.id)[1] == shared_block);
+  // The original block still serves its prefix to a new sequence.
+  ModelSequence c{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  CHECK(cache.sequence_info(c.id).cached_tokens == 8);
+  write_model_kv(cache, c, 8);
+  CHECK(cache.blocks(c.id)[1] == shared_block);
+  check_against_model(cache, {a, b, c});
   PERSONA_REQUIRE_ERROR(cache.truncate(a.id, 9), out_of_range, "truncate of 9 tokens but sequence");
   cache.truncate(a.id, 8);
   CHECK(cache.sequence_info(a.id).length == 0);
@@ -464,14 +548,16 @@ TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
   PagedKvCache cache(KvCacheConfig{2, 2, 4, 4, 8});
   const SequenceId s = cache.create_sequence({1, 0, iota_tokens(3, 0)});
   Tensor<float> good({3, 2, 4}), wrong({3, 2, 5});
-  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, wrong, wrong), shape_mismatch, "expected [tokens, 2, 4]");
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, wrong, wrong), shape_mismatch, "expected contiguous [tokens, 2, 4]");
   PERSONA_REQUIRE_ERROR(cache.write_kv(s, 2, good, good), out_of_range, "layer 2 of a cache with 2 layers");
   Tensor<float> four({4, 2, 4});
   PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, four, four), out_of_range, "positions 0..4 of layer 0");
   good(1, 1, 2) = std::nanf("");
-  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, good, good), invalid_argument, "token 1, head 1, element 2 is not finite");
+  PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, good, good), invalid_argument,
+                        "K of layer 0 at token 1, head 1, element 2 is nan: not finite");
   Tensor<float> all({2, 1, 2, 4});
-  PERSONA_REQUIRE_ERROR(cache.append(s, iota_tokens(2, 0), all, all), shape_mismatch, "expected [2, 2, 2, 4]");
+  PERSONA_REQUIRE_ERROR(cache.append(s, iota_tokens(2, 0), all, all), shape_mismatch,
+                        "expected contiguous [2, 2, 2, 4]");
   const SequenceId freed = cache.create_sequence({1, 0, {}});
   cache.free_sequence(freed);
   PERSONA_REQUIRE_ERROR(cache.append_tokens(freed, iota_tokens(1, 0)), not_found, "unknown or freed sequence id");
@@ -507,7 +593,7 @@ TEST_CASE("Page tables in CSR form and statistics of waste", "[kv]") {
 
 TEST_CASE("Decode appends allocate nothing once a sequence reserved its length", "[kv]") {
   PagedKvCache cache(KvCacheConfig{2, 2, 8, 16, 64});
-  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(5, 0), 0, 200});
+  const SequenceId s = cache.create_sequence({.tenant = 1, .prompt = iota_tokens(5, 0), .max_tokens = 200});
   Tensor<float> k({2, 5, 2, 8}), one({2, 1, 2, 8});
   for (std::size_t l = 0; l < 2; ++l) {
     cache.write_kv(s, l, TensorView<const float>(&k(l, 0, 0, 0), Shape{5, 2, 8}),

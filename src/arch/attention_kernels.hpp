@@ -196,7 +196,11 @@ struct AttentionKernels {
         for_row_groups(count, [&]<std::size_t G>(std::size_t first) {
           float scores[G];
           dot_rows<S, G>(layer.k + tile_rows[j] * row_bytes, rows.q + first, dim, scores);
-          for (std::size_t i = 0; i < G; ++i) weights[first + i][j] = scores[i] * key_scale;
+          // Clamped: a score that overflows to infinity would turn the softmax into NaN.
+          for (std::size_t i = 0; i < G; ++i) {
+            weights[first + i][j] = std::clamp(scores[i] * key_scale, -std::numeric_limits<float>::max(),
+                                               std::numeric_limits<float>::max());
+          }
         });
       }
 

@@ -38,6 +38,25 @@ struct CoreKernels {
     return sum;
   }
 
+  static float squared_l2(const float* a, const float* b, std::size_t n) noexcept {
+    F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
+    std::size_t i = 0;
+    const auto step = [&](F& acc, std::size_t at) {
+      const F d = F::load_unaligned(a + at) - F::load_unaligned(b + at);
+      acc = fused_multiply_add<Arch>(d, d, acc);
+    };
+    for (; i + 4 * W <= n; i += 4 * W) {
+      step(acc0, i);
+      step(acc1, i + W);
+      step(acc2, i + 2 * W);
+      step(acc3, i + 3 * W);
+    }
+    for (; i + W <= n; i += W) step(acc0, i);
+    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
+    for (; i < n; ++i) sum += (a[i] - b[i]) * (a[i] - b[i]);
+    return sum;
+  }
+
   static void rmsnorm(const float* x, const float* weight, float eps, float* y, std::size_t n) noexcept {
     const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
     const F scale(inv);
@@ -150,8 +169,9 @@ struct CoreKernels {
 template <class Arch>
 constexpr CoreKernelTable make_core_kernel_table(IsaLevel level) {
   using K = CoreKernels<Arch>;
-  return CoreKernelTable{level,   K::dot,        K::rmsnorm,    K::softmax,     K::silu,        K::swiglu,
-                         K::rope, K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16, K::bf16_to_f32, eigen_matmul};
+  return CoreKernelTable{level,          K::dot,       K::rmsnorm,    K::softmax,    K::silu,
+                         K::swiglu,      K::rope,      K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16,
+                         K::bf16_to_f32, eigen_matmul, K::squared_l2};
 }
 
 }  // namespace persona::detail

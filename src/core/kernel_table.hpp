@@ -35,6 +35,8 @@ struct CoreKernelTable {
   void (*f32_to_bf16)(const float* in, std::uint16_t* out, std::size_t n) noexcept;
   void (*bf16_to_f32)(const std::uint16_t* in, float* out, std::size_t n) noexcept;
   void (*matmul)(const MatmulArgs& args) noexcept;
+  // sum (a[i] - b[i])^2, i < n: the L2 distance of the vector indexes, squared.
+  float (*squared_l2)(const float* a, const float* b, std::size_t n) noexcept;
 };
 
 // The plain scalar oracles (matmul is a triple loop); what the *_ref public functions run.

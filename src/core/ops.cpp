@@ -198,11 +198,12 @@ void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
   }
 }
 
-float dot_impl(const CoreKernelTable& k, std::span<const float> a, std::span<const float> b, const char* function) {
+float pair_impl(float (*kernel)(const float*, const float*, std::size_t) noexcept, std::span<const float> a,
+                std::span<const float> b, const char* function) {
   if (a.size() != b.size()) {
     throw Error(ErrorCode::shape_mismatch, function, fmt::format("a has {} elements but b has {}", a.size(), b.size()));
   }
-  return k.dot(a.data(), b.data(), a.size());
+  return kernel(a.data(), b.data(), a.size());
 }
 
 // Angles in double so that the SIMD and reference paths share the exact same cos/sin tables.
@@ -267,8 +268,14 @@ void matmul_ref(TensorView<const float> a, TensorView<const float> b, TensorView
   matmul_impl(ref(), false, a, b, c, transpose_b, "matmul_ref");
 }
 
-float dot(std::span<const float> a, std::span<const float> b) { return dot_impl(fast(), a, b, "dot"); }
-float dot_ref(std::span<const float> a, std::span<const float> b) { return dot_impl(ref(), a, b, "dot_ref"); }
+float dot(std::span<const float> a, std::span<const float> b) { return pair_impl(fast().dot, a, b, "dot"); }
+float dot_ref(std::span<const float> a, std::span<const float> b) { return pair_impl(ref().dot, a, b, "dot_ref"); }
+float squared_l2(std::span<const float> a, std::span<const float> b) {
+  return pair_impl(fast().squared_l2, a, b, "squared_l2");
+}
+float squared_l2_ref(std::span<const float> a, std::span<const float> b) {
+  return pair_impl(ref().squared_l2, a, b, "squared_l2_ref");
+}
 
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out) {
   rmsnorm_impl(fast(), true, x, weight, eps, out, "rmsnorm");

@@ -25,7 +25,8 @@ std::uint64_t mix(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
 }
 
-// The prefix-cache key a block is stored under besides its tokens: the tenant and adapter, or public.
+// The prefix-cache key a block is stored under besides its tokens: the tenant and adapter, or public
+// (no tenant) with the adapter the shared prefix was computed with.
 struct BlockKey {
   bool is_public = true;
   std::uint64_t tenant = 0;
@@ -34,7 +35,7 @@ struct BlockKey {
 };
 
 std::uint64_t chain_hash(std::uint64_t parent, const BlockKey& key, std::span<const std::int32_t> tokens) noexcept {
-  std::uint64_t h = mix(parent, key.is_public ? 1 : mix(key.tenant, key.adapter + 2));
+  std::uint64_t h = mix(parent, key.is_public ? mix(1, key.adapter) : mix(key.tenant, key.adapter + 2));
   std::size_t i = 0;
   for (; i + 2 <= tokens.size(); i += 2) {
     const std::uint64_t pair = static_cast<std::uint32_t>(tokens[i]) |
@@ -45,6 +46,27 @@ std::uint64_t chain_hash(std::uint64_t parent, const BlockKey& key, std::span<co
   return mix(h, tokens.size());
 }
 
+// K/V ([tokens, kv_heads, head_dim] in `k` and `v`) must be finite and, stored as `storage`, stay finite.
+void check_storable(DType storage, std::span<const float> k, std::span<const float> v, std::size_t layer,
+                    std::size_t kv_heads, std::size_t head_dim, const char* function) {
+  const std::size_t row_elements = kv_heads * head_dim;
+  const float limit = storage == DType::f16    ? 65504.0f
+                      : storage == DType::bf16 ? 3.38953139e38f
+                                               : std::numeric_limits<float>::max();
+  for (const auto& [values, name] : {std::pair{k, "K"}, std::pair{v, "V"}}) {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (!(std::fabs(values[i]) <= limit)) {
+        throw Error(ErrorCode::invalid_argument, function,
+                    fmt::format("{} of layer {} at token {}, head {}, element {} is {}: not finite{}", name, layer,
+                                i / row_elements, i % row_elements / head_dim, i % head_dim, values[i],
+                                storage == DType::f16 || storage == DType::bf16
+                                    ? fmt::format(" or beyond {} storage (|x| <= {})", name_of(storage), limit)
+                                    : ""));
+      }
+    }
+  }
+}
+
 struct Sequence {
   std::uint32_t generation = 1;
   bool alive = false;
@@ -53,6 +75,7 @@ struct Sequence {
   std::uint64_t tenant = 0;
   std::uint64_t adapter = 0;
   std::size_t shared_prefix_tokens = 0;
+  std::uint64_t shared_prefix_adapter = 0;
   std::size_t length = 0;
   std::size_t cached_tokens = 0;
   std::size_t hashed_blocks = 0;     // leading full blocks whose chain hash is set
@@ -155,15 +178,22 @@ struct PagedKvCache::State {
   }
 
   std::uint32_t tenant_slot(std::uint64_t tenant) {
-    const auto [it, inserted] = tenant_slots.try_emplace(tenant, static_cast<std::uint32_t>(tenants.size()));
-    if (inserted) tenants.push_back(Tenant{tenant, 0, 0});
-    return it->second;
+    if (const auto it = tenant_slots.find(tenant); it != tenant_slots.end()) return it->second;
+    tenants.push_back(Tenant{tenant, 0, 0});
+    try {
+      tenant_slots.emplace(tenant, static_cast<std::uint32_t>(tenants.size() - 1));
+    } catch (...) {
+      tenants.pop_back();
+      throw;
+    }
+    return static_cast<std::uint32_t>(tenants.size() - 1);
   }
 
-  BlockKey key_for(std::size_t shared_prefix_tokens, std::uint64_t tenant, std::uint64_t adapter,
-                   std::size_t block_index) const noexcept {
-    if ((block_index + 1) * config.block_size <= shared_prefix_tokens) return BlockKey{};
-    return BlockKey{false, tenant, adapter};
+  BlockKey key_for(const Sequence& s, std::size_t block_index) const noexcept {
+    if ((block_index + 1) * config.block_size <= s.shared_prefix_tokens) {
+      return BlockKey{true, 0, s.shared_prefix_adapter};
+    }
+    return BlockKey{false, s.tenant, s.adapter};
   }
 
   std::uint32_t take_slot() {
@@ -265,7 +295,7 @@ struct PagedKvCache::State {
       const BlockId b = s.blocks[i];
       BlockMeta& m = meta[static_cast<std::size_t>(b)];
       m.parent_hash = i == 0 ? kRootHash : meta[static_cast<std::size_t>(s.blocks[i - 1])].hash;
-      m.key = key_for(s.shared_prefix_tokens, s.tenant, s.adapter, i);
+      m.key = key_for(s, i);
       m.hash = chain_hash(m.parent_hash, m.key, {tokens_of(b), config.block_size});
       if (!m.registered && index.insert(m.hash, b)) {
         m.registered = true;
@@ -294,12 +324,22 @@ struct PagedKvCache::State {
     if (n == 0) return start;
     const std::size_t fill = start & block_mask;
     const std::size_t have = (start + bs - 1) >> block_shift, need_total = (start + n + bs - 1) >> block_shift;
-    bool copy_last = false;
+    bool copy_last = false, uncache_last = false;
     if (fill != 0) {
       const BlockId last = s.blocks.back();
-      copy_last = pool.ref_count(last) > 1 || meta[static_cast<std::size_t>(last)].registered;
+      copy_last = pool.ref_count(last) > 1;
+      uncache_last = !copy_last && meta[static_cast<std::size_t>(last)].registered;
     }
     require_blocks(s.tenant_slot, need_total - have + (copy_last ? 1 : 0), function);
+    s.blocks.reserve(need_total);
+    if (uncache_last) {
+      // A rolled-back block this sequence alone holds but the prefix cache lists: it leaves the cache and
+      // is written in place (a copy would need a spare block, and quota, just to roll back).
+      BlockMeta& m = meta[static_cast<std::size_t>(s.blocks.back())];
+      index.erase(m.hash);
+      m.registered = false;
+      pool.set_cacheable(s.blocks.back(), false);
+    }
     if (copy_last) {
       const BlockId old = s.blocks.back();
       const BlockId copy = acquire(s.tenant_slot);
@@ -325,8 +365,12 @@ double KvCacheStats::waste() const noexcept {
 PagedKvCache::PagedKvCache(const KvCacheConfig& config) {
   validate(config);
   const std::size_t num_blocks = config.num_blocks != 0 ? config.num_blocks : config.byte_budget / block_bytes(config);
-  PERSONA_CHECK(num_blocks <= static_cast<std::size_t>(std::numeric_limits<BlockId>::max()),
-                "{} blocks requested; at most {}", num_blocks, std::numeric_limits<BlockId>::max());
+  PERSONA_CHECK(num_blocks > 0 && num_blocks <= static_cast<std::size_t>(std::numeric_limits<BlockId>::max()),
+                "{} blocks requested; expected 1..{}", num_blocks, std::numeric_limits<BlockId>::max());
+  std::size_t bytes = 0;
+  PERSONA_CHECK_CODE(capacity_exhausted,
+                     !__builtin_mul_overflow(num_blocks, block_bytes(config), &bytes) && bytes <= (SIZE_MAX >> 2),
+                     "{} blocks of {} bytes overflow the address space", num_blocks, block_bytes(config));
   state_ = std::make_unique<State>(config, num_blocks);
   state_->config.num_blocks = num_blocks;
 }
@@ -348,9 +392,11 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   State& st = *state_;
   const std::size_t bs = st.config.block_size;
   const std::uint32_t tenant = st.tenant_slot(spec.tenant);
-  const auto key_for = [&](std::size_t block_index) {
-    return st.key_for(spec.shared_prefix_tokens, spec.tenant, spec.adapter, block_index);
-  };
+  Sequence probe;  // the new sequence's keys, before it has a slot
+  probe.tenant = spec.tenant;
+  probe.adapter = spec.adapter;
+  probe.shared_prefix_tokens = std::min(spec.shared_prefix_tokens, spec.prompt.size());
+  probe.shared_prefix_adapter = spec.shared_prefix_adapter;
 
   // Longest cached run of full prompt blocks, leaving at least the last token to compute.
   st.hits.clear();
@@ -359,7 +405,7 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   std::size_t revived = 0;
   for (std::size_t i = 0; i < max_hits; ++i) {
     std::uint64_t hash = 0;
-    const BlockId b = st.lookup(parent, key_for(i), spec.prompt.subspan(i * bs, bs), hash);
+    const BlockId b = st.lookup(parent, st.key_for(probe, i), spec.prompt.subspan(i * bs, bs), hash);
     if (b == kNoBlock) break;
     st.hits.push_back(b);
     revived += st.pool.ref_count(b) == 0 ? 1 : 0;
@@ -370,20 +416,22 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
 
   const std::uint32_t slot = st.take_slot();
   Sequence& s = st.sequences[slot];
-  s.alive = true;
   s.pinned = false;
   s.tenant = spec.tenant;
   s.adapter = spec.adapter;
   s.tenant_slot = tenant;
-  s.shared_prefix_tokens = spec.shared_prefix_tokens;
-  s.blocks.reserve((std::max(spec.max_tokens, spec.prompt.size()) + bs - 1) / bs);
+  s.shared_prefix_tokens = probe.shared_prefix_tokens;
+  s.shared_prefix_adapter = probe.shared_prefix_adapter;
+  s.blocks.reserve(std::min((std::max(spec.max_tokens, spec.prompt.size()) + bs - 1) / bs, st.blocks));
+  s.written.assign(st.config.layers, 0);
+  s.alive = true;
   for (const BlockId b : st.hits) {
     st.retain(b, tenant);
     s.blocks.push_back(b);
   }
   s.length = s.cached_tokens = cached;
   s.hashed_blocks = st.hits.size();
-  s.written.assign(st.config.layers, cached);
+  std::fill(s.written.begin(), s.written.end(), cached);
   st.prompt_tokens += spec.prompt.size();
   st.hit_tokens += cached;
   st.reserve_tokens(s, spec.prompt.subspan(cached), "create_sequence");
@@ -428,8 +476,9 @@ void PagedKvCache::free_sequence(SequenceId id) {
   for (std::size_t i = s.blocks.size(); i-- > 0;) st.release(s.blocks[i]);
   s.blocks.clear();
   s.alive = false;
-  ++s.generation;
-  st.free_slots.push_back(static_cast<std::uint32_t>(id.value & 0xffffffffu));
+  s.length = 0;
+  // A slot whose generation wrapped is retired: its ids must never come back.
+  if (++s.generation != 0) st.free_slots.push_back(static_cast<std::uint32_t>(id.value & 0xffffffffu));
 }
 
 std::size_t PagedKvCache::append_tokens(SequenceId id, std::span<const std::int32_t> tokens) {
@@ -444,23 +493,16 @@ void PagedKvCache::write_kv(SequenceId id, std::size_t layer, TensorView<const f
   Sequence& s = st.get(id, "write_kv");
   const KvCacheConfig& c = st.config;
   PERSONA_CHECK_CODE(out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
-  PERSONA_CHECK_CODE(shape_mismatch, k.rank() == 3 && k.dim(1) == c.kv_heads && k.dim(2) == c.head_dim,
-                     "k has shape {}; expected [tokens, {}, {}]", k.shape().to_string(), c.kv_heads, c.head_dim);
-  PERSONA_CHECK_CODE(shape_mismatch, v.shape() == k.shape(), "v has shape {}; expected k's shape {}",
-                     v.shape().to_string(), k.shape().to_string());
+  PERSONA_CHECK_CODE(
+      shape_mismatch, k.rank() == 3 && k.dim(1) == c.kv_heads && k.dim(2) == c.head_dim && k.is_contiguous(),
+      "k has shape {}; expected contiguous [tokens, {}, {}]", k.shape().to_string(), c.kv_heads, c.head_dim);
+  PERSONA_CHECK_CODE(shape_mismatch, v.shape() == k.shape() && v.is_contiguous(),
+                     "v has shape {}; expected contiguous, as k: {}", v.shape().to_string(), k.shape().to_string());
   const std::size_t n = k.dim(0), start = s.written[layer];
   PERSONA_CHECK_CODE(out_of_range, start + n <= s.length,
                      "K/V for positions {}..{} of layer {}, but sequence {:#x} has {} tokens appended", start,
                      start + n, layer, id.value, s.length);
-  for (std::size_t t = 0; t < n; ++t) {
-    for (std::size_t h = 0; h < c.kv_heads; ++h) {
-      for (std::size_t d = 0; d < c.head_dim; ++d) {
-        PERSONA_CHECK(std::isfinite(k(t, h, d)) && std::isfinite(v(t, h, d)),
-                      "K or V at token {}, head {}, element {} is not finite (k {}, v {})", t, h, d, k(t, h, d),
-                      v(t, h, d));
-      }
-    }
-  }
+  check_storable(c.storage, k.span(), v.span(), layer, c.kv_heads, c.head_dim, "write_kv");
   const KvLayerView view = st.layer(layer);
   std::byte* k_base = const_cast<std::byte*>(view.k);
   std::byte* v_base = const_cast<std::byte*>(view.v);
@@ -481,20 +523,23 @@ void PagedKvCache::append(SequenceId id, std::span<const std::int32_t> tokens, T
                           TensorView<const float> v) {
   const KvCacheConfig& c = state_->config;
   const auto expected = Shape{c.layers, tokens.size(), c.kv_heads, c.head_dim};
-  PERSONA_CHECK_CODE(shape_mismatch, k.shape() == expected && v.shape() == expected,
-                     "k has shape {} and v {}; expected {}", k.shape().to_string(), v.shape().to_string(),
+  PERSONA_CHECK_CODE(shape_mismatch,
+                     k.shape() == expected && v.shape() == expected && k.is_contiguous() && v.is_contiguous(),
+                     "k has shape {} and v {}; expected contiguous {}", k.shape().to_string(), v.shape().to_string(),
                      expected.to_string());
   Sequence& s = state_->get(id, "append");
+  PERSONA_CHECK(!s.pinned, "sequence {:#x} is a pin made by pin_prefix; pins cannot grow", id.value);
+  for (std::size_t l = 0; l < c.layers; ++l) {
+    check_storable(c.storage, k.row(l).span(), v.row(l).span(), l, c.kv_heads, c.head_dim, "append");
+  }
   for (std::size_t l = 0; l < c.layers; ++l) {
     PERSONA_CHECK(s.written[l] == s.length,
                   "sequence {:#x} has positions without K/V in layer {} ({} of {} written); use write_kv", id.value, l,
                   s.written[l], s.length);
   }
+  if (tokens.empty()) return;
   append_tokens(id, tokens);
-  for (std::size_t l = 0; l < c.layers; ++l) {
-    write_kv(id, l, TensorView<const float>(&k(l, 0, 0, 0), Shape{tokens.size(), c.kv_heads, c.head_dim}),
-             TensorView<const float>(&v(l, 0, 0, 0), Shape{tokens.size(), c.kv_heads, c.head_dim}));
-  }
+  for (std::size_t l = 0; l < c.layers; ++l) write_kv(id, l, k.row(l), v.row(l));
 }
 
 void PagedKvCache::truncate(SequenceId id, std::size_t tokens) {
@@ -511,6 +556,7 @@ void PagedKvCache::truncate(SequenceId id, std::size_t tokens) {
   }
   s.length = length;
   s.cached_tokens = std::min(s.cached_tokens, length);
+  s.shared_prefix_tokens = std::min(s.shared_prefix_tokens, length);
   s.hashed_blocks = std::min(s.hashed_blocks, length >> st.block_shift);
   for (std::size_t& w : s.written) w = std::min(w, length);
 }

@@ -24,6 +24,9 @@ void matmul_ref(TensorView<const float> a, TensorView<const float> b, TensorView
 
 float dot(std::span<const float> a, std::span<const float> b);
 float dot_ref(std::span<const float> a, std::span<const float> b);
+// sum (a[i] - b[i])^2; Error shape_mismatch for different lengths.
+float squared_l2(std::span<const float> a, std::span<const float> b);
+float squared_l2_ref(std::span<const float> a, std::span<const float> b);
 
 // out[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * weight[i]   (Llama RMSNorm)
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out);

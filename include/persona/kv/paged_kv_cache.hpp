@@ -29,10 +29,14 @@ struct SequenceSpec {
   // no computing); at most prompt.size() - 1 tokens come from the cache, so the last token is always
   // computed (its logits start decoding). sequence_info().cached_tokens says how many were found.
   std::span<const std::int32_t> prompt = {};
-  // The first shared_prefix_tokens tokens are a declared public prefix (a common system prompt): blocks
-  // that lie wholly inside it are cached without the tenant's key and shared by every tenant.
+  // The first shared_prefix_tokens tokens of the prompt are a declared public prefix (a common system
+  // prompt): blocks that lie wholly inside it are cached without the tenant's key and shared by every
+  // tenant. Their K/V must not depend on the tenant: the caller computes them with
+  // shared_prefix_adapter (0: the base model), which keys them instead. Clamped to the prompt's length,
+  // and to the sequence's length by truncate.
   std::size_t shared_prefix_tokens = 0;
-  // Reserves room for this many tokens, so that appends up to it never allocate.
+  std::uint64_t shared_prefix_adapter = 0;
+  // Reserves room for this many tokens (at most the pool's), so that appends up to it never allocate.
   std::size_t max_tokens = 0;
 };
 
@@ -93,14 +97,16 @@ class PagedKvCache {
   SequenceId pin_prefix(SequenceId source, std::size_t tokens);
   void free_sequence(SequenceId sequence);
 
-  // Reserves the next tokens.size() positions (allocating blocks, copying a shared last block first) and
-  // returns the first new position. Their K/V must then be written with write_kv in every layer.
+  // Reserves the next tokens.size() positions (allocating blocks; a last block that others share is
+  // copied first, one only in the prefix cache leaves it) and returns the first new position. Their K/V must then be
+  // written with write_kv in every layer.
   std::size_t append_tokens(SequenceId sequence, std::span<const std::int32_t> tokens);
-  // Writes the K and V of the next k.dim(0) positions of `layer` not yet written: k and v are
-  // [tokens, kv_heads, head_dim], finite. A full block enters the prefix cache once all its layers are
-  // written.
+  // Writes the K and V of the next k.dim(0) positions of `layer` not yet written: k and v are contiguous
+  // [tokens, kv_heads, head_dim], finite and within the storage type's range (|x| <= 65504 for f16). A
+  // full block enters the prefix cache once all its layers are written.
   void write_kv(SequenceId sequence, std::size_t layer, TensorView<const float> k, TensorView<const float> v);
-  // append_tokens, then write_kv for each layer: k and v are [layers, tokens, kv_heads, head_dim].
+  // append_tokens, then write_kv for each layer: k and v are contiguous [layers, tokens, kv_heads,
+  // head_dim]. Every check runs first: a refused append changes nothing.
   void append(SequenceId sequence, std::span<const std::int32_t> tokens, TensorView<const float> k,
               TensorView<const float> v);
   // Rolls back the last `tokens` tokens (rejected speculative tokens); Error out_of_range past the start.
