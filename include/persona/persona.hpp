@@ -1,6 +1,9 @@
 // Everything persona offers, in one include.
 #pragma once
 
+#include "persona/ann/flat_index.hpp"
+#include "persona/ann/hnsw_index.hpp"
+#include "persona/ann/search.hpp"
 #include "persona/core/cpu_features.hpp"
 #include "persona/core/dtype.hpp"
 #include "persona/core/error.hpp"

@@ -1,0 +1,297 @@
+// Tests of the vector indexes: FlatIndex against a hand-computed scan, HnswIndex recall against
+// FlatIndex on clustered and uniform data, filtered search at several selectivities, tenant isolation,
+// deletes, parallel inserts and searches during inserts.
+#include "test_support.hpp"
+
+#include <persona/ann/flat_index.hpp>
+#include <persona/ann/hnsw_index.hpp>
+#include <persona/core/error.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+using namespace persona;
+using namespace persona::ann;
+
+namespace {
+
+// n points around `clusters` Gaussian centres drawn from `centre_seed` (uniform in [-1, 1]^dim when
+// clusters is 0); queries are more points of the same clusters under another seed.
+std::vector<float> make_points(std::size_t n, std::size_t dim, std::size_t clusters, std::uint32_t seed,
+                               std::uint32_t centre_seed = 1) {
+  std::mt19937 centre_rng(centre_seed), rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::normal_distribution<float> spread(0.0f, 0.15f);
+  std::vector<float> centres(std::max<std::size_t>(clusters, 1) * dim);
+  for (float& c : centres) c = uniform(centre_rng);
+  std::vector<float> points(n * dim);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t c = clusters == 0 ? 0 : rng() % clusters;
+    for (std::size_t d = 0; d < dim; ++d) {
+      points[i * dim + d] = clusters == 0 ? uniform(rng) : centres[c * dim + d] + spread(rng);
+    }
+  }
+  return points;
+}
+
+std::span<const float> row(const std::vector<float>& points, std::size_t dim, std::size_t i) {
+  return {points.data() + i * dim, dim};
+}
+
+// Mean over the queries of |found ∩ exact| / |exact|.
+template <class Search>
+double recall(const FlatIndex& flat, const std::vector<float>& queries, std::size_t dim, std::size_t k,
+              const SearchFilter& filter, Search&& search) {
+  double total = 0.0;
+  const std::size_t count = queries.size() / dim;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto exact = flat.search(row(queries, dim, i), k, filter);
+    const auto found = search(row(queries, dim, i));
+    std::set<Label> truth;
+    for (const Neighbor& n : exact) truth.insert(n.label);
+    std::size_t hits = 0;
+    for (const Neighbor& n : found) hits += truth.count(n.label);
+    total += exact.empty() ? 1.0 : static_cast<double>(hits) / static_cast<double>(exact.size());
+  }
+  return total / static_cast<double>(count);
+}
+
+}  // namespace
+
+TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "[ann]") {
+  const std::size_t dim = 7;  // odd: SIMD tails
+  const std::vector<float> points = make_points(300, dim, 0, 1), queries = make_points(20, dim, 0, 2);
+  for (Metric metric : {Metric::l2, Metric::inner_product, Metric::cosine}) {
+    FlatIndex index(dim, metric);
+    for (std::size_t i = 0; i < 300; ++i) index.add(1000 + i, row(points, dim, i), i % 3);
+    for (std::size_t qi = 0; qi < 20; ++qi) {
+      const auto q = row(queries, dim, qi);
+      // By hand: every distance in double.
+      std::vector<Neighbor> all;
+      double qnorm = 0.0;
+      for (float x : q) qnorm += double(x) * x;
+      for (std::size_t i = 0; i < 300; ++i) {
+        if (i % 3 != 1) continue;
+        double l2 = 0.0, ip = 0.0, pnorm = 0.0;
+        for (std::size_t d = 0; d < dim; ++d) {
+          const double a = q[d], b = points[i * dim + d];
+          l2 += (a - b) * (a - b);
+          ip += a * b;
+          pnorm += b * b;
+        }
+        const double dist = metric == Metric::l2              ? l2
+                            : metric == Metric::inner_product ? 1.0 - ip
+                                                              : 1.0 - ip / std::sqrt(qnorm * pnorm);
+        all.push_back({1000 + i, static_cast<float>(dist)});
+      }
+      std::sort(all.begin(), all.end(), [](const Neighbor& a, const Neighbor& b) { return a.distance < b.distance; });
+      const auto found = index.search(q, 5, {.tenant = 1});
+      REQUIRE(found.size() == 5);
+      for (std::size_t j = 0; j < 5; ++j) {
+        CHECK(found[j].label == all[j].label);
+        CHECK(found[j].distance == Approx(all[j].distance).margin(1e-5));
+      }
+    }
+  }
+  FlatIndex index(dim);
+  for (std::size_t i = 0; i < 10; ++i) index.add(i, row(points, dim, i));
+  CHECK(index.search(row(queries, dim, 0), 50).size() == 10);  // k beyond the size: what exists
+  const auto even = index.search(row(queries, dim, 0), 10, {.predicate = [](Label l) { return l % 2 == 0; }});
+  CHECK(even.size() == 5);
+  for (const Neighbor& n : even) CHECK(n.label % 2 == 0);
+  index.remove(4);
+  CHECK_FALSE(index.contains(4));
+  CHECK(index.size() == 9);
+  for (const Neighbor& n : index.search(row(queries, dim, 0), 10)) CHECK(n.label != 4);
+  std::vector<float> bad(dim, 0.0f);
+  PERSONA_REQUIRE_ERROR(index.add(3, bad), invalid_argument, "label 3 is already in the index");
+  PERSONA_REQUIRE_ERROR(index.add(99, std::vector<float>(dim + 1)), shape_mismatch,
+                        "has 8 elements; the index has dim 7");
+  bad[2] = NAN;
+  PERSONA_REQUIRE_ERROR(index.add(99, bad), invalid_argument, "element 2 is nan");
+  PERSONA_REQUIRE_ERROR(index.search(row(queries, dim, 0), 0), invalid_argument, "k is 0");
+  PERSONA_REQUIRE_ERROR(index.remove(12345), not_found, "label 12345 is not in the index");
+  FlatIndex cosine(dim, Metric::cosine);
+  PERSONA_REQUIRE_ERROR(cosine.add(1, std::vector<float>(dim, 0.0f)), invalid_argument, "is zero");
+}
+
+TEST_CASE("HnswIndex recall@10 against FlatIndex at default parameters", "[ann]") {
+  const std::size_t dim = 128, n = 5000;
+  for (const auto& [clusters, metric] :
+       {std::pair{std::size_t{100}, Metric::l2}, std::pair{std::size_t{0}, Metric::l2},
+        std::pair{std::size_t{100}, Metric::cosine}, std::pair{std::size_t{100}, Metric::inner_product}}) {
+    DYNAMIC_SECTION((clusters ? "clustered" : "uniform") << ", metric " << static_cast<int>(metric)) {
+      const std::vector<float> points = make_points(n, dim, clusters, 3), queries = make_points(100, dim, clusters, 4);
+      FlatIndex flat(dim, metric);
+      HnswIndex hnsw(HnswConfig{dim, metric});
+      std::vector<Label> labels(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        labels[i] = i * 7 + 1;
+        flat.add(labels[i], row(points, dim, i));
+      }
+      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+      CHECK(hnsw.size() == n);
+      const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) { return hnsw.search(q, 10); });
+      INFO("recall " << r);
+      CHECK(r >= 0.95);
+      const HnswStats stats = hnsw.stats();
+      CHECK(stats.vectors == n);
+      CHECK(stats.vector_bytes == n * dim * sizeof(float));
+      CHECK(stats.graph_bytes >= n * 33 * sizeof(std::uint32_t));
+    }
+  }
+}
+
+TEST_CASE("Parallel inserts give the recall of serial ones; searches run during inserts", "[ann]") {
+  const std::size_t dim = 32, n = 4000;
+  const std::vector<float> points = make_points(n, dim, 50, 5), queries = make_points(100, dim, 50, 6);
+  FlatIndex flat(dim);
+  std::vector<Label> labels(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    labels[i] = i;
+    flat.add(i, row(points, dim, i));
+  }
+  HnswIndex serial(HnswConfig{dim});
+  {
+    ScopedNumThreads one(1);
+    serial.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+  }
+  HnswIndex parallel(HnswConfig{dim});
+  {
+    ScopedNumThreads two(2);
+    parallel.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+  }
+  const auto search = [](const HnswIndex& index) {
+    return [&index](std::span<const float> q) { return index.search(q, 10, {}, 32); };
+  };
+  const double r1 = recall(flat, queries, dim, 10, {}, search(serial));
+  const double r2 = recall(flat, queries, dim, 10, {}, search(parallel));
+  INFO("serial " << r1 << ", parallel " << r2);
+  CHECK(r2 >= r1 - 0.01);
+
+  // A second thread inserts while this one searches: every result is a label already added, sorted.
+  HnswIndex live(HnswConfig{dim});
+  for (std::size_t i = 0; i < 500; ++i) live.add(i, row(points, dim, i));
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (std::size_t i = 500; i < n; ++i) live.add(i, row(points, dim, i));
+    done = true;
+  });
+  std::size_t searches = 0, bad = 0;
+  while (!done || searches < 100) {
+    const auto found = live.search(row(queries, dim, searches % 100), 10);
+    bad += found.size() == 10 ? 0 : 1;
+    for (std::size_t j = 0; j < found.size(); ++j) {
+      bad += found[j].label < n ? 0 : 1;
+      if (j > 0) bad += found[j - 1].distance <= found[j].distance ? 0 : 1;
+    }
+    ++searches;
+  }
+  writer.join();
+  CHECK(bad == 0);
+  CHECK(live.size() == n);
+}
+
+TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and never shows another tenant", "[ann]") {
+  const std::size_t dim = 32, n = 20000;
+  const std::vector<float> points = make_points(n, dim, 100, 7), queries = make_points(50, dim, 100, 8);
+  // Tenant sizes: 50%, 10%, 1%, 0.1% of the rows, the rest spread over 1,000 small tenants.
+  std::vector<TenantId> tenants(n);
+  std::vector<Label> labels(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    labels[i] = i;
+    const std::size_t r = (i * 7919) % 1000;  // spread each tenant over the clusters
+    tenants[i] = r < 500 ? 1 : r < 600 ? 2 : r < 610 ? 3 : r < 611 ? 4 : 100 + i % 1000;
+  }
+  FlatIndex flat(dim);
+  for (std::size_t i = 0; i < n; ++i) flat.add(labels[i], row(points, dim, i), tenants[i]);
+  HnswIndex hnsw(HnswConfig{dim});
+  hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), tenants);
+  for (TenantId t : {1u, 2u, 3u, 4u}) {
+    std::size_t foreign = 0;
+    const double r = recall(flat, queries, dim, 10, {.tenant = t}, [&](std::span<const float> q) {
+      auto found = hnsw.search(q, 10, {.tenant = t});
+      for (const Neighbor& nb : found) foreign += tenants[nb.label] == t ? 0 : 1;
+      return found;
+    });
+    INFO("tenant " << t << " recall " << r);
+    CHECK(r >= 0.95);
+    CHECK(foreign == 0);
+  }
+  // 1,000 small tenants (about 8 vectors each), many queries: never a foreign result, and every one of
+  // the tenant's vectors up to k.
+  std::map<TenantId, std::size_t> held;
+  for (TenantId t : tenants) ++held[t];
+  std::size_t foreign = 0, results = 0, expected = 0;
+  for (std::size_t i = 0; i < 2000; ++i) {
+    const TenantId t = 100 + i % 1000;
+    expected += std::min<std::size_t>(10, held[t]);
+    for (const Neighbor& nb : hnsw.search(row(queries, dim, i % 50), 10, {.tenant = t})) {
+      foreign += tenants[nb.label] == t ? 0 : 1;
+      ++results;
+    }
+  }
+  CHECK(foreign == 0);
+  CHECK(results == expected);
+  CHECK(hnsw.search(row(queries, dim, 0), 10, {.tenant = 999999}).empty());
+  // A predicate that passes 1% of the labels.
+  const double r = recall(flat, queries, dim, 10, {.predicate = [](Label l) { return l % 100 == 3; }},
+                          [&](std::span<const float> q) {
+                            return hnsw.search(q, 10, {.predicate = [](Label l) { return l % 100 == 3; }});
+                          });
+  INFO("predicate recall " << r);
+  CHECK(r >= 0.95);
+}
+
+TEST_CASE("Deleted vectors are never returned", "[ann]") {
+  const std::size_t dim = 16, n = 3000;
+  const std::vector<float> points = make_points(n, dim, 30, 9), queries = make_points(50, dim, 30, 10);
+  HnswIndex hnsw(HnswConfig{dim});
+  FlatIndex flat(dim);
+  for (std::size_t i = 0; i < n; ++i) {
+    hnsw.add(i, row(points, dim, i), i % 4);
+    flat.add(i, row(points, dim, i), i % 4);
+  }
+  for (std::size_t i = 0; i < n; i += 3) {
+    hnsw.remove(i);
+    flat.remove(i);
+  }
+  CHECK(hnsw.size() == n - 1000);
+  CHECK(hnsw.stats().deleted == 1000);
+  CHECK_FALSE(hnsw.contains(0));
+  std::size_t deleted_seen = 0;
+  const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) {
+    auto found = hnsw.search(q, 10);
+    for (const Neighbor& nb : found) deleted_seen += nb.label % 3 == 0 ? 1 : 0;
+    return found;
+  });
+  CHECK(deleted_seen == 0);
+  CHECK(r >= 0.95);
+  for (const Neighbor& nb : hnsw.search(row(queries, dim, 0), 10, {.tenant = 2})) CHECK(nb.label % 3 != 0);
+  PERSONA_REQUIRE_ERROR(hnsw.remove(0), not_found, "label 0 is not in the index");
+  hnsw.add(0, row(points, dim, 1));  // a deleted label may be added again
+  CHECK(hnsw.contains(0));
+}
+
+TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobytes", "[ann]") {
+  HnswIndex empty(HnswConfig{128});
+  CHECK(empty.stats().bytes < 16 * 1024);
+  CHECK(empty.search(std::vector<float>(128, 1.0f), 10).empty());
+  PERSONA_REQUIRE_ERROR(HnswIndex(HnswConfig{0}), invalid_argument, "dim is 0");
+  PERSONA_REQUIRE_ERROR(HnswIndex(HnswConfig{4, Metric::l2, 1}), invalid_argument, "M is 1");
+  HnswIndex index(HnswConfig{4});
+  index.add(1, std::vector<float>{1, 2, 3, 4});
+  PERSONA_REQUIRE_ERROR(index.add(1, std::vector<float>{1, 2, 3, 4}), invalid_argument, "label 1 is already");
+  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, 2, 3}), shape_mismatch,
+                        "has 3 elements; the index has dim 4");
+  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, INFINITY, 3, 4}), invalid_argument, "element 1 is inf");
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0), invalid_argument, "k is 0");
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1), invalid_argument, "query element 2 is nan");
+  CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10).size() == 1);  // k beyond the size: what exists
+}
