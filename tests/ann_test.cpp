@@ -6,10 +6,15 @@
 #include <persona/ann/flat_index.hpp>
 #include <persona/ann/hnsw_index.hpp>
 #include <persona/core/error.hpp>
+#include <persona/core/file_io.hpp>
+
+#include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -294,4 +299,50 @@ TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobyt
   PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0), invalid_argument, "k is 0");
   PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1), invalid_argument, "query element 2 is nan");
   CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10).size() == 1);  // k beyond the size: what exists
+}
+
+TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
+  const std::size_t dim = 24, n = 2000;
+  const std::vector<float> points = make_points(n, dim, 20, 11), queries = make_points(50, dim, 20, 12);
+  HnswIndex index(HnswConfig{dim, Metric::cosine, 8});
+  for (std::size_t i = 0; i < n; ++i) index.add(i * 3, row(points, dim, i), i % 5);
+  for (std::size_t i = 0; i < n; i += 7) index.remove(i * 3);
+  const auto folder = std::filesystem::temp_directory_path() / fmt::format("persona_ann_{}", ::getpid());
+  std::filesystem::create_directories(folder);
+  const auto path = folder / "index.hnsw";
+  index.save(path);
+  const HnswIndex loaded = HnswIndex::load(path);
+  CHECK(loaded.size() == index.size());
+  CHECK(loaded.stats().deleted == index.stats().deleted);
+  CHECK(loaded.config().M == 8);
+  CHECK(loaded.config().metric == Metric::cosine);
+  for (std::size_t i = 0; i < 50; ++i) {
+    const auto q = row(queries, dim, i);
+    CHECK(loaded.search(q, 10) == index.search(q, 10));
+    CHECK(loaded.search(q, 10, {.tenant = i % 5}) == index.search(q, 10, {.tenant = i % 5}));
+    CHECK(loaded.search(q, 5, {}, 16) == index.search(q, 5, {}, 16));
+  }
+  const std::vector<std::byte> bytes = read_file(path);
+  const auto write = [&](const std::vector<std::byte>& b) {
+    const auto bad = folder / "bad.hnsw";
+    write_file_atomically(bad, b);
+    return bad;
+  };
+  auto flipped = bytes;
+  flipped[bytes.size() / 2] ^= std::byte{1};
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(write(flipped)), corrupt_data, "checksum mismatch");
+  for (std::size_t keep : {std::size_t{0}, std::size_t{12}, bytes.size() / 3, bytes.size() - 1}) {
+    PERSONA_REQUIRE_ERROR(HnswIndex::load(write({bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(keep)})),
+                          corrupt_data, "bad.hnsw");
+  }
+  auto newer = bytes;
+  newer[8] = std::byte{2};  // the version field
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(write(newer)), unsupported,
+                        "format version 2; this build reads versions up to 1");
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(folder / "missing.hnsw"), io_error, "missing.hnsw");
+  // An empty index round-trips too.
+  HnswIndex empty(HnswConfig{dim});
+  empty.save(folder / "empty.hnsw");
+  CHECK(HnswIndex::load(folder / "empty.hnsw").size() == 0);
+  std::filesystem::remove_all(folder);
 }

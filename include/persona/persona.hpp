@@ -7,6 +7,7 @@
 #include "persona/core/cpu_features.hpp"
 #include "persona/core/dtype.hpp"
 #include "persona/core/error.hpp"
+#include "persona/core/file_io.hpp"
 #include "persona/core/ops.hpp"
 #include "persona/core/tensor.hpp"
 #include "persona/core/threading.hpp"

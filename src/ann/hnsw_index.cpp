@@ -2,11 +2,13 @@
 
 #include "ann/vector_math.hpp"
 #include "persona/core/cpu_features.hpp"
+#include "persona/core/file_io.hpp"
 #include "persona/core/threading.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <queue>
 #include <random>
@@ -320,6 +322,179 @@ HnswIndex::HnswIndex(const HnswConfig& config) {
 }
 
 HnswIndex::~HnswIndex() = default;
+HnswIndex::HnswIndex(HnswIndex&&) noexcept = default;
+HnswIndex& HnswIndex::operator=(HnswIndex&&) noexcept = default;
+
+namespace {
+
+constexpr char kMagic[8] = {'P', 'R', 'S', 'N', 'H', 'N', 'S', 'W'};
+constexpr std::uint32_t kFormatVersion = 1;
+
+class Writer {
+ public:
+  template <class T>
+  void put(const T& value) {
+    const auto* p = reinterpret_cast<const std::byte*>(&value);
+    bytes_.insert(bytes_.end(), p, p + sizeof(T));
+  }
+  template <class T>
+  void put_array(const T* values, std::size_t count) {
+    const auto* p = reinterpret_cast<const std::byte*>(values);
+    bytes_.insert(bytes_.end(), p, p + count * sizeof(T));
+  }
+  std::vector<std::byte>& bytes() { return bytes_; }
+
+ private:
+  std::vector<std::byte> bytes_;
+};
+
+// Reads with every length checked against what is left; a short file is corrupt_data naming the field.
+class Reader {
+ public:
+  Reader(std::span<const std::byte> bytes, const std::filesystem::path& path) : bytes_(bytes), path_(path) {}
+  template <class T>
+  T get(const char* field) {
+    T value;
+    std::memcpy(&value, take(sizeof(T), field), sizeof(T));
+    return value;
+  }
+  template <class T>
+  void get_array(T* out, std::size_t count, const char* field) {
+    std::size_t bytes = 0;
+    if (__builtin_mul_overflow(count, sizeof(T), &bytes)) fail(fmt::format("{} count {} overflows", field, count));
+    if (bytes != 0) std::memcpy(out, take(bytes, field), bytes);
+  }
+  [[noreturn]] void fail(const std::string& what) const { PERSONA_THROW(corrupt_data, "{}: {}", path_.string(), what); }
+  std::size_t remaining() const noexcept { return bytes_.size() - at_; }
+
+ private:
+  const std::byte* take(std::size_t n, const char* field) {
+    if (n > remaining()) {
+      fail(fmt::format("truncated: {} needs {} bytes at offset {}, {} left", field, n, at_, remaining()));
+    }
+    const std::byte* p = bytes_.data() + at_;
+    at_ += n;
+    return p;
+  }
+  std::span<const std::byte> bytes_;
+  const std::filesystem::path& path_;
+  std::size_t at_ = 0;
+};
+
+}  // namespace
+
+void HnswIndex::save(const std::filesystem::path& path) const {
+  const State& st = *state_;
+  std::shared_lock growth(st.growth);
+  std::lock_guard lock(st.book_mutex);
+  const std::size_t count = st.next_slot;
+  Writer w;
+  w.put(kMagic);
+  w.put(kFormatVersion);
+  w.put(static_cast<std::uint32_t>(st.config.metric));
+  for (std::uint64_t v :
+       {st.config.dim, st.config.M, st.config.ef_construction, st.config.ef_search, st.config.exact_search_limit}) {
+    w.put(v);
+  }
+  w.put(st.config.seed);
+  w.put(static_cast<std::uint64_t>(count));
+  w.put(static_cast<std::int64_t>(st.entry.load()));
+  w.put(static_cast<std::int64_t>(st.top_level.load()));
+  w.put_array(st.vectors.data(), count * st.config.dim);
+  w.put_array(st.labels.data(), count);
+  w.put_array(st.tenants.data(), count);
+  w.put_array(st.levels.data(), count);
+  for (std::size_t i = 0; i < count; ++i) w.put(static_cast<std::uint8_t>(st.deleted[i].load() ? 1 : 0));
+  w.put_array(st.links0.data(), count * st.stride0());
+  for (std::size_t i = 0; i < count; ++i) {
+    if (st.levels[i] > 0) w.put_array(st.upper[i].get(), st.levels[i] * st.stride());
+  }
+  w.put(persona_checksum(w.bytes()));
+  write_file_atomically(path, w.bytes());
+}
+
+HnswIndex HnswIndex::load(const std::filesystem::path& path) {
+  const std::vector<std::byte> bytes = read_file(path);
+  Reader r(bytes, path);
+  if (bytes.size() < sizeof(kMagic) + sizeof(std::uint64_t)) r.fail("too short for an index file");
+  std::uint64_t stored = 0;
+  std::memcpy(&stored, bytes.data() + bytes.size() - sizeof(stored), sizeof(stored));
+  const std::span<const std::byte> body(bytes.data(), bytes.size() - sizeof(stored));
+  char magic[8];
+  r.get_array(magic, 8, "magic");
+  if (std::memcmp(magic, kMagic, 8) != 0) r.fail("not a persona HNSW index (bad magic)");
+  const auto version = r.get<std::uint32_t>("version");
+  if (version > kFormatVersion) {
+    PERSONA_THROW(unsupported, "{}: format version {}; this build reads versions up to {}", path.string(), version,
+                  kFormatVersion);
+  }
+  if (persona_checksum(body) != stored) r.fail("checksum mismatch");
+  HnswConfig config;
+  const auto metric = r.get<std::uint32_t>("metric");
+  if (metric > 2) r.fail(fmt::format("metric {} unknown", metric));
+  config.metric = static_cast<Metric>(metric);
+  config.dim = r.get<std::uint64_t>("dim");
+  config.M = r.get<std::uint64_t>("M");
+  config.ef_construction = r.get<std::uint64_t>("ef_construction");
+  config.ef_search = r.get<std::uint64_t>("ef_search");
+  config.exact_search_limit = r.get<std::uint64_t>("exact_search_limit");
+  config.seed = r.get<std::uint64_t>("seed");
+  if (config.dim == 0 || config.dim > 65536 || config.M < 2 || config.M > 100 || config.ef_construction == 0) {
+    r.fail(fmt::format("config out of range (dim {}, M {}, ef_construction {})", config.dim, config.M,
+                       config.ef_construction));
+  }
+  HnswIndex index(config);
+  State& st = *index.state_;
+  const auto count = r.get<std::uint64_t>("count");
+  const auto entry = r.get<std::int64_t>("entry");
+  const auto top = r.get<std::int64_t>("top level");
+  // Every vector takes at least dim * 4 bytes: a count beyond the file is corrupt, not an allocation.
+  if (count >= 0xffffffffu || count > r.remaining() / (config.dim * sizeof(float))) {
+    r.fail(fmt::format("count {} does not fit the file", count));
+  }
+  st.reserve(count);
+  r.get_array(st.vectors.data(), count * config.dim, "vectors");
+  r.get_array(st.labels.data(), count, "labels");
+  r.get_array(st.tenants.data(), count, "tenants");
+  r.get_array(st.levels.data(), count, "levels");
+  std::vector<std::uint8_t> deleted(count);
+  r.get_array(deleted.data(), count, "deleted flags");
+  r.get_array(st.links0.data(), count * st.stride0(), "layer 0 links");
+  const auto check_links = [&](const Slot* list, std::size_t limit, std::size_t node) {
+    if (list[0] > limit) r.fail(fmt::format("node {} has {} links; at most {}", node, list[0], limit));
+    for (std::size_t i = 0; i < list[0]; ++i) {
+      if (list[1 + i] >= count) r.fail(fmt::format("node {} links to {}; the index has {}", node, list[1 + i], count));
+    }
+  };
+  for (std::size_t i = 0; i < count; ++i) {
+    if (st.levels[i] > kMaxLevel) r.fail(fmt::format("node {} has level {}", i, st.levels[i]));
+    check_links(st.links0.data() + i * st.stride0(), st.max_links0, i);
+    if (st.levels[i] > 0) {
+      st.upper[i] = std::make_unique<Slot[]>(st.levels[i] * st.stride());
+      r.get_array(st.upper[i].get(), st.levels[i] * st.stride(), "upper links");
+      for (std::size_t l = 0; l < st.levels[i]; ++l) check_links(st.upper[i].get() + l * st.stride(), st.max_links, i);
+    }
+    st.deleted[i].store(deleted[i] != 0);
+    if (deleted[i] == 0 && !st.slots.emplace(st.labels[i], static_cast<Slot>(i)).second) {
+      r.fail(fmt::format("label {} appears twice", st.labels[i]));
+    }
+    TenantVectors& t = st.by_tenant[st.tenants[i]];
+    t.slots.push_back(static_cast<Slot>(i));
+    t.live += deleted[i] == 0 ? 1 : 0;
+  }
+  if (r.remaining() != sizeof(stored)) r.fail(fmt::format("{} bytes after the links", r.remaining() - sizeof(stored)));
+  if (count == 0 ? entry != -1
+                 : (entry < 0 || static_cast<std::uint64_t>(entry) >= count ||
+                    top != st.levels[static_cast<std::size_t>(entry)])) {
+    r.fail(fmt::format("entry point {} at level {} does not match the nodes", entry, top));
+  }
+  st.entry.store(entry);
+  st.top_level.store(static_cast<int>(top));
+  st.next_slot = count;
+  st.live = st.slots.size();
+  st.removed = count - st.live;
+  return index;
+}
 
 const HnswConfig& HnswIndex::config() const noexcept { return state_->config; }
 

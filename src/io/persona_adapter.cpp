@@ -78,23 +78,6 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
 
 }  // namespace
 
-std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept {
-  constexpr std::uint64_t kOffset = 0xcbf29ce484222325ull, kPrime = 0x100000001b3ull;
-  std::uint64_t h = kOffset;
-  std::size_t i = 0;
-  for (; i + 8 <= bytes.size(); i += 8) {
-    std::uint64_t word = 0;
-    std::memcpy(&word, bytes.data() + i, 8);  // little-endian hosts only, as the file format
-    h = (h ^ word) * kPrime;
-  }
-  if (i < bytes.size()) {
-    std::uint64_t word = 0;
-    std::memcpy(&word, bytes.data() + i, bytes.size() - i);
-    h = (h ^ word) * kPrime;
-  }
-  return (h ^ static_cast<std::uint64_t>(bytes.size())) * kPrime;
-}
-
 void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path) {
   nlohmann::json modules = nlohmann::json::array();
   SafetensorsWriter tensors;

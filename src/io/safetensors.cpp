@@ -285,44 +285,4 @@ std::vector<std::byte> SafetensorsWriter::serialize() const {
 
 void SafetensorsWriter::write(const std::filesystem::path& path) const { write_file_atomically(path, serialize()); }
 
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string temp_name = (folder / fmt::format(".{}.tmp-XXXXXX", path.filename().string())).string();
-  const int fd = mkstemp(temp_name.data());
-  if (fd < 0)
-    PERSONA_THROW(io_error, "{}: cannot create a temporary file in {}: {}", path.string(), folder.string(),
-                  std::strerror(errno));
-  auto fail = [&](const char* what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(temp_name.c_str());
-    PERSONA_THROW(io_error, "{}: {}: {}", path.string(), what, std::strerror(err));
-  };
-  std::size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("fsync failed");
-  if (::close(fd) != 0) {
-    ::unlink(temp_name.c_str());
-    PERSONA_THROW(io_error, "{}: close failed: {}", path.string(), std::strerror(errno));
-  }
-  if (::rename(temp_name.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(temp_name.c_str());
-    PERSONA_THROW(io_error, "{}: rename failed: {}", path.string(), std::strerror(err));
-  }
-  // The rename is durable only once the folder's entry is on disk.
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-}
-
 }  // namespace persona

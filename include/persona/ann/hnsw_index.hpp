@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <vector>
@@ -43,8 +44,18 @@ class HnswIndex {
  public:
   explicit HnswIndex(const HnswConfig& config);
   ~HnswIndex();
+  HnswIndex(HnswIndex&&) noexcept;
+  HnswIndex& operator=(HnswIndex&&) noexcept;
   HnswIndex(const HnswIndex&) = delete;
   HnswIndex& operator=(const HnswIndex&) = delete;
+
+  // Writes the index to `path` atomically (temporary file, fsync, rename): the format of docs/formats.md,
+  // versioned and checksummed. Not while another thread adds or removes.
+  void save(const std::filesystem::path& path) const;
+  // Reads an index written by save. Error io_error (unreadable), corrupt_data (truncated, checksum
+  // mismatch, any count, level, link or label out of range), unsupported (a newer format version, naming
+  // both).
+  static HnswIndex load(const std::filesystem::path& path);
 
   // Safe to call from several threads at once, and while other threads search. Error shape_mismatch for
   // a vector of another length, invalid_argument for NaN or infinity, a label already present, or a zero

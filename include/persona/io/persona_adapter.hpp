@@ -3,6 +3,7 @@
 // the data section that is verified on every load. docs/formats.md documents it byte by byte.
 #pragma once
 
+#include "persona/core/file_io.hpp"
 #include "persona/lora/lora_adapter.hpp"
 
 #include <cstdint>
@@ -21,8 +22,6 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
 // io_error.
 LoraAdapter read_persona_adapter(const std::filesystem::path& path);
 
-// The checksum stored in the file: FNV-1a over 64-bit little-endian words (the last word zero-padded),
-// then the byte count mixed in; see docs/formats.md.
-std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept;
+// The checksum stored in the file is persona_checksum (persona/core/file_io.hpp) of the data section.
 
 }  // namespace persona

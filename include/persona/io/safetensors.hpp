@@ -3,6 +3,7 @@
 // header {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then the data.
 #pragma once
 
+#include "persona/core/file_io.hpp"
 #include "persona/core/tensor.hpp"
 
 #include <cstddef>
@@ -85,8 +86,5 @@ class SafetensorsWriter {
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };
-
-// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes);
 
 }  // namespace persona

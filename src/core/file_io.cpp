@@ -1,0 +1,84 @@
+#include "persona/core/file_io.hpp"
+
+#include "persona/core/error.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+namespace persona {
+
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  std::string temp_name = (folder / fmt::format(".{}.tmp-XXXXXX", path.filename().string())).string();
+  const int fd = mkstemp(temp_name.data());
+  if (fd < 0)
+    PERSONA_THROW(io_error, "{}: cannot create a temporary file in {}: {}", path.string(), folder.string(),
+                  std::strerror(errno));
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(temp_name.c_str());
+    PERSONA_THROW(io_error, "{}: {}: {}", path.string(), what, std::strerror(err));
+  };
+  std::size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed");
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("fsync failed");
+  if (::close(fd) != 0) {
+    ::unlink(temp_name.c_str());
+    PERSONA_THROW(io_error, "{}: close failed: {}", path.string(), std::strerror(errno));
+  }
+  if (::rename(temp_name.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp_name.c_str());
+    PERSONA_THROW(io_error, "{}: rename failed: {}", path.string(), std::strerror(err));
+  }
+  // The rename is durable only once the folder's entry is on disk.
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+std::vector<std::byte> read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) PERSONA_THROW(io_error, "{}: cannot open: {}", path.string(), std::strerror(errno));
+  const std::streamoff size = in.tellg();
+  std::vector<std::byte> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) {
+    PERSONA_THROW(io_error, "{}: cannot read {} bytes", path.string(), size);
+  }
+  return bytes;
+}
+
+std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept {
+  constexpr std::uint64_t kOffset = 0xcbf29ce484222325ull, kPrime = 0x100000001b3ull;
+  std::uint64_t h = kOffset;
+  std::size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, 8);  // little-endian hosts only, as the file format
+    h = (h ^ word) * kPrime;
+  }
+  if (i < bytes.size()) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, bytes.size() - i);
+    h = (h ^ word) * kPrime;
+  }
+  return (h ^ static_cast<std::uint64_t>(bytes.size())) * kPrime;
+}
+
+}  // namespace persona
