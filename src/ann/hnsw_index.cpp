@@ -616,8 +616,15 @@ std::vector<Neighbor> HnswIndex::search(std::span<const float> query, std::size_
   };
   const auto scan = [&](const std::vector<Slot>& slots) {
     detail::TopK exact(k);
-    for (const Slot s : slots) {
-      if (accept(s)) exact.offer({st.labels[s], st.distance(kernels, q.data(), s)});
+    // A tenant's vectors lie scattered over the index: request a few ahead, or each one waits on memory.
+    constexpr std::size_t kAhead = 4;
+    const std::size_t row_bytes = st.config.dim * sizeof(float);
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (i + kAhead < slots.size()) {
+        const auto* ahead = reinterpret_cast<const char*>(st.vector(slots[i + kAhead]));
+        for (std::size_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(ahead + b);
+      }
+      if (accept(slots[i])) exact.offer({st.labels[slots[i]], st.distance(kernels, q.data(), slots[i])});
     }
     return std::move(exact).sorted();
   };
@@ -641,7 +648,7 @@ std::vector<Neighbor> HnswIndex::search(std::span<const float> query, std::size_
   auto visited = st.take_visited();
   visited->reset(st.capacity);
   MaxQueue found =
-      st.search_layer(kernels, q.data(), current, 0, std::max({ef, st.config.ef_search, k}), *visited, accept);
+      st.search_layer(kernels, q.data(), current, 0, std::max(ef == 0 ? st.config.ef_search : ef, k), *visited, accept);
   st.give_visited(std::move(visited));
   for (; !found.empty(); found.pop()) best.offer({st.labels[found.top().slot], found.top().distance});
   std::vector<Neighbor> result = std::move(best).sorted();
