@@ -6,6 +6,9 @@ option(PERSONA_BUILD_BENCHMARKS "Build the benchmarks" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_INSTALL "Generate the install target and package config" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_WERROR "Treat compiler warnings as errors (ON in CI)" OFF)
 option(PERSONA_ENABLE_CUDA "Build the CUDA backend" OFF)
+# Off: only the AVX2 and scalar kernel levels. For builds that only run tests on a CPU without AVX-512
+# (CI's sanitizer and fuzz builds there): they skip the two largest files they could never execute.
+option(PERSONA_AVX512_KERNELS "Compile the AVX-512 kernel levels (x86-64)" ON)
 set(PERSONA_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address;undefined")
 
 # Release by default, but only for persona's own build: a parent project's build type is its own.

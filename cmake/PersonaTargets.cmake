@@ -65,7 +65,7 @@ function(persona_add_arch_kernels target)
   set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx2.cpp PROPERTIES
     COMPILE_OPTIONS "${avx2_flags}")
   target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX2_KERNELS=1)
-  if(PERSONA_COMPILER_HAS_AVX512)
+  if(PERSONA_COMPILER_HAS_AVX512 AND PERSONA_AVX512_KERNELS)
     target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp)
     set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp PROPERTIES
       COMPILE_OPTIONS "${avx512_flags}")

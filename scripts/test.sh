@@ -15,8 +15,14 @@ cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 
 # Fuzz the file readers (clang + libFuzzer + ASan/UBSan) from their seed corpora; a finding fails the run.
+# The instrumented builds below compile the AVX-512 kernels only where this CPU can run them (the Release
+# build above always compiles every level).
+avx512=OFF
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then avx512=ON; fi
+
 fuzz_seconds=${PERSONA_FUZZ_SECONDS:-30}
-cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14
+cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
+  -DPERSONA_AVX512_KERNELS="$avx512"
 cmake --build build/fuzz -j "$jobs"
 for target in safetensors peft; do
   mkdir -p "build/fuzz/corpus-$target"
@@ -31,7 +37,8 @@ for target in safetensors peft; do
 done
 
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERSONA_WERROR="$werror" \
-  -DPERSONA_SANITIZE="address;undefined" -DPERSONA_BUILD_BENCHMARKS=OFF -DPERSONA_INSTALL=OFF
+  -DPERSONA_SANITIZE="address;undefined" -DPERSONA_BUILD_BENCHMARKS=OFF -DPERSONA_INSTALL=OFF \
+  -DPERSONA_AVX512_KERNELS="$avx512"
 cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j "$jobs"
