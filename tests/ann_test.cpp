@@ -1,6 +1,7 @@
 // Tests of the vector indexes: FlatIndex against a hand-computed scan, HnswIndex recall against
-// FlatIndex on clustered and uniform data, filtered search at several selectivities, tenant isolation,
-// deletes, parallel inserts and searches during inserts.
+// FlatIndex on clustered and uniform data (f32 and int8 storage), filtered search at several
+// selectivities, tenant isolation, deletes, slot reuse, updates, compaction, save/load (read and mapped),
+// parallel inserts and searches during inserts, removes and updates.
 #include "test_support.hpp"
 
 #include <persona/ann/flat_index.hpp>
@@ -153,6 +154,43 @@ TEST_CASE("HnswIndex recall@10 against FlatIndex at default parameters", "[ann]"
   }
 }
 
+TEST_CASE("int8 storage keeps recall@10 with and without the exact re-rank", "[ann]") {
+  const std::size_t dim = 128, n = 5000;
+  for (Metric metric : {Metric::l2, Metric::cosine}) {
+    const std::vector<float> points = make_points(n, dim, 100, 3), queries = make_points(100, dim, 100, 4);
+    FlatIndex flat(dim, metric);
+    std::vector<Label> labels(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      labels[i] = i;
+      flat.add(i, row(points, dim, i));
+    }
+    for (bool keep_f32 : {true, false}) {
+      INFO("metric " << static_cast<int>(metric) << ", keep_f32 " << keep_f32);
+      HnswConfig config{dim, metric};
+      config.storage = VectorStorage::int8;
+      config.keep_f32 = keep_f32;
+      HnswIndex hnsw(config);
+      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+      double worst_error = 0.0;
+      const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) {
+        auto found = hnsw.search(q, 10);
+        // Re-ranked distances are the exact ones; int8 ones are close.
+        for (const Neighbor& nb : found) {
+          const auto exact = flat.search(q, n, {.predicate = [&](Label l) { return l == nb.label; }});
+          const double error = std::fabs(static_cast<double>(exact.at(0).distance - nb.distance));
+          worst_error = std::max(worst_error, error / (std::fabs(exact.at(0).distance) + 0.01));
+        }
+        return found;
+      });
+      INFO("recall " << r << ", worst relative distance error " << worst_error);
+      CHECK(r >= 0.95);
+      CHECK(worst_error <= (keep_f32 ? 1e-5 : 0.03));
+      const HnswStats stats = hnsw.stats();
+      CHECK(stats.vector_bytes == n * ((keep_f32 ? dim * sizeof(float) : 0) + 16 + dim));
+    }
+  }
+}
+
 TEST_CASE("Parallel inserts give the recall of serial ones; searches run during inserts", "[ann]") {
   const std::size_t dim = 32, n = 4000;
   const std::vector<float> points = make_points(n, dim, 50, 5), queries = make_points(100, dim, 50, 6);
@@ -201,6 +239,33 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   writer.join();
   CHECK(bad == 0);
   CHECK(live.size() == n);
+
+  // One thread moves vectors between tenants (removes, inserts into the freed slots, updates) while this
+  // one searches tenant 0: a result is always a label tenant 0 held at some moment of the search.
+  HnswIndex churn(HnswConfig{dim});
+  for (std::size_t i = 0; i < 1000; ++i) churn.add(2 * i, row(points, dim, i), 0);  // even labels: tenant 0
+  done = false;
+  std::thread mover([&] {
+    for (std::size_t i = 0; i < 1000; ++i) {
+      churn.remove(2 * i);
+      churn.add(2 * i + 1, row(points, dim, 1000 + i), 1);  // odd labels: tenant 1, in tenant 0's old slots
+      churn.update(2 * i + 1, row(points, dim, 2000 + i), 1);
+    }
+    done = true;
+  });
+  std::size_t churn_searches = 0, foreign = 0;
+  while (!done || churn_searches < 100) {
+    const auto found = churn.search(row(queries, dim, churn_searches % 100), 10, {.tenant = 0}, 64);
+    for (std::size_t j = 0; j < found.size(); ++j) {
+      foreign += found[j].label % 2 == 0 ? 0 : 1;
+      if (j > 0) foreign += found[j - 1].distance <= found[j].distance ? 0 : 1;
+    }
+    ++churn_searches;
+  }
+  mover.join();
+  CHECK(foreign == 0);
+  CHECK(churn.size() == 1000);
+  CHECK(churn.search(row(queries, dim, 0), 10, {.tenant = 0}).empty());
 }
 
 TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and never shows another tenant", "[ann]") {
@@ -284,6 +349,104 @@ TEST_CASE("Deleted vectors are never returned", "[ann]") {
   CHECK(hnsw.contains(0));
 }
 
+TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction gives memory back", "[ann]") {
+  const std::size_t dim = 16, n = 3000;
+  const std::vector<float> points = make_points(2 * n, dim, 30, 13), queries = make_points(50, dim, 30, 14);
+  for (VectorStorage storage : {VectorStorage::f32, VectorStorage::int8}) {
+    INFO("storage " << static_cast<int>(storage));
+    HnswConfig config{dim};
+    config.storage = storage;
+    HnswIndex hnsw(config);
+    FlatIndex flat(dim);
+    std::vector<TenantId> tenant_of(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      tenant_of[i] = i % 2;
+      hnsw.add(i, row(points, dim, i), tenant_of[i]);
+      flat.add(i, row(points, dim, i), tenant_of[i]);
+    }
+    const std::size_t vector_bytes = hnsw.stats().vector_bytes;
+    // Tenant 0 loses a third of its vectors; tenant 1's new ones take their slots.
+    for (std::size_t i = 0; i < n; i += 6) {
+      hnsw.remove(i);
+      flat.remove(i);
+    }
+    const std::size_t removed = hnsw.stats().deleted;
+    CHECK(removed == (n + 5) / 6);
+    for (std::size_t i = n; i < n + removed; ++i) {
+      tenant_of[i] = 1;
+      hnsw.add(i, row(points, dim, i), 1);
+      flat.add(i, row(points, dim, i), 1);
+    }
+    CHECK(hnsw.stats().deleted == 0);
+    CHECK(hnsw.stats().vector_bytes == vector_bytes);  // no new slots
+    // Updates: 300 vectors move to new places, every third to the other tenant.
+    for (std::size_t j = 0; j < 300; ++j) {
+      const Label label = 1 + 10 * j;
+      const auto to = row(points, dim, n + removed + j);
+      tenant_of[label] = j % 3 == 0 ? 1 - tenant_of[label] : tenant_of[label];
+      hnsw.update(label, to, tenant_of[label]);
+      flat.remove(label);
+      flat.add(label, to, tenant_of[label]);
+      const auto found = hnsw.search(to, 1, {.tenant = tenant_of[label]});
+      REQUIRE(found.size() == 1);
+      CHECK(found[0].distance <= (storage == VectorStorage::f32 ? 1e-6f : 1e-3f));
+    }
+    PERSONA_REQUIRE_ERROR(hnsw.update(0, row(points, dim, 0)), not_found, "label 0 is not in the index");
+    const auto check_against_flat = [&](const HnswIndex& index) {
+      for (TenantId t : {0u, 1u}) {
+        std::size_t foreign = 0;
+        const double r = recall(flat, queries, dim, 10, {.tenant = t}, [&](std::span<const float> q) {
+          auto found = index.search(q, 10, {.tenant = t});
+          for (const Neighbor& nb : found) foreign += tenant_of[nb.label] == t && flat.contains(nb.label) ? 0 : 1;
+          return found;
+        });
+        INFO("tenant " << t << " recall " << r);
+        CHECK(r >= 0.95);
+        CHECK(foreign == 0);
+      }
+      const double r =
+          recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) { return index.search(q, 10); });
+      INFO("recall " << r);
+      CHECK(r >= 0.95);
+    };
+    check_against_flat(hnsw);
+    // Compaction: half of what is left goes, and its memory with it.
+    std::size_t live = hnsw.size();
+    for (std::size_t i = 0; i < n + removed; ++i) {
+      if (i % 2 == 1 && flat.contains(i)) {
+        hnsw.remove(i);
+        flat.remove(i);
+        --live;
+      }
+    }
+    const HnswStats before = hnsw.stats();
+    hnsw.compact();
+    const HnswStats after = hnsw.stats();
+    CHECK(after.deleted == 0);
+    CHECK(after.vectors == live);
+    CHECK(after.vector_bytes == before.vector_bytes / (n)*live);
+    CHECK(after.bytes < before.bytes * 3 / 5);
+    check_against_flat(hnsw);
+    // The compacted index grows again and round-trips.
+    for (std::size_t i = 0; i < 100; ++i) {
+      const Label label = 1000000 + i;
+      hnsw.add(label, row(points, dim, i), 0);
+      flat.add(label, row(points, dim, i), 0);
+      tenant_of.resize(label + 1);
+      tenant_of[label] = 0;
+    }
+    check_against_flat(hnsw);
+    HnswIndex emptied(config);
+    emptied.add(1, row(points, dim, 0));
+    emptied.remove(1);
+    emptied.compact();
+    CHECK(emptied.size() == 0);
+    CHECK(emptied.search(row(points, dim, 0), 5).empty());
+    emptied.add(2, row(points, dim, 1));
+    CHECK(emptied.search(row(points, dim, 0), 5).size() == 1);
+  }
+}
+
 TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobytes", "[ann]") {
   HnswIndex empty(HnswConfig{128});
   CHECK(empty.stats().bytes < 16 * 1024);
@@ -340,6 +503,39 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
   PERSONA_REQUIRE_ERROR(HnswIndex::load(write(newer)), unsupported,
                         "format version 2; this build reads versions up to 1");
   PERSONA_REQUIRE_ERROR(HnswIndex::load(folder / "missing.hnsw"), io_error, "missing.hnsw");
+  // Mapped: the same answers, the vectors read from the file; writes copy pages and leave the file alone.
+  {
+    HnswIndex mapped = HnswIndex::load(path, LoadMode::map);
+    CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
+    for (std::size_t i = 0; i < 50; ++i)
+      CHECK(mapped.search(row(queries, dim, i), 10) == index.search(row(queries, dim, i), 10));
+    mapped.update(3, row(points, dim, 7));
+    CHECK(mapped.search(row(points, dim, 7), 1).at(0).label == 3);
+    CHECK(read_file(path) == bytes);
+    // Inserts fill the deleted slots in place, then growing copies the vectors out of the file.
+    for (std::size_t i = 0; i < 50; ++i) mapped.add(1000000 + i, row(queries, dim, i));
+    CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
+    for (std::size_t i = 0; i < n / 7 + 1; ++i) mapped.add(2000000 + i, row(points, dim, i));
+    CHECK(mapped.stats().mapped_bytes == 0);
+    for (std::size_t i = 0; i < 50; ++i) CHECK(mapped.search(row(queries, dim, i), 1).at(0).label == 1000000 + i);
+    CHECK(mapped.search(row(points, dim, 7), 1).at(0).label == 3);
+  }
+  // int8 storage round-trips, read and mapped.
+  HnswConfig int8_config{dim};
+  int8_config.storage = VectorStorage::int8;
+  for (bool keep_f32 : {true, false}) {
+    int8_config.keep_f32 = keep_f32;
+    HnswIndex quantized(int8_config);
+    for (std::size_t i = 0; i < 500; ++i) quantized.add(i, row(points, dim, i), i % 3);
+    quantized.save(folder / "int8.hnsw");
+    for (LoadMode mode : {LoadMode::read, LoadMode::map}) {
+      const HnswIndex back = HnswIndex::load(folder / "int8.hnsw", mode);
+      CHECK(back.config().storage == VectorStorage::int8);
+      CHECK(back.config().keep_f32 == keep_f32);
+      for (std::size_t i = 0; i < 20; ++i)
+        CHECK(back.search(row(queries, dim, i), 10) == quantized.search(row(queries, dim, i), 10));
+    }
+  }
   // An empty index round-trips too.
   HnswIndex empty(HnswConfig{dim});
   empty.save(folder / "empty.hnsw");

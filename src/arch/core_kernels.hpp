@@ -57,6 +57,22 @@ struct CoreKernels {
     return sum;
   }
 
+  static float dot_i8(const float* a, const std::int8_t* b, std::size_t n) noexcept {
+    F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
+    std::size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), load_i8_as_f32<Arch>(b + i), acc0);
+      acc1 = fused_multiply_add<Arch>(F::load_unaligned(a + i + W), load_i8_as_f32<Arch>(b + i + W), acc1);
+      acc2 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 2 * W), load_i8_as_f32<Arch>(b + i + 2 * W), acc2);
+      acc3 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 3 * W), load_i8_as_f32<Arch>(b + i + 3 * W), acc3);
+    }
+    for (; i + W <= n; i += W)
+      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), load_i8_as_f32<Arch>(b + i), acc0);
+    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
+    for (; i < n; ++i) sum += a[i] * static_cast<float>(b[i]);
+    return sum;
+  }
+
   static void rmsnorm(const float* x, const float* weight, float eps, float* y, std::size_t n) noexcept {
     const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
     const F scale(inv);
@@ -171,7 +187,7 @@ constexpr CoreKernelTable make_core_kernel_table(IsaLevel level) {
   using K = CoreKernels<Arch>;
   return CoreKernelTable{level,          K::dot,       K::rmsnorm,    K::softmax,    K::silu,
                          K::swiglu,      K::rope,      K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16,
-                         K::bf16_to_f32, eigen_matmul, K::squared_l2};
+                         K::bf16_to_f32, eigen_matmul, K::squared_l2, K::dot_i8};
 }
 
 }  // namespace persona::detail

@@ -3,6 +3,8 @@
 #include "persona/core/error.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -62,6 +64,34 @@ std::vector<std::byte> read_file(const std::filesystem::path& path) {
     PERSONA_THROW(io_error, "{}: cannot read {} bytes", path.string(), size);
   }
   return bytes;
+}
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) PERSONA_THROW(io_error, "{}: cannot open: {}", path.string(), std::strerror(errno));
+  struct stat info {};
+  if (fstat(fd, &info) != 0) {
+    const int err = errno;
+    ::close(fd);
+    PERSONA_THROW(io_error, "{}: cannot stat: {}", path.string(), std::strerror(err));
+  }
+  std::shared_ptr<MappedFile> file(new MappedFile());
+  file->size_ = static_cast<std::size_t>(info.st_size);
+  if (file->size_ > 0) {
+    void* address = mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (address == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      PERSONA_THROW(io_error, "{}: cannot map {} bytes: {}", path.string(), file->size_, std::strerror(err));
+    }
+    file->address_ = static_cast<std::byte*>(address);
+  }
+  ::close(fd);
+  return file;
+}
+
+MappedFile::~MappedFile() {
+  if (address_ != nullptr) munmap(address_, size_);
 }
 
 std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept {

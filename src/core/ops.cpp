@@ -198,8 +198,9 @@ void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
   }
 }
 
-float pair_impl(float (*kernel)(const float*, const float*, std::size_t) noexcept, std::span<const float> a,
-                std::span<const float> b, const char* function) {
+template <class B>
+float pair_impl(float (*kernel)(const float*, const B*, std::size_t) noexcept, std::span<const float> a,
+                std::span<const B> b, const char* function) {
   if (a.size() != b.size()) {
     throw Error(ErrorCode::shape_mismatch, function, fmt::format("a has {} elements but b has {}", a.size(), b.size()));
   }
@@ -275,6 +276,12 @@ float squared_l2(std::span<const float> a, std::span<const float> b) {
 }
 float squared_l2_ref(std::span<const float> a, std::span<const float> b) {
   return pair_impl(ref().squared_l2, a, b, "squared_l2_ref");
+}
+float dot_i8(std::span<const float> a, std::span<const std::int8_t> b) {
+  return pair_impl(fast().dot_i8, a, b, "dot_i8");
+}
+float dot_i8_ref(std::span<const float> a, std::span<const std::int8_t> b) {
+  return pair_impl(ref().dot_i8, a, b, "dot_i8_ref");
 }
 
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out) {

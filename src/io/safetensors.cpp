@@ -6,14 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
 #include <numeric>
 
@@ -66,39 +60,10 @@ std::size_t SafetensorsTensor::numel() const noexcept {
 
 // ------------------------------------------------------------------------------------------- reader
 
-struct SafetensorsReader::Mapping {
-  void* address = nullptr;
-  std::size_t size = 0;
-  ~Mapping() {
-    if (address != nullptr) munmap(address, size);
-  }
-};
-
 SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path) {
-  const std::string source = path.string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) PERSONA_THROW(io_error, "{}: cannot open: {}", source, std::strerror(errno));
-  struct stat info {};
-  if (fstat(fd, &info) != 0) {
-    const int err = errno;
-    ::close(fd);
-    PERSONA_THROW(io_error, "{}: cannot stat: {}", source, std::strerror(err));
-  }
-  auto mapping = std::make_shared<Mapping>();
-  mapping->size = static_cast<std::size_t>(info.st_size);
-  if (mapping->size > 0) {
-    void* address = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (address == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      PERSONA_THROW(io_error, "{}: cannot map {} bytes: {}", source, mapping->size, std::strerror(err));
-    }
-    mapping->address = address;
-  }
-  ::close(fd);
-  SafetensorsReader reader =
-      parse(std::span<const std::byte>(static_cast<const std::byte*>(mapping->address), mapping->size), source);
-  reader.mapping_ = std::move(mapping);
+  std::shared_ptr<MappedFile> file = MappedFile::open(path);
+  SafetensorsReader reader = parse(file->bytes(), path.string());
+  reader.mapping_ = std::move(file);
   return reader;
 }
 

@@ -1,7 +1,7 @@
 #include "persona/kv/paged_kv_cache.hpp"
 
+#include "core/huge_page_memory.hpp"
 #include "kv/kv_storage.hpp"
-#include "kv/pool_memory.hpp"
 #include "kv/prefix_index.hpp"
 #include "persona/core/error.hpp"
 
@@ -106,7 +106,7 @@ struct PagedKvCache::State {
   std::size_t blocks = 0;
   std::size_t row_elements = 0;       // kv_heads * head_dim: one token's K (or V) in one layer
   std::size_t layer_elements = 0;     // num_blocks * block_size * row_elements
-  detail::PoolMemory k, v;            // [layers, num_blocks, block_size, kv_heads, head_dim] of storage
+  detail::HugePageMemory k, v;        // [layers, num_blocks, block_size, kv_heads, head_dim] of storage
   Tensor<float> k_scale, v_scale;     // [layers, num_blocks, block_size, kv_heads], int8 only
   Tensor<std::int32_t> block_tokens;  // [num_blocks, block_size]
   std::vector<BlockMeta> meta;

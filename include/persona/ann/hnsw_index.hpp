@@ -1,6 +1,7 @@
 // HnswIndex: approximate nearest-neighbour search over a hierarchical navigable small-world graph
 // (Malkov & Yashunin), with a tenant id per vector, tenant-filtered search that stays exact for small
-// tenants, predicate filters, deletes, inserts from many threads and searches while inserts run.
+// tenants, predicate filters, f32 or int8 storage, deletes whose slots later inserts reuse, updates,
+// compaction, inserts from many threads and searches while inserts run.
 #pragma once
 
 #include "persona/ann/search.hpp"
@@ -15,6 +16,12 @@
 
 namespace persona::ann {
 
+// How the index keeps its vectors for the graph walk.
+enum class VectorStorage : std::uint8_t {
+  f32,   // 4 bytes per element
+  int8,  // 1 byte per element plus 16 per vector (scale, offset and norm of each vector's own range)
+};
+
 struct HnswConfig {
   std::size_t dim = 0;
   Metric metric = Metric::l2;
@@ -27,14 +34,26 @@ struct HnswConfig {
   // A filtered search over at most this many candidate vectors (a small tenant) scans them exactly: a
   // filtered walk of the graph loses recall when few vectors pass (Qdrant and Weaviate switch alike).
   std::size_t exact_search_limit = 4096;
+  VectorStorage storage = VectorStorage::f32;
+  // int8 storage: also keep the f32 vectors, build the graph from them and re-rank each search's best
+  // candidates exactly (in RAM, or in the file when loaded with LoadMode::map). Without them an int8
+  // index holds a quarter of the vector bytes and returns int8 distances.
+  bool keep_f32 = true;
+  // int8 with f32 kept: how many of the walk's best candidates are re-ranked exactly, as a multiple of k.
+  std::size_t rerank_factor = 4;
 };
+
+// How load reads the vectors: into memory, or mapped from the file (pages are read on first use and
+// may be dropped by the kernel under memory pressure; later writes copy the touched pages).
+enum class LoadMode : std::uint8_t { read, map };
 
 struct HnswStats {
   std::size_t vectors = 0;       // live (not deleted)
   std::size_t deleted = 0;       // marked, still in the graph
-  std::size_t vector_bytes = 0;  // stored vectors
+  std::size_t vector_bytes = 0;  // stored vectors (f32 and int8 rows), mapped ones included
   std::size_t graph_bytes = 0;   // links on every layer
-  std::size_t bytes = 0;         // everything the index holds, bookkeeping included
+  std::size_t mapped_bytes = 0;  // of vector_bytes, those still in the mapped file (LoadMode::map)
+  std::size_t bytes = 0;         // everything the index holds in memory, bookkeeping included; not mapped
   double bytes_per_vector() const noexcept {
     return vectors == 0 ? 0.0 : static_cast<double>(bytes) / static_cast<double>(vectors);
   }
@@ -55,7 +74,7 @@ class HnswIndex {
   // Reads an index written by save. Error io_error (unreadable), corrupt_data (truncated, checksum
   // mismatch, any count, level, link or label out of range), unsupported (a newer format version, naming
   // both).
-  static HnswIndex load(const std::filesystem::path& path);
+  static HnswIndex load(const std::filesystem::path& path, LoadMode mode = LoadMode::read);
 
   // Safe to call from several threads at once, and while other threads search. Error shape_mismatch for
   // a vector of another length, invalid_argument for NaN or infinity, a label already present, or a zero
@@ -63,8 +82,15 @@ class HnswIndex {
   void add(Label label, std::span<const float> vector, TenantId tenant = 0);
   // vectors [n, dim], one label (and tenant, or all 0 when empty) per row; inserted on oneTBB workers.
   void add(std::span<const Label> labels, TensorView<const float> vectors, std::span<const TenantId> tenants = {});
-  // Marks the vector deleted: searches skip it; it keeps routing the graph. Error not_found if unknown.
+  // Marks the vector deleted: searches skip it; it keeps routing the graph until a later add reuses its
+  // slot or compact() drops it. Error not_found if unknown.
   void remove(Label label);
+  // Replaces the vector (and tenant) of `label` and relinks it. A search running meanwhile may miss the
+  // label; it never sees a half-written vector. Errors as add, and not_found if the label is unknown.
+  void update(Label label, std::span<const float> vector, TenantId tenant = 0);
+  // Drops the deleted vectors: repairs the links that ran through them and moves the live ones together,
+  // giving the memory back. Blocks searches and inserts while it runs.
+  void compact();
   bool contains(Label label) const;
 
   // The k nearest live vectors passing the filter, closest first; fewer when fewer exist. ef = 0 uses

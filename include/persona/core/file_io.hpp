@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,23 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
 
 // The whole file; Error io_error naming the path when it cannot be read.
 std::vector<std::byte> read_file(const std::filesystem::path& path);
+
+// A file mapped into memory, private and copy-on-write: writes through bytes() change this process's
+// pages, never the file. Unmapped when the last owner lets go.
+class MappedFile {
+ public:
+  // Error io_error naming the path when it cannot be opened or mapped. An empty file maps to no bytes.
+  static std::shared_ptr<MappedFile> open(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::span<std::byte> bytes() const noexcept { return {address_, size_}; }
+
+ private:
+  MappedFile() = default;
+  std::byte* address_ = nullptr;
+  std::size_t size_ = 0;
+};
 
 // FNV-1a over 64-bit little-endian words (the last word zero-padded), then the length mixed in.
 std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept;

@@ -9,6 +9,7 @@
 #include "persona/core/tensor.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 namespace persona {
@@ -27,6 +28,9 @@ float dot_ref(std::span<const float> a, std::span<const float> b);
 // sum (a[i] - b[i])^2; Error shape_mismatch for different lengths.
 float squared_l2(std::span<const float> a, std::span<const float> b);
 float squared_l2_ref(std::span<const float> a, std::span<const float> b);
+// sum a[i] * b[i] over float a and signed bytes b (the int8 rows of the vector indexes).
+float dot_i8(std::span<const float> a, std::span<const std::int8_t> b);
+float dot_i8_ref(std::span<const float> a, std::span<const std::int8_t> b);
 
 // out[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * weight[i]   (Llama RMSNorm)
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out);

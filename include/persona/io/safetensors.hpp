@@ -55,8 +55,7 @@ class SafetensorsReader {
   Tensor<float> read_f32(std::string_view name) const;
 
  private:
-  struct Mapping;
-  std::shared_ptr<const Mapping> mapping_;
+  std::shared_ptr<const MappedFile> mapping_;
   std::string source_;
   std::map<std::string, std::string> metadata_;
   std::vector<SafetensorsTensor> tensors_;
