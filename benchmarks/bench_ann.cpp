@@ -2,9 +2,11 @@
 // binary, on (a) fashion-mnist-784 (Debian's dataset-fashion-mnist: 60k training images as queries' haystack,
 // the first 1,000 test images as queries, L2, as ann-benchmarks) and (b) gmm100k-128 (100 Gaussian centres,
 // seeded). k = 10, M = 16, ef_construction = 200; exact ground truth from FlatIndex. Builds run on 2 threads,
-// searches one query per call on 1 thread over an ef (nprobe) grid; the summary interpolates QPS at recall
-// 0.95 and 0.99. Then tenant-filtered search on gmm100k (tenants of 0.9% and one of 10%) and the bytes of
-// an empty index.
+// searches one query per call on 1 thread (and on 2 for persona and hnswlib) over an ef (nprobe) grid; the
+// summary interpolates QPS at recall 0.95 and 0.99. persona runs with f32 storage and with int8 storage plus
+// the exact f32 re-rank ("persona-int8"). Then tenant-filtered search on gmm100k (tenants of 0.9% and one
+// of 10%), the bytes of an empty index, and, when PERSONA_ANN_CHART names a file, a recall-vs-QPS chart
+// (SVG) of the 1-thread curves.
 #include "ann_peers.hpp"
 #include "bench_support.hpp"
 
@@ -15,12 +17,15 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -148,9 +153,11 @@ void run_build(benchmark::State& state, const std::string& library, const std::s
   Built& b = built()[library + "/" + name];
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
-    if (library == "persona") {
+    if (library.starts_with("persona")) {
       ScopedNumThreads threads(2);
-      b.persona = std::make_unique<HnswIndex>(HnswConfig{d->dim, Metric::l2, kM, kEfConstruction});
+      HnswConfig config{d->dim, Metric::l2, kM, kEfConstruction};
+      if (library == "persona-int8") config.storage = VectorStorage::int8;
+      b.persona = std::make_unique<HnswIndex>(config);
       std::vector<Label> labels(d->n);
       for (std::size_t i = 0; i < d->n; ++i) labels[i] = i;
       b.persona->add(labels, TensorView<const float>(d->train.data(), Shape{d->n, d->dim}), d->tenants);
@@ -175,8 +182,8 @@ double recall_of(const std::vector<std::vector<Label>>& found, const std::vector
 }
 
 void run_search(benchmark::State& state, const std::string& library, const std::string& name, std::size_t breadth,
-                int filter_kind) {
-  ScopedNumThreads threads(1);
+                int filter_kind, std::size_t threads = 1) {
+  ScopedNumThreads one(1);
   Dataset* d = dataset(name);
   if (d == nullptr) return state.SkipWithError("dataset missing");
   Built& b = built()[library + "/" + name];
@@ -190,11 +197,12 @@ void run_search(benchmark::State& state, const std::string& library, const std::
   }
   const auto& truth = filter_kind == 0 ? d->truth : filtered_truth[filter_kind];
   std::vector<std::vector<Label>> found(kQueries, std::vector<Label>(kK));
-  std::vector<std::int64_t> ids(kK);
-  std::size_t foreign = 0;
+  std::vector<std::size_t> foreign(threads, 0);
   if (b.peer) b.peer->set_breadth(breadth);
-  bench::timed(state, [&] {
-    for (std::size_t q = 0; q < kQueries; ++q) {
+  // Queries q = part, part + threads, ... on thread `part`.
+  const auto run_part = [&](std::size_t part) {
+    std::vector<std::int64_t> ids(kK);
+    for (std::size_t q = part; q < kQueries; q += threads) {
       const float* query = d->queries.data() + q * d->dim;
       if (b.persona) {
         SearchFilter filter;
@@ -203,31 +211,41 @@ void run_search(benchmark::State& state, const std::string& library, const std::
         found[q].clear();
         for (const Neighbor& nb : result) {
           found[q].push_back(nb.label);
-          if (filter_kind != 0) foreign += d->tenants[nb.label] == query_tenants[q] ? 0 : 1;
+          if (filter_kind != 0) foreign[part] += d->tenants[nb.label] == query_tenants[q] ? 0 : 1;
         }
       } else {
         b.peer->search(query, kK, ids.data());
         for (std::size_t i = 0; i < kK; ++i) found[q][i] = static_cast<Label>(ids[i]);
       }
     }
+  };
+  bench::timed(state, [&] {
+    if (threads == 1) return run_part(0);
+    std::vector<std::thread> workers;
+    for (std::size_t part = 0; part < threads; ++part) workers.emplace_back(run_part, part);
+    for (std::thread& w : workers) w.join();
   });
   state.counters["recall"] = recall_of(found, truth);
-  state.counters["foreign"] = static_cast<double>(foreign);
+  state.counters["foreign"] = static_cast<double>(std::accumulate(foreign.begin(), foreign.end(), std::size_t{0}));
   state.counters["qps"] =
       benchmark::Counter(static_cast<double>(kQueries), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 const std::vector<std::size_t> kEfGrid{10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
 const std::vector<std::size_t> kProbeGrid{1, 2, 4, 8, 16, 32, 64, 128};
-const std::vector<std::string> kLibraries{"persona", "hnswlib", "faiss_hnsw", "faiss_ivf"};
+const std::vector<std::string> kLibraries{"persona", "persona-int8", "hnswlib", "faiss_hnsw", "faiss_ivf"};
+// Searched on 2 threads too, over the part of the grid around recall 0.95 and 0.99.
+const std::vector<std::string> kTwoThreadLibraries{"persona", "persona-int8", "hnswlib"};
+const std::vector<std::size_t> kTwoThreadGrid{10, 16, 24, 32, 48};
 const std::vector<std::string> kDatasets{"fashion-mnist", "gmm100k"};
 
-std::string search_name(const std::string& library, const std::string& name, std::size_t breadth, int filter) {
-  return fmt::format("search/{}/{}/{}{}", library, name,
+std::string search_name(const std::string& library, const std::string& name, std::size_t breadth, int filter,
+                        std::size_t threads = 1) {
+  return fmt::format("search/{}/{}/{}{}{}", library, name,
                      filter == 0   ? ""
                      : filter == 1 ? "tenant0.9%/"
                                    : "tenant10%/",
-                     breadth);
+                     breadth, threads == 1 ? "" : "/threads:2");
 }
 
 void register_benchmarks() {
@@ -244,6 +262,12 @@ void register_benchmarks() {
                         [library, name, breadth](benchmark::State& s) { run_search(s, library, name, breadth, 0); });
       }
     }
+    for (const std::string& library : kTwoThreadLibraries) {
+      for (std::size_t ef : kTwoThreadGrid) {
+        bench::add_case(search_name(library, name, ef, 0, 2),
+                        [library, name, ef](benchmark::State& s) { run_search(s, library, name, ef, 0, 2); });
+      }
+    }
   }
   for (int filter : {1, 2}) {
     for (std::size_t ef : kEfGrid) {
@@ -255,10 +279,10 @@ void register_benchmarks() {
 
 // QPS where the recall curve (breadth ascending) crosses `target`, linearly between grid points; 0 if never.
 double qps_at(const std::map<std::string, bench::Measurement>& results, const std::string& library,
-              const std::string& name, double target, int filter = 0) {
+              const std::string& name, double target, int filter = 0, std::size_t threads = 1) {
   double last_recall = 0.0, last_qps = 0.0;
-  for (std::size_t breadth : library == "faiss_ivf" ? kProbeGrid : kEfGrid) {
-    const auto* m = bench::find_result(results, search_name(library, name, breadth, filter));
+  for (std::size_t breadth : library == "faiss_ivf" ? kProbeGrid : threads == 1 ? kEfGrid : kTwoThreadGrid) {
+    const auto* m = bench::find_result(results, search_name(library, name, breadth, filter, threads));
     if (m == nullptr || !m->median_counters.contains("recall")) continue;
     const double recall = m->median_counters.at("recall"), qps = m->median_counters.at("qps");
     if (recall >= target) {
@@ -271,7 +295,69 @@ double qps_at(const std::map<std::string, bench::Measurement>& results, const st
   return 0.0;
 }
 
+// The 1-thread recall-vs-QPS curves of every library, one panel per dataset, as an SVG file.
+void write_chart(const std::map<std::string, bench::Measurement>& results, const std::string& path) {
+  constexpr double kWidth = 460, kHeight = 340, kLeft = 60, kTop = 30, kPlotW = 380, kPlotH = 250;
+  constexpr double kRecallLow = 0.90, kQpsLow = 100, kQpsHigh = 100000;  // log scale on QPS
+  const std::map<std::string, std::string> colours{{"persona", "#d62728"},
+                                                   {"persona-int8", "#ff7f0e"},
+                                                   {"hnswlib", "#1f77b4"},
+                                                   {"faiss_hnsw", "#2ca02c"},
+                                                   {"faiss_ivf", "#9467bd"}};
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      kWidth * static_cast<double>(kDatasets.size()), kHeight + 40);
+  for (std::size_t panel = 0; panel < kDatasets.size(); ++panel) {
+    const std::string& name = kDatasets[panel];
+    const double x0 = static_cast<double>(panel) * kWidth + kLeft;
+    const auto x = [&](double recall) { return x0 + (recall - kRecallLow) / (1.0 - kRecallLow) * kPlotW; };
+    const auto y = [&](double qps) {
+      const double f = (std::log10(std::clamp(qps, kQpsLow, kQpsHigh)) - std::log10(kQpsLow)) /
+                       (std::log10(kQpsHigh) - std::log10(kQpsLow));
+      return kTop + (1.0 - f) * kPlotH;
+    };
+    svg += fmt::format("<text x=\"{}\" y=\"18\" font-size=\"13\">{}: recall@10 vs QPS (1 thread)</text>\n", x0, name);
+    svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n", x0,
+                       kTop, kPlotW, kPlotH);
+    for (double r = kRecallLow; r <= 1.0001; r += 0.02) {
+      svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:.2f}</text>\n", x(r), kTop + kPlotH + 14,
+                         r);
+    }
+    for (double q = kQpsLow; q <= kQpsHigh; q *= 10) {
+      svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.0f}</text>\n", x0 - 4, y(q) + 4, q);
+      svg += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>\n", x0, x0 + kPlotW,
+                         y(q), y(q));
+    }
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">recall@10</text>\n", x0 + kPlotW / 2,
+                       kTop + kPlotH + 30);
+    std::size_t legend = 0;
+    for (const std::string& library : kLibraries) {
+      std::string points;
+      for (std::size_t breadth : library == "faiss_ivf" ? kProbeGrid : kEfGrid) {
+        const auto* m = bench::find_result(results, search_name(library, name, breadth, 0));
+        if (m == nullptr || !m->median_counters.contains("recall")) continue;
+        const double recall = m->median_counters.at("recall");
+        if (recall < kRecallLow) continue;
+        points += fmt::format("{:.1f},{:.1f} ", x(recall), y(m->median_counters.at("qps")));
+      }
+      if (points.empty()) continue;
+      const std::string& colour = colours.at(library);
+      svg += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", points, colour);
+      svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", x0 + 8,
+                         kTop + 16 + 14 * static_cast<double>(legend++), colour, library);
+    }
+  }
+  svg += "</svg>\n";
+  if (std::FILE* f = std::fopen(path.c_str(), "w")) {
+    std::fputs(svg.c_str(), f);
+    std::fclose(f);
+    fmt::print("\nbench_ann: wrote the recall-vs-QPS chart to {}\n", path);
+  }
+}
+
 void print_summary(const std::map<std::string, bench::Measurement>& results) {
+  if (const char* chart = std::getenv("PERSONA_ANN_CHART")) write_chart(results, chart);
   if (const std::string missing = bench::missing_peers(); !missing.empty()) {
     fmt::print("\nbench_ann: not compared (not found at configure time): {}\n", missing);
   }
@@ -279,19 +365,23 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     fmt::print("\n## bench_ann: {} (k = {}, M = {}, ef_construction = {}; search 1 thread, build 2)\n\n", name, kK, kM,
                kEfConstruction);
     fmt::print(
-        "| library | build | index MiB | QPS @ recall 0.95 | x hnswlib | QPS @ 0.99 | x hnswlib |\n"
-        "|---|---|---|---|---|---|---|\n");
+        "| library | build | index MiB | QPS @ recall 0.95 | x hnswlib | QPS @ 0.99 | x hnswlib | QPS @ 0.95, 2 "
+        "threads | x hnswlib |\n|---|---|---|---|---|---|---|---|---|\n");
     const double h95 = qps_at(results, "hnswlib", name, 0.95), h99 = qps_at(results, "hnswlib", name, 0.99);
+    const double h95_2 = qps_at(results, "hnswlib", name, 0.95, 0, 2);
+    const auto ratio = [](double a, double b) { return b > 0 && a > 0 ? fmt::format("{:.2f}", a / b) : std::string(); };
     for (const std::string& library : kLibraries) {
       const auto* b = bench::find_result(results, fmt::format("build/{}/{}/threads:2", library, name));
       if (b == nullptr || !b->median_counters.contains("bytes")) continue;
       const double q95 = qps_at(results, library, name, 0.95), q99 = qps_at(results, library, name, 0.99);
-      fmt::print("| {} | {} | {:.1f} | {:.0f} | {} | {:.0f} | {} |\n", library, bench::format_time(b->median_seconds),
-                 b->median_counters.at("bytes") / (1 << 20), q95, h95 > 0 ? fmt::format("{:.2f}", q95 / h95) : "", q99,
-                 h99 > 0 ? fmt::format("{:.2f}", q99 / h99) : "");
+      const double q95_2 = qps_at(results, library, name, 0.95, 0, 2);
+      fmt::print("| {} | {} | {:.1f} | {:.0f} | {} | {:.0f} | {} | {} | {} |\n", library,
+                 bench::format_time(b->median_seconds), b->median_counters.at("bytes") / (1 << 20), q95,
+                 ratio(q95, h95), q99, ratio(q99, h99), q95_2 > 0 ? fmt::format("{:.0f}", q95_2) : "",
+                 ratio(q95_2, h95_2));
     }
     fmt::print("\n| case | recall | QPS |\n|---|---|---|\n");
-    for (const std::string& library : {std::string("persona"), std::string("hnswlib")}) {
+    for (const std::string& library : {std::string("persona"), std::string("persona-int8"), std::string("hnswlib")}) {
       for (std::size_t ef : kEfGrid) {
         const auto* m = bench::find_result(results, search_name(library, name, ef, 0));
         if (m == nullptr || !m->median_counters.contains("recall")) continue;
@@ -324,6 +414,10 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     if (h99 > 0)
       fmt::print("- {} QPS at recall 0.99 >= 0.9x hnswlib: {:.2f}x — {}\n", name, p99 / h99,
                  p99 >= 0.9 * h99 ? "MET" : "NOT MET");
+    const double i95 = qps_at(results, "persona-int8", name, 0.95);
+    if (h95 > 0 && i95 > 0)
+      fmt::print("- {} int8 + re-rank QPS at recall 0.95 >= 1.3x hnswlib: {:.2f}x — {}\n", name, i95 / h95,
+                 i95 >= 1.3 * h95 ? "MET" : "NOT MET");
     const auto* pb = bench::find_result(results, fmt::format("build/persona/{}/threads:2", name));
     const auto* hb = bench::find_result(results, fmt::format("build/hnswlib/{}/threads:2", name));
     if (pb && hb && hb->median_counters.contains("bytes") && pb->median_counters.contains("bytes")) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -498,6 +499,27 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     PERSONA_REQUIRE_ERROR(HnswIndex::load(write({bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(keep)})),
                           corrupt_data, "bad.hnsw");
   }
+  // Damage behind a recomputed checksum (anyone can recompute it): every such file loads, or fails as
+  // corrupt_data; none crashes a load or a later search.
+  std::mt19937 damage(15);
+  std::size_t refused = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    auto bad = bytes;
+    const std::size_t body = bytes.size() - sizeof(std::uint64_t);
+    const std::size_t at = trial < 150 ? body - 1 - damage() % (body / 3) : damage() % 128;  // links or header
+    bad[at] = static_cast<std::byte>(damage());
+    const std::uint64_t sum = persona_checksum(std::span<const std::byte>(bad.data(), body));
+    std::memcpy(bad.data() + body, &sum, sizeof(sum));
+    try {
+      const HnswIndex odd = HnswIndex::load(write(bad));
+      for (std::size_t i = 0; i < 5; ++i) (void)odd.search(row(queries, dim, i), 10);
+    } catch (const Error& e) {
+      refused += e.code() == ErrorCode::corrupt_data || e.code() == ErrorCode::unsupported ? 1 : 0;
+      INFO(e.what());
+      CHECK((e.code() == ErrorCode::corrupt_data || e.code() == ErrorCode::unsupported));
+    }
+  }
+  CHECK(refused > 0);
   auto newer = bytes;
   newer[8] = std::byte{2};  // the version field
   PERSONA_REQUIRE_ERROR(HnswIndex::load(write(newer)), unsupported,

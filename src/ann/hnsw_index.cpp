@@ -180,7 +180,8 @@ struct HnswIndex::State {
   std::size_t code_stride;  // bytes per int8 row: header, codes, padding to 4
 
   // Exclusive while the arrays grow, a reused slot's vector is rewritten, or compaction runs; every add
-  // and search holds it shared. Lock order: rewrite_mutex, growth, book_mutex.
+  // and search holds it shared. Lock order: rewrite_mutex, growth, book_mutex. A filter predicate runs
+  // under it (shared) and must not call back into the index.
   mutable std::shared_mutex growth;
   std::size_t capacity = 0;
   Rows<float> f32;                               // [capacity, dim] when has_f32
@@ -197,8 +198,8 @@ struct HnswIndex::State {
   std::atomic<std::int64_t> entry{-1};
   std::atomic<int> top_level{-1};
 
-  std::mutex rewrite_mutex;       // one update, remove or compaction at a time
-  mutable std::mutex book_mutex;  // labels, tenants, counts, free slots, level draws
+  std::shared_mutex rewrite_mutex;  // shared by each add in flight; exclusive for update, remove, compact
+  mutable std::mutex book_mutex;    // labels, tenants, counts, free slots, level draws
   std::unordered_map<Label, Slot> slots;
   std::unordered_map<TenantId, TenantVectors> by_tenant;
   std::vector<Slot> tenant_position;  // [slot]: its index in its tenant's list
@@ -285,9 +286,10 @@ struct HnswIndex::State {
     if (size <= capacity) return;
     resize_arrays(std::max({size, 2 * capacity, std::size_t{64}}));
   }
-  void resize_arrays(std::size_t grown) {
-    if (has_f32) f32.resize(grown * config.dim);
-    if (has_codes) codes.resize(grown * code_stride);
+  // `rows`: the vector rows too (not when load maps them from the file).
+  void resize_arrays(std::size_t grown, bool rows = true) {
+    if (has_f32 && rows) f32.resize(grown * config.dim);
+    if (has_codes && rows) codes.resize(grown * code_stride);
     links0.resize(grown * stride0());
     upper.resize(grown);
     levels.resize(grown, 0);
@@ -691,11 +693,14 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   const auto count = r.get<std::uint64_t>("count");
   const auto entry = r.get<std::int64_t>("entry");
   const auto top = r.get<std::int64_t>("top level");
-  // Every vector takes at least dim bytes: a count beyond the file is corrupt, not an allocation.
-  if (count >= 0xffffffffu || count > r.remaining() / config.dim) {
+  // Every node takes its rows, label, tenant, level, flag and layer 0 links in the file: a count beyond
+  // the file is corrupt, not an allocation.
+  const std::size_t node_bytes = (st.has_f32 ? config.dim * sizeof(float) : 0) + (st.has_codes ? st.code_stride : 0) +
+                                 sizeof(Label) + sizeof(TenantId) + 2 + st.stride0() * sizeof(Slot);
+  if (count >= 0xffffffffu || count > r.remaining() / node_bytes) {
     r.fail(fmt::format("count {} does not fit the file", count));
   }
-  st.resize_arrays(count);
+  st.resize_arrays(count, mode == LoadMode::read);
   r.align("padding");
   if (st.has_f32) {
     if (mode == LoadMode::map) {
@@ -718,19 +723,26 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   std::vector<std::uint8_t> deleted(count);
   r.get_array(deleted.data(), count, "deleted flags");
   r.get_array(st.links0.data(), count * st.stride0(), "layer 0 links");
-  const auto check_links = [&](const Slot* list, std::size_t limit, std::size_t node) {
-    if (list[0] > limit) r.fail(fmt::format("node {} has {} links; at most {}", node, list[0], limit));
+  // Links name existing nodes that reach the link's layer.
+  const auto check_links = [&](const Slot* list, std::size_t level, std::size_t node) {
+    const std::size_t limit = st.max_links_at(level);
+    if (list[0] > limit)
+      r.fail(fmt::format("node {} has {} links on layer {}; at most {}", node, list[0], level, limit));
     for (std::size_t i = 0; i < list[0]; ++i) {
       if (list[1 + i] >= count) r.fail(fmt::format("node {} links to {}; the index has {}", node, list[1 + i], count));
+      if (st.levels[list[1 + i]] < level) {
+        r.fail(fmt::format("node {} links on layer {} to node {}, which stops at layer {}", node, level, list[1 + i],
+                           st.levels[list[1 + i]]));
+      }
     }
   };
   for (std::size_t i = 0; i < count; ++i) {
     if (st.levels[i] > kMaxLevel) r.fail(fmt::format("node {} has level {}", i, st.levels[i]));
-    check_links(st.links0.data() + i * st.stride0(), st.max_links0, i);
+    check_links(st.links0.data() + i * st.stride0(), 0, i);
     if (st.levels[i] > 0) {
       st.upper[i] = std::make_unique<Slot[]>(st.levels[i] * st.stride());
       r.get_array(st.upper[i].get(), st.levels[i] * st.stride(), "upper links");
-      for (std::size_t l = 0; l < st.levels[i]; ++l) check_links(st.upper[i].get() + l * st.stride(), st.max_links, i);
+      for (std::size_t l = 0; l < st.levels[i]; ++l) check_links(st.upper[i].get() + l * st.stride(), l + 1, i);
     }
     const Slot slot = static_cast<Slot>(i);
     st.deleted[i].store(deleted[i] != 0);
@@ -742,7 +754,7 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
     }
   }
   if (r.remaining() != sizeof(stored)) r.fail(fmt::format("{} bytes after the links", r.remaining() - sizeof(stored)));
-  if (count == 0 ? entry != -1
+  if (count == 0 ? entry != -1 || top != -1
                  : (entry < 0 || static_cast<std::uint64_t>(entry) >= count ||
                     top != st.levels[static_cast<std::size_t>(entry)])) {
     r.fail(fmt::format("entry point {} at level {} does not match the nodes", entry, top));
@@ -765,59 +777,80 @@ void HnswIndex::add(Label label, std::span<const float> vector, TenantId tenant)
   State& st = *state_;
   std::vector<float> prepared(st.config.dim);
   detail::prepare_vector(st.config.metric, st.config.dim, vector, prepared.data(), "add", "vector");
-  Slot slot;
+  // Held shared from taking a slot until the vector is in its tenant's list: remove, update and compact
+  // (exclusive) never meet a half-added vector.
+  std::shared_lock inserting(st.rewrite_mutex);
+  Slot slot = 0;
   std::size_t level = 0;
   bool reused = false;
-  {
-    std::lock_guard lock(st.book_mutex);
-    PERSONA_CHECK(!st.slots.contains(label), "label {} is already in the index", label);
-    if (!st.free_slots.empty()) {
-      slot = st.free_slots.back();
-      st.free_slots.pop_back();
-      reused = true;
-    } else {
-      PERSONA_CHECK_CODE(capacity_exhausted, st.next_slot < 0xffffffffu, "the index holds {} vectors; no more slots",
-                         st.next_slot);
-      slot = static_cast<Slot>(st.next_slot++);
-      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
-      level = std::min(kMaxLevel, static_cast<std::size_t>(-std::log(std::max(u, 1e-300)) * st.level_scale));
-    }
-    st.slots.emplace(label, slot);
-    ++st.live;
-  }
-  if (reused) {
-    // The slot still routes searches: its vector changes only while none runs, and it stays deleted (never
-    // a result) until it is linked at its new place.
+  // A slot is taken only once the arrays hold it, so a failed allocation changes nothing.
+  for (std::size_t wanted = 1; wanted != 0;) {
+    wanted = 0;
     {
-      std::unique_lock lock(st.growth);
+      std::shared_lock growth(st.growth);
+      std::lock_guard lock(st.book_mutex);
+      PERSONA_CHECK(!st.slots.contains(label), "label {} is already in the index", label);
+      if (!st.free_slots.empty()) {
+        slot = st.free_slots.back();
+        st.free_slots.pop_back();
+        reused = true;
+      } else if (st.next_slot < st.capacity) {
+        slot = static_cast<Slot>(st.next_slot++);
+        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(st.rng);
+        level = std::min(kMaxLevel, static_cast<std::size_t>(-std::log(std::max(u, 1e-300)) * st.level_scale));
+      } else {
+        PERSONA_CHECK_CODE(capacity_exhausted, st.next_slot < 0xffffffffu, "the index holds {} vectors; no more slots",
+                           st.next_slot);
+        wanted = st.next_slot + 1;
+      }
+      if (wanted == 0) {
+        st.slots.emplace(label, slot);
+        ++st.live;
+      }
+    }
+    if (wanted != 0) st.reserve(wanted);
+  }
+  try {
+    if (reused) {
+      // The slot still routes searches: its vector changes only while none runs, and it stays deleted
+      // (never a result) until it is linked at its new place.
+      {
+        std::unique_lock lock(st.growth);
+        st.write_vector(slot, prepared.data());
+        st.labels[slot] = label;
+        st.tenants[slot] = tenant;
+        level = st.levels[slot];
+      }
+      std::shared_lock lock(st.growth);
+      st.repair_around(persona::detail::core_kernels(active_isa_level()), slot, level);
+      st.link(slot, level, prepared.data());
+      st.deleted[slot].store(false, std::memory_order_release);
+    } else {
+      std::shared_lock lock(st.growth);
       st.write_vector(slot, prepared.data());
       st.labels[slot] = label;
       st.tenants[slot] = tenant;
-      level = st.levels[slot];
+      if (level > 0) {
+        st.upper[slot] = std::make_unique<Slot[]>(level * st.stride());
+        std::fill_n(st.upper[slot].get(), level * st.stride(), Slot{0});
+      }
+      st.levels[slot] = static_cast<std::uint8_t>(level);  // only once its upper links exist
+      st.link(slot, level, prepared.data());
     }
-    std::shared_lock lock(st.growth);
-    st.repair_around(persona::detail::core_kernels(active_isa_level()), slot, level);
-    st.link(slot, level, prepared.data());
-    st.deleted[slot].store(false, std::memory_order_release);
-  } else {
-    std::shared_lock lock(st.growth);
-    if (slot >= st.capacity) {
-      lock.unlock();
-      st.reserve(static_cast<std::size_t>(slot) + 1);
-      lock.lock();
-    }
-    st.write_vector(slot, prepared.data());
-    st.labels[slot] = label;
-    st.tenants[slot] = tenant;
-    st.levels[slot] = static_cast<std::uint8_t>(level);
-    if (level > 0) {
-      st.upper[slot] = std::make_unique<Slot[]>(level * st.stride());
-      std::fill_n(st.upper[slot].get(), level * st.stride(), Slot{0});
-    }
-    st.link(slot, level, prepared.data());
+    std::shared_lock growth(st.growth);
+    std::lock_guard lock(st.book_mutex);
+    st.add_to_tenant(slot, tenant);
+  } catch (...) {
+    // Out of memory while linking: the vector never became a result; its slot is freed for reuse (it may
+    // route searches meanwhile, as any deleted one does).
+    std::shared_lock growth(st.growth);
+    std::lock_guard lock(st.book_mutex);
+    st.deleted[slot].store(true, std::memory_order_release);
+    st.slots.erase(label);
+    --st.live;
+    st.free_slots.push_back(slot);
+    throw;
   }
-  std::lock_guard lock(st.book_mutex);
-  st.add_to_tenant(slot, tenant);
 }
 
 void HnswIndex::add(std::span<const Label> labels, TensorView<const float> vectors, std::span<const TenantId> tenants) {
@@ -854,7 +887,7 @@ void HnswIndex::update(Label label, std::span<const float> vector, TenantId tena
   State& st = *state_;
   std::vector<float> prepared(st.config.dim);
   detail::prepare_vector(st.config.metric, st.config.dim, vector, prepared.data(), "update", "vector");
-  std::lock_guard rewrite(st.rewrite_mutex);
+  std::unique_lock rewrite(st.rewrite_mutex);
   Slot slot;
   {
     std::shared_lock growth(st.growth);
@@ -872,19 +905,26 @@ void HnswIndex::update(Label label, std::span<const float> vector, TenantId tena
     st.tenants[slot] = tenant;
     level = st.levels[slot];
   }
-  {
+  const auto finish = [&] {
+    std::shared_lock growth(st.growth);
+    std::lock_guard lock(st.book_mutex);
+    st.add_to_tenant(slot, tenant);
+    st.deleted[slot].store(false, std::memory_order_release);
+  };
+  try {
     std::shared_lock lock(st.growth);
     st.repair_around(persona::detail::core_kernels(active_isa_level()), slot, level);
     st.link(slot, level, prepared.data());
-    st.deleted[slot].store(false, std::memory_order_release);
+  } catch (...) {
+    finish();  // out of memory while relinking: the new vector stays, reachable through its old links
+    throw;
   }
-  std::lock_guard lock(st.book_mutex);
-  st.add_to_tenant(slot, tenant);
+  finish();
 }
 
 void HnswIndex::remove(Label label) {
   State& st = *state_;
-  std::lock_guard rewrite(st.rewrite_mutex);
+  std::unique_lock rewrite(st.rewrite_mutex);
   std::shared_lock growth(st.growth);  // before book_mutex, the order every path takes
   std::lock_guard lock(st.book_mutex);
   const auto it = st.slots.find(label);
@@ -899,7 +939,7 @@ void HnswIndex::remove(Label label) {
 
 void HnswIndex::compact() {
   State& st = *state_;
-  std::lock_guard rewrite(st.rewrite_mutex);
+  std::unique_lock rewrite(st.rewrite_mutex);
   std::unique_lock growth(st.growth);
   std::lock_guard lock(st.book_mutex);
   const auto& k = persona::detail::core_kernels(active_isa_level());
@@ -1045,11 +1085,14 @@ std::vector<Neighbor> HnswIndex::search(std::span<const float> query, std::size_
     }
     if (held <= st.config.exact_search_limit) return scan(candidates());
   }
+  // The top level before the entry: link() publishes a new entry before its level, so the entry read
+  // here reaches at least this level.
+  const int top = st.top_level.load(std::memory_order_acquire);
   const std::int64_t first = st.entry.load(std::memory_order_acquire);
   if (first < 0) return {};
   const auto walk = st.distance_from(kernels, q.data(), true);
   Candidate current{walk(static_cast<Slot>(first)), static_cast<Slot>(first)};
-  for (int l = st.top_level.load(std::memory_order_acquire); l > 0; --l) {
+  for (int l = std::min<int>(top, st.levels[static_cast<Slot>(first)]); l > 0; --l) {
     current = st.greedy(walk, current, static_cast<std::size_t>(l));
   }
   ScratchLease scratch;
@@ -1083,7 +1126,9 @@ HnswStats HnswIndex::stats() const {
   s.vector_bytes = st.next_slot * (f32_row + code_row);
   s.mapped_bytes = st.next_slot * ((st.f32.mapped() ? f32_row : 0) + (st.codes.mapped() ? code_row : 0));
   std::size_t upper_bytes = 0;
-  for (std::size_t i = 0; i < st.next_slot; ++i) upper_bytes += st.levels[i] * st.stride() * sizeof(Slot);
+  for (std::size_t i = 0; i < std::min(st.next_slot, st.capacity); ++i) {
+    upper_bytes += st.levels[i] * st.stride() * sizeof(Slot);
+  }
   s.graph_bytes = st.next_slot * st.stride0() * sizeof(Slot) + upper_bytes;
   s.bytes = st.f32.owned_bytes() + st.codes.owned_bytes() + st.links0.owned_bytes() + upper_bytes +
             st.capacity *

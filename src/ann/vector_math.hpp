@@ -50,7 +50,7 @@ inline bool closer(const Neighbor& a, const Neighbor& b) noexcept {
 // The k best neighbours offered so far (a max-heap on `closer`).
 class TopK {
  public:
-  explicit TopK(std::size_t k) : k_(k) { heap_.reserve(k); }
+  explicit TopK(std::size_t k) : k_(k) { heap_.reserve(std::min<std::size_t>(k, 1024)); }
   bool full() const noexcept { return heap_.size() == k_; }
   // The worst kept distance (infinity until full).
   float bound() const noexcept { return full() ? heap_.front().distance : INFINITY; }
