@@ -1058,32 +1058,33 @@ std::vector<Neighbor> HnswIndex::search(std::span<const float> query, std::size_
   const auto candidates = [&] {
     std::vector<Slot> out;
     std::lock_guard lock(st.book_mutex);
-    for (const auto& [tenant, vectors] : st.by_tenant) {
-      if (!filter.tenant || tenant == *filter.tenant) out.insert(out.end(), vectors.slots.begin(), vectors.slots.end());
+    if (filter.tenant) {
+      if (const auto it = st.by_tenant.find(*filter.tenant); it != st.by_tenant.end()) out = it->second.slots;
+      return out;
     }
+    for (const auto& [tenant, vectors] : st.by_tenant)
+      out.insert(out.end(), vectors.slots.begin(), vectors.slots.end());
     return out;
   };
   // Exact over the f32 rows when the index has them.
   const auto exact = st.distance_from(kernels, q.data(), !st.has_f32);
   const auto scan = [&](const std::vector<Slot>& slots) {
     detail::TopK best(k);
-    // A tenant's vectors lie scattered over the index: request a few ahead, or each one waits on memory.
-    constexpr std::size_t kAhead = 4;
+    // A tenant's vectors lie scattered over the index: request rows ahead, or each one waits on memory.
+    // Flags, label and predicate are read only for a vector that would enter the k best.
+    constexpr std::size_t kAhead = 8;
     for (std::size_t i = 0; i < slots.size(); ++i) {
       if (i + kAhead < slots.size()) exact.prefetch(slots[i + kAhead], 64);
-      if (accept(slots[i])) best.offer({st.labels[slots[i]], exact(slots[i])});
+      const Slot s = slots[i];
+      const float d = exact(s);
+      if (d <= best.bound() && accept(s)) best.offer({st.labels[s], d});
     }
     return std::move(best).sorted();
   };
   if (filter.tenant) {  // a small tenant: exact over its own vectors
-    std::size_t held = 0;
-    {
-      std::lock_guard lock(st.book_mutex);
-      const auto it = st.by_tenant.find(*filter.tenant);
-      if (it == st.by_tenant.end()) return {};
-      held = it->second.slots.size();
-    }
-    if (held <= st.config.exact_search_limit) return scan(candidates());
+    std::vector<Slot> own = candidates();
+    if (own.empty()) return {};
+    if (own.size() <= st.config.exact_search_limit) return scan(own);
   }
   // The top level before the entry: link() publishes a new entry before its level, so the entry read
   // here reaches at least this level.
