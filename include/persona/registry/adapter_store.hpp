@@ -1,0 +1,70 @@
+// AdapterStore: every tenant's adapters on disk (the NVMe tier), one persona adapter file per version,
+// written crash-safely so that a crash at any moment leaves the old version or the new one, never a torn
+// file. The RAM cache and ownership checks on use are the registry's (AdapterRegistry, to come).
+#pragma once
+
+#include "persona/lora/lora_adapter.hpp"
+#include "persona/lora/lora_quantize.hpp"
+#include "persona/quant/quant_spec.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace persona {
+
+struct AdapterStoreConfig {
+  // Versions kept per adapter; older ones are deleted after a put (a reader that already opened one
+  // keeps reading it: POSIX unlink leaves open files readable).
+  std::size_t keep_versions = 3;
+};
+
+// What a put wrote.
+struct StoredAdapter {
+  std::uint64_t version = 0;
+  std::filesystem::path path;
+  std::size_t file_bytes = 0;
+  std::map<LoraTarget, LoraQuantReport> quantization;  // per module, when put quantized on the way in
+};
+
+class AdapterStore {
+ public:
+  // Opens (creating if needed) the store under `root`: root/tenants/<tenant>/<adapter>/v<version>.persona.
+  // Error io_error if the folder cannot be created.
+  explicit AdapterStore(std::filesystem::path root, AdapterStoreConfig config = {});
+
+  // Writes a new version of adapter.id() for adapter.tenant() (kPublicTenant: open to every tenant),
+  // quantized to `quantize` on the way in when given. Ids are 1..128 of [A-Za-z0-9._-], not "." or "..";
+  // anything else is invalid_argument. Error io_error (disk full, unwritable folder) leaves every stored
+  // version as it was.
+  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt);
+
+  // The latest version, or `version`. Error not_found (unknown tenant, adapter or version), corrupt_data
+  // (truncated or damaged file, or one that names another tenant or id), io_error.
+  LoraAdapter get(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version = std::nullopt) const;
+  // The file get would read, without reading it; Error not_found as get.
+  std::filesystem::path path_of(TenantId tenant, std::string_view adapter,
+                                std::optional<std::uint64_t> version = std::nullopt) const;
+  // The tenant's adapter ids with at least one version, sorted; empty for an unknown tenant.
+  std::vector<std::string> list(TenantId tenant) const;
+  // The stored versions of one adapter, ascending; empty if none.
+  std::vector<std::uint64_t> versions(TenantId tenant, std::string_view adapter) const;
+  // Deletes every version of the adapter. Error not_found if it has none.
+  void remove(TenantId tenant, std::string_view adapter);
+
+  const std::filesystem::path& root() const noexcept { return root_; }
+
+ private:
+  std::filesystem::path folder(TenantId tenant, std::string_view adapter) const;
+  std::filesystem::path root_;
+  AdapterStoreConfig config_;
+  std::mutex writers_;  // puts and removes in this process, one at a time
+};
+
+}  // namespace persona

@@ -1,0 +1,146 @@
+#include "persona/registry/adapter_store.hpp"
+
+#include "persona/core/error.hpp"
+#include "persona/io/persona_adapter.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <system_error>
+
+namespace persona {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kExtension = ".persona";
+
+void check_id(std::string_view id) {
+  const bool valid_chars = std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+  PERSONA_CHECK(!id.empty() && id.size() <= 128 && valid_chars && id != "." && id != "..",
+                "adapter id '{}' is not 1..128 characters of [A-Za-z0-9._-] (and not . or ..)", id);
+}
+
+// "v00000000000000000042.persona" -> 42; anything else (temporary files of an interrupted put) -> none.
+std::optional<std::uint64_t> version_of(const fs::path& file) {
+  const std::string name = file.filename().string();
+  if (name.size() <= 1 + kExtension.size() || name[0] != 'v' || !name.ends_with(kExtension)) return std::nullopt;
+  std::uint64_t version = 0;
+  const char* begin = name.data() + 1;
+  const char* end = name.data() + name.size() - kExtension.size();
+  const auto [at, error] = std::from_chars(begin, end, version);
+  if (error != std::errc{} || at != end) return std::nullopt;
+  return version;
+}
+
+std::string file_name(std::uint64_t version) { return fmt::format("v{:020}{}", version, kExtension); }
+
+}  // namespace
+
+AdapterStore::AdapterStore(fs::path root, AdapterStoreConfig config) : root_(std::move(root)), config_(config) {
+  PERSONA_CHECK(config_.keep_versions >= 1, "keep_versions is 0; expected at least 1");
+  std::error_code error;
+  fs::create_directories(root_ / "tenants", error);
+  if (error) PERSONA_THROW(io_error, "{}: cannot create the store folder: {}", root_.string(), error.message());
+}
+
+fs::path AdapterStore::folder(TenantId tenant, std::string_view adapter) const {
+  check_id(adapter);
+  return root_ / "tenants" / std::to_string(tenant) / std::string(adapter);
+}
+
+std::vector<std::uint64_t> AdapterStore::versions(TenantId tenant, std::string_view adapter) const {
+  const fs::path dir = folder(tenant, adapter);
+  std::vector<std::uint64_t> out;
+  std::error_code error;
+  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
+    if (const auto v = version_of(it->path())) out.push_back(*v);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> AdapterStore::list(TenantId tenant) const {
+  std::vector<std::string> out;
+  std::error_code error;
+  for (fs::directory_iterator it(root_ / "tenants" / std::to_string(tenant), error), end; !error && it != end;
+       it.increment(error)) {
+    const std::string id = it->path().filename().string();
+    if (it->is_directory() && !versions(tenant, id).empty()) out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+fs::path AdapterStore::path_of(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version) const {
+  const std::vector<std::uint64_t> stored = versions(tenant, adapter);
+  if (stored.empty()) PERSONA_THROW(not_found, "tenant {} has no adapter '{}'", tenant, adapter);
+  const std::uint64_t wanted = version.value_or(stored.back());
+  if (!std::binary_search(stored.begin(), stored.end(), wanted)) {
+    PERSONA_THROW(not_found, "adapter '{}' of tenant {} has no version {} (stored: {} to {})", adapter, tenant, wanted,
+                  stored.front(), stored.back());
+  }
+  return folder(tenant, adapter) / file_name(wanted);
+}
+
+LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version) const {
+  const fs::path path = path_of(tenant, adapter, version);
+  LoraAdapter loaded = [&] {
+    try {
+      return read_persona_adapter(path);
+    } catch (const Error& e) {
+      // Pruned or removed between listing and reading.
+      if (e.code() == ErrorCode::io_error && !fs::exists(path)) {
+        PERSONA_THROW(not_found, "adapter '{}' of tenant {}: {} was removed while being read", adapter, tenant,
+                      path.string());
+      }
+      throw;
+    }
+  }();
+  if (loaded.tenant() != tenant || loaded.id() != adapter) {
+    PERSONA_THROW(corrupt_data, "{}: holds adapter '{}' of tenant {}, stored as '{}' of tenant {}", path.string(),
+                  loaded.id(), loaded.tenant(), adapter, tenant);
+  }
+  return loaded;
+}
+
+StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize) {
+  const fs::path dir = folder(adapter.tenant(), adapter.id());
+  StoredAdapter stored;
+  LoraAdapter written(adapter.id(), adapter.tenant());
+  if (quantize) {
+    for (const auto& [target, module] : adapter.modules()) {
+      LoraQuantReport report;
+      written.add(target, quantize_lora(module, *quantize, QuantMethod::round_to_nearest, &report));
+      stored.quantization.emplace(target, report);
+    }
+  }
+  std::lock_guard lock(writers_);
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) PERSONA_THROW(io_error, "{}: cannot create the adapter folder: {}", dir.string(), error.message());
+  const std::vector<std::uint64_t> before = versions(adapter.tenant(), adapter.id());
+  stored.version = before.empty() ? 1 : before.back() + 1;
+  stored.path = dir / file_name(stored.version);
+  // A new name per version, written to a temporary file, fsynced and renamed: readers of the old
+  // version never see the new one half-written, and a crash leaves at most a stray temporary file.
+  write_persona_adapter(quantize ? written : adapter, stored.path);
+  stored.file_bytes = static_cast<std::size_t>(fs::file_size(stored.path, error));
+  // Then the oldest versions beyond the kept ones go.
+  const std::size_t total = before.size() + 1;
+  for (std::size_t i = 0; i + config_.keep_versions < total; ++i) fs::remove(dir / file_name(before[i]), error);
+  return stored;
+}
+
+void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
+  std::lock_guard lock(writers_);
+  const std::vector<std::uint64_t> stored = versions(tenant, adapter);
+  if (stored.empty()) PERSONA_THROW(not_found, "tenant {} has no adapter '{}'", tenant, adapter);
+  std::error_code error;
+  fs::remove_all(folder(tenant, adapter), error);
+  if (error) PERSONA_THROW(io_error, "{}: cannot remove: {}", folder(tenant, adapter).string(), error.message());
+}
+
+}  // namespace persona

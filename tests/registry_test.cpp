@@ -1,0 +1,228 @@
+// Tests of the adapter registry: AdapterStore round trips, versions and pruning, ids, quantizing on the
+// way in, damaged and misplaced files, a failed put (file size limit, as a full disk) and writers killed
+// at many points of a put.
+#include "test_support.hpp"
+
+#include <persona/core/error.hpp>
+#include <persona/registry/adapter_store.hpp>
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+using namespace persona;
+using persona::test::random_tensor;
+namespace fs = std::filesystem;
+
+namespace {
+
+// An adapter whose every element encodes `tag`: A[i] = tag + i / 2^20, B likewise, so that a torn or
+// mixed file would show.
+LoraAdapter tagged_adapter(const std::string& id, TenantId tenant, float tag, std::size_t width = 256,
+                           std::size_t rank = 8) {
+  LoraAdapter adapter(id, tenant);
+  for (std::size_t layer = 0; layer < 2; ++layer) {
+    for (const char* module : {"self_attn.q_proj", "self_attn.v_proj"}) {
+      Tensor<float> a({rank, width}), b({width, rank});
+      for (std::size_t i = 0; i < a.numel(); ++i) a.data()[i] = tag + static_cast<float>(i) / (1 << 20);
+      for (std::size_t i = 0; i < b.numel(); ++i) b.data()[i] = -tag - static_cast<float>(i) / (1 << 20);
+      adapter.add({layer, module}, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), 16.0f));
+    }
+  }
+  return adapter;
+}
+
+// The tag of a stored adapter, after checking that every element agrees with it.
+float tag_of(const LoraAdapter& adapter) {
+  const Tensor<float>* first = adapter.modules().begin()->second.a().f32();
+  REQUIRE(first != nullptr);
+  const float tag = first->data()[0];
+  std::size_t wrong = 0;
+  for (const auto& [target, module] : adapter.modules()) {
+    const Tensor<float>& a = *module.a().f32();
+    const Tensor<float>& b = *module.b().f32();
+    for (std::size_t i = 0; i < a.numel(); ++i) wrong += a.data()[i] == tag + static_cast<float>(i) / (1 << 20) ? 0 : 1;
+    for (std::size_t i = 0; i < b.numel(); ++i)
+      wrong += b.data()[i] == -tag - static_cast<float>(i) / (1 << 20) ? 0 : 1;
+  }
+  REQUIRE(wrong == 0);
+  return tag;
+}
+
+struct TempFolder {
+  fs::path path = fs::temp_directory_path() / fmt::format("persona_registry_{}_{}", ::getpid(), counter()++);
+  TempFolder() { fs::create_directories(path); }
+  ~TempFolder() { fs::remove_all(path); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("AdapterStore keeps versions per tenant and adapter; unknown keys and bad ids are clear Errors",
+          "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  CHECK(store.put(tagged_adapter("style", 7, 1.0f)).version == 1);
+  CHECK(store.put(tagged_adapter("style", 7, 2.0f)).version == 2);
+  CHECK(store.put(tagged_adapter("style", 8, 3.0f)).version == 1);  // another tenant's own "style"
+  CHECK(store.put(tagged_adapter("common", kPublicTenant, 4.0f)).version == 1);
+  CHECK(tag_of(store.get(7, "style")) == 2.0f);
+  CHECK(tag_of(store.get(7, "style", 1)) == 1.0f);
+  CHECK(tag_of(store.get(8, "style")) == 3.0f);
+  CHECK(store.get(8, "style").tenant() == 8);
+  CHECK(store.versions(7, "style") == std::vector<std::uint64_t>{1, 2});
+  CHECK(store.list(7) == std::vector<std::string>{"style"});
+  CHECK(store.list(kPublicTenant) == std::vector<std::string>{"common"});
+  CHECK(store.list(12345).empty());
+  // Three versions are kept; older ones go.
+  store.put(tagged_adapter("style", 7, 5.0f));
+  store.put(tagged_adapter("style", 7, 6.0f));
+  CHECK(store.versions(7, "style") == std::vector<std::uint64_t>{2, 3, 4});
+  CHECK(tag_of(store.get(7, "style")) == 6.0f);
+  PERSONA_REQUIRE_ERROR(store.get(7, "style", 1), not_found, "has no version 1 (stored: 2 to 4)");
+  PERSONA_REQUIRE_ERROR(store.get(7, "missing"), not_found, "tenant 7 has no adapter 'missing'");
+  PERSONA_REQUIRE_ERROR(store.get(9, "style"), not_found, "tenant 9 has no adapter 'style'");
+  for (const char* bad : {"", ".", "..", "../escape", "a/b", "sp ace"}) {
+    INFO(bad);
+    PERSONA_REQUIRE_ERROR(store.put(tagged_adapter(bad, 7, 1.0f)), invalid_argument, "is not 1..128 characters");
+    PERSONA_REQUIRE_ERROR(store.get(7, bad), invalid_argument, "is not 1..128 characters");
+  }
+  store.remove(7, "style");
+  CHECK(store.list(7).empty());
+  PERSONA_REQUIRE_ERROR(store.get(7, "style"), not_found, "has no adapter 'style'");
+  PERSONA_REQUIRE_ERROR(store.remove(7, "style"), not_found, "has no adapter 'style'");
+  CHECK(tag_of(store.get(8, "style")) == 3.0f);  // the other tenant's adapter of the same name is untouched
+  // A store opened again on the folder sees the same adapters.
+  AdapterStore again(folder.path);
+  CHECK(again.versions(8, "style") == std::vector<std::uint64_t>{1});
+  PERSONA_REQUIRE_ERROR(AdapterStore(folder.path, {.keep_versions = 0}), invalid_argument, "keep_versions is 0");
+}
+
+TEST_CASE("AdapterStore quantizes on the way in and reports the error", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  LoraAdapter adapter("q", 3);
+  const Tensor<float> a = random_tensor({8, 256}, 1), b = random_tensor({256, 8}, 2);
+  adapter.add({0, "self_attn.q_proj"}, LoraModule(LoraMatrix(Tensor<float>(a)), LoraMatrix(Tensor<float>(b)), 16.0f));
+  const StoredAdapter stored = store.put(adapter, QuantSpec{4, 32});
+  REQUIRE(stored.quantization.size() == 1);
+  const LoraQuantReport& report = stored.quantization.begin()->second;
+  REQUIRE(report.a_spec.has_value());
+  CHECK(report.a.max_abs_error > 0.0);
+  const LoraAdapter back = store.get(3, "q");
+  const LoraModule& module = back.modules().begin()->second;
+  CHECK(module.a().f32() == nullptr);  // stored as int4
+  const Tensor<float> a_back = module.a().to_f32();
+  double worst = 0.0;
+  for (std::size_t i = 0; i < a.numel(); ++i)
+    worst = std::max(worst, double(std::fabs(a_back.data()[i] - a.data()[i])));
+  CHECK(worst <= report.a.max_abs_error + 1e-6);
+  const StoredAdapter plain = store.put(adapter);
+  CHECK(plain.quantization.empty());
+  CHECK(plain.file_bytes > stored.file_bytes);
+}
+
+TEST_CASE("Damaged or misplaced files are corrupt_data and the store stays usable", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("style", 1, 1.0f));
+  store.put(tagged_adapter("other", 1, 2.0f));
+  // Tenant 1's file copied into tenant 2's folder does not become tenant 2's adapter.
+  const fs::path planted = folder.path / "tenants" / "2" / "style";
+  fs::create_directories(planted);
+  fs::copy_file(store.path_of(1, "style"), planted / store.path_of(1, "style").filename());
+  PERSONA_REQUIRE_ERROR(store.get(2, "style"), corrupt_data, "holds adapter 'style' of tenant 1");
+  // A truncated version is corrupt_data; the other adapter still loads.
+  const fs::path file = store.path_of(1, "style");
+  fs::resize_file(file, fs::file_size(file) / 2);
+  PERSONA_REQUIRE_ERROR(store.get(1, "style"), corrupt_data, file.filename().string());
+  CHECK(tag_of(store.get(1, "other")) == 2.0f);
+  // A stray temporary file of an interrupted put is not a version.
+  std::ofstream(file.parent_path() / ".v00000000000000000002.persona.tmp-abc123") << "partial";
+  CHECK(store.versions(1, "style") == std::vector<std::uint64_t>{1});
+  // A put replaces the damaged version with a whole new one.
+  store.put(tagged_adapter("style", 1, 3.0f));
+  CHECK(tag_of(store.get(1, "style")) == 3.0f);
+}
+
+TEST_CASE("A put that cannot write (a full disk or a file in the folder's place) leaves the old version",
+          "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("style", 1, 1.0f));
+  // A full disk, as the file size limit makes it: the write fails with EFBIG in a child process.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    const rlimit limit{4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      store.put(tagged_adapter("style", 1, 2.0f));
+    } catch (const Error& e) {
+      _exit(e.code() == ErrorCode::io_error ? 0 : 2);
+    }
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(store.versions(1, "style") == std::vector<std::uint64_t>{1});
+  CHECK(tag_of(store.get(1, "style")) == 1.0f);
+  for (const auto& entry : fs::directory_iterator(folder.path / "tenants" / "1" / "style")) {
+    CHECK(entry.path().filename().string().starts_with("v"));  // the temporary file was removed
+  }
+  // A regular file where a tenant's folder would go.
+  std::ofstream(folder.path / "tenants" / "5") << "not a folder";
+  PERSONA_REQUIRE_ERROR(store.put(tagged_adapter("style", 5, 1.0f)), io_error, "cannot create the adapter folder");
+}
+
+TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("style", 1, 1.0f, 1024, 16));
+  std::size_t interrupted = 0, unchanged = 0, advanced = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    const std::uint64_t latest = store.versions(1, "style").back();
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      for (int j = 0; j < 1000; ++j)
+        store.put(tagged_adapter("style", 1, static_cast<float>(100 * trial + j), 1024, 16));
+      _exit(0);
+    }
+    // Kill it after 0.1 to 12 ms: inside the serialization, the write, the fsync, the rename or the pruning.
+    std::this_thread::sleep_for(std::chrono::microseconds(100 + 500 * trial));
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    interrupted += WIFSIGNALED(status) ? 1 : 0;
+    const std::vector<std::uint64_t> versions = store.versions(1, "style");
+    REQUIRE_FALSE(versions.empty());
+    (versions.back() == latest ? unchanged : advanced) += 1;
+    for (std::uint64_t v : versions) {
+      INFO("trial " << trial << ", version " << v);
+      (void)tag_of(store.get(1, "style", v));  // every listed version is whole
+    }
+  }
+  CHECK(interrupted > 0);
+  // Some kills came before a child's first put finished, some after one or more.
+  CHECK(unchanged > 0);
+  CHECK(advanced > 0);
+  // The store takes new versions after all that.
+  const std::uint64_t next = store.put(tagged_adapter("style", 1, 7.0f, 1024, 16)).version;
+  CHECK(tag_of(store.get(1, "style")) == 7.0f);
+  CHECK(store.versions(1, "style").back() == next);
+}
