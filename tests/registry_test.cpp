@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/registry/adapter_registry.hpp>
 #include <persona/registry/adapter_store.hpp>
 
 #include <fmt/format.h>
@@ -12,10 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 using namespace persona;
@@ -40,20 +43,29 @@ LoraAdapter tagged_adapter(const std::string& id, TenantId tenant, float tag, st
   return adapter;
 }
 
+// Whether every element agrees with the tag in the first one (no assertions: usable from any thread).
+bool whole(const LoraAdapter& adapter, float& tag) {
+  const Tensor<float>* first = adapter.modules().begin()->second.a().f32();
+  if (first == nullptr) return false;
+  tag = first->data()[0];
+  for (const auto& [target, module] : adapter.modules()) {
+    const Tensor<float>* a = module.a().f32();
+    const Tensor<float>* b = module.b().f32();
+    if (a == nullptr || b == nullptr) return false;
+    for (std::size_t i = 0; i < a->numel(); ++i) {
+      if (a->data()[i] != tag + static_cast<float>(i) / (1 << 20)) return false;
+    }
+    for (std::size_t i = 0; i < b->numel(); ++i) {
+      if (b->data()[i] != -tag - static_cast<float>(i) / (1 << 20)) return false;
+    }
+  }
+  return true;
+}
+
 // The tag of a stored adapter, after checking that every element agrees with it.
 float tag_of(const LoraAdapter& adapter) {
-  const Tensor<float>* first = adapter.modules().begin()->second.a().f32();
-  REQUIRE(first != nullptr);
-  const float tag = first->data()[0];
-  std::size_t wrong = 0;
-  for (const auto& [target, module] : adapter.modules()) {
-    const Tensor<float>& a = *module.a().f32();
-    const Tensor<float>& b = *module.b().f32();
-    for (std::size_t i = 0; i < a.numel(); ++i) wrong += a.data()[i] == tag + static_cast<float>(i) / (1 << 20) ? 0 : 1;
-    for (std::size_t i = 0; i < b.numel(); ++i)
-      wrong += b.data()[i] == -tag - static_cast<float>(i) / (1 << 20) ? 0 : 1;
-  }
-  REQUIRE(wrong == 0);
+  float tag = 0.0f;
+  REQUIRE(whole(adapter, tag));
   return tag;
 }
 
@@ -225,4 +237,165 @@ TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registr
   const std::uint64_t next = store.put(tagged_adapter("style", 1, 7.0f, 1024, 16)).version;
   CHECK(tag_of(store.get(1, "style")) == 7.0f);
   CHECK(store.versions(1, "style").back() == next);
+}
+
+TEST_CASE("AdapterRegistry pins, checks ownership, loads once and keeps to its budget", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  for (int i = 0; i < 6; ++i) store.put(tagged_adapter(fmt::format("a{}", i), 1, static_cast<float>(i)));
+  store.put(tagged_adapter("common", kPublicTenant, 100.0f));
+  store.put(tagged_adapter("mine", 2, 200.0f));
+  const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
+  AdapterRegistry registry(store, {.ram_budget_bytes = 3 * one + one / 2});  // room for three
+
+  // Ownership on every path: acquire, acquire by id, async, prefetch, pin.
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "a0"}).adapter()) == 0.0f);
+  CHECK(tag_of(registry.acquire(2, AdapterRef{kPublicTenant, "common"}).adapter()) == 100.0f);
+  CHECK(tag_of(registry.acquire(2, "mine").adapter()) == 200.0f);
+  CHECK(tag_of(registry.acquire(1, "common").adapter()) == 100.0f);  // no own "common": the public one
+  PERSONA_REQUIRE_ERROR(registry.acquire(2, AdapterRef{1, "a0"}), permission_denied,
+                        "tenant 2 may not use adapter 'a0' of tenant 1");
+  PERSONA_REQUIRE_ERROR(registry.acquire_async(2, AdapterRef{1, "a0"}).get(), permission_denied, "tenant 2");
+  PERSONA_REQUIRE_ERROR(registry.pin_resident(2, AdapterRef{1, "a0"}), permission_denied, "tenant 2");
+  PERSONA_REQUIRE_ERROR(registry.acquire(1, "mine"), not_found, "has no adapter 'mine'");  // 2's, not public
+  PERSONA_REQUIRE_ERROR(registry.acquire(1, AdapterRef{1, "nope"}), not_found, "tenant 1 has no adapter 'nope'");
+
+  // LRU within the budget: a0 touched again survives, a1 (least recent) goes.
+  const AdapterRegistryMetrics start = registry.metrics();
+  for (const char* id : {"a1", "a2", "a0", "a3"}) (void)registry.acquire(1, AdapterRef{1, id});
+  AdapterRegistryMetrics m = registry.metrics();
+  CHECK(m.resident_bytes <= 3 * one + one / 2);
+  CHECK(m.evictions > start.evictions);
+  const std::uint64_t loads = m.loads;
+  (void)registry.acquire(1, AdapterRef{1, "a0"});
+  CHECK(registry.metrics().loads == loads);  // a hit
+  (void)registry.acquire(1, AdapterRef{1, "a1"});
+  CHECK(registry.metrics().loads == loads + 1);  // evicted, loaded again
+
+  // Pinned adapters survive any pressure; the excess is reported as pinned.
+  std::vector<AdapterHandle> held;
+  for (int i = 0; i < 5; ++i) held.push_back(registry.acquire(1, AdapterRef{1, fmt::format("a{}", i)}));
+  m = registry.metrics();
+  CHECK(m.pinned_bytes >= 5 * one);
+  CHECK(m.over_budget_bytes == m.resident_bytes - (3 * one + one / 2));
+  for (int i = 0; i < 5; ++i) CHECK(tag_of(held[static_cast<std::size_t>(i)].adapter()) == static_cast<float>(i));
+  const std::uint64_t before_hits = registry.metrics().hits;
+  for (int i = 0; i < 5; ++i) (void)registry.acquire(1, AdapterRef{1, fmt::format("a{}", i)});
+  CHECK(registry.metrics().hits == before_hits + 5);
+  held.clear();
+  m = registry.metrics();  // released: back within the budget
+  CHECK(m.over_budget_bytes == 0);
+  CHECK(m.resident_bytes <= 3 * one + one / 2);
+
+  // Resident pins stay without handles.
+  registry.pin_resident(1, AdapterRef{kPublicTenant, "common"});
+  for (int i = 0; i < 6; ++i) (void)registry.acquire(1, AdapterRef{1, fmt::format("a{}", i)});
+  const std::uint64_t hits = registry.metrics().hits;
+  (void)registry.acquire(3, AdapterRef{kPublicTenant, "common"});
+  CHECK(registry.metrics().hits == hits + 1);
+  registry.unpin_resident(AdapterRef{kPublicTenant, "common"});
+
+  // A put through the registry is seen by the next acquire; old handles keep their version.
+  const AdapterHandle old = registry.acquire(1, AdapterRef{1, "a5"});
+  registry.put(tagged_adapter("a5", 1, 55.0f));
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "a5"}).adapter()) == 55.0f);
+  CHECK(tag_of(old.adapter()) == 5.0f);
+  registry.remove(AdapterRef{1, "a5"});
+  PERSONA_REQUIRE_ERROR(registry.acquire(1, AdapterRef{1, "a5"}), not_found, "a5");
+
+  // A damaged file is corrupt_data and the registry stays usable.
+  const auto path = store.path_of(1, "a4");
+  registry.put(tagged_adapter("a4", 1, 4.0f));  // drop any cached copy
+  fs::resize_file(store.path_of(1, "a4"), 100);
+  PERSONA_REQUIRE_ERROR(registry.acquire(1, AdapterRef{1, "a4"}), corrupt_data, "v0");
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "a3"}).adapter()) == 3.0f);
+  CHECK(registry.metrics().load_failures >= 1);
+
+  // A budget smaller than one adapter.
+  AdapterRegistry tiny(store, {.ram_budget_bytes = one / 2});
+  PERSONA_REQUIRE_ERROR(tiny.acquire(1, AdapterRef{1, "a0"}), capacity_exhausted, "the RAM budget is");
+  const std::string json = registry.metrics().to_json();
+  CHECK(json.find("\"load_p99_ms\"") != std::string::npos);
+  CHECK(json.find("\"evictions\"") != std::string::npos);
+}
+
+TEST_CASE("AdapterRegistry loads a cold adapter once for many threads; prefetch warms it", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("big", 1, 9.0f, 1024, 16));
+  store.put(tagged_adapter("warm", 1, 8.0f));
+  AdapterRegistry registry(store);
+  std::vector<std::thread> threads;
+  std::atomic<int> right{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      const AdapterHandle h = registry.acquire(1, AdapterRef{1, "big"});
+      right += h->id() == "big" ? 1 : 0;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  CHECK(right == 8);
+  AdapterRegistryMetrics m = registry.metrics();
+  CHECK(m.loads == 1);
+  CHECK(m.hits + m.misses == 8);
+  // Async acquires of one cold adapter: one load.
+  std::vector<std::shared_future<AdapterHandle>> futures;
+  registry.remove(AdapterRef{1, "big"});
+  store.put(tagged_adapter("big", 1, 10.0f, 1024, 16));
+  for (int i = 0; i < 6; ++i) futures.push_back(registry.acquire_async(1, AdapterRef{1, "big"}));
+  for (auto& f : futures) CHECK(tag_of(f.get().adapter()) == 10.0f);
+  CHECK(registry.metrics().loads == 2);
+  // Prefetch returns at once and the next acquire is a hit that counts as a prefetch hit.
+  registry.prefetch(1, AdapterRef{1, "warm"});
+  registry.prefetch(2, AdapterRef{1, "warm"});  // not tenant 2's: ignored
+  for (int i = 0; i < 2000 && registry.metrics().resident_adapters < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  m = registry.metrics();
+  CHECK(m.prefetches == 1);
+  (void)registry.acquire(1, AdapterRef{1, "warm"});
+  CHECK(registry.metrics().prefetch_hits == 1);
+}
+
+TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and removing at random", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  for (int i = 0; i < 8; ++i) store.put(tagged_adapter(fmt::format("s{}", i), 1, static_cast<float>(i)));
+  const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
+  AdapterRegistry registry(store, {.ram_budget_bytes = 3 * one});
+  std::atomic<std::size_t> bad{0}, done{0};
+  const auto worker = [&](std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<AdapterHandle> held;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string id = fmt::format("s{}", rng() % 8);
+      try {
+        switch (rng() % 6) {
+          case 0:
+          case 1:
+          case 2: {
+            AdapterHandle h = registry.acquire(1, AdapterRef{1, id});
+            float tag = 0.0f;
+            bad += h->id() == id && whole(h.adapter(), tag) ? 0 : 1;
+            if (held.size() < 3) held.push_back(std::move(h));
+            break;
+          }
+          case 3: held.clear(); break;
+          case 4: registry.put(tagged_adapter(id, 1, static_cast<float>(rng() % 100))); break;
+          case 5: registry.remove(AdapterRef{1, id}); break;
+        }
+      } catch (const Error& e) {
+        bad += e.code() == ErrorCode::not_found ? 0 : 1;  // removed meanwhile: the only expected error
+      }
+      const AdapterRegistryMetrics m = registry.metrics();
+      bad += m.resident_bytes <= 3 * one + m.pinned_bytes ? 0 : 1;
+      ++done;
+    }
+  };
+  std::thread other(worker, 1);
+  worker(2);
+  other.join();
+  CHECK(bad == 0);
+  CHECK(done > 100);
 }

@@ -35,5 +35,6 @@
 #include "persona/quant/quantized_matmul.hpp"
 #include "persona/quant/quantized_matrix.hpp"
 #include "persona/quant/weight_matrix.hpp"
+#include "persona/registry/adapter_registry.hpp"
 #include "persona/registry/adapter_store.hpp"
 #include "persona/version.hpp"

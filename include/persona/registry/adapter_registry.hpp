@@ -1,0 +1,95 @@
+// AdapterRegistry: the RAM tier in front of an AdapterStore. acquire(tenant, adapter) returns a handle
+// that pins the adapter in memory (eviction never touches a pinned adapter), checks ownership (another
+// tenant's adapter is permission_denied, public ones are open to all), and loads a missing adapter once
+// however many threads ask for it at the same time (single-flight). A byte budget bounds what stays
+// resident once released; eviction is least-recently-used.
+#pragma once
+
+#include "persona/lora/lora_adapter.hpp"
+#include "persona/registry/adapter_store.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace persona {
+
+// Which adapter: its owner (kPublicTenant for public ones) and its id.
+struct AdapterRef {
+  TenantId owner = kPublicTenant;
+  std::string id;
+};
+
+// A pinned adapter: the registry keeps it resident while any copy of the handle lives. Handles may
+// outlive the registry.
+class AdapterHandle {
+ public:
+  AdapterHandle() = default;
+  const LoraAdapter& adapter() const noexcept { return *adapter_; }
+  const LoraAdapter* operator->() const noexcept { return adapter_.get(); }
+  explicit operator bool() const noexcept { return adapter_ != nullptr; }
+
+ private:
+  friend class AdapterRegistry;
+  explicit AdapterHandle(std::shared_ptr<const LoraAdapter> adapter) : adapter_(std::move(adapter)) {}
+  std::shared_ptr<const LoraAdapter> adapter_;
+};
+
+struct AdapterRegistryConfig {
+  // Bytes of adapters (LoraAdapter::bytes) kept resident. Pinned adapters may push the total above it,
+  // which metrics report; nothing else does.
+  std::size_t ram_budget_bytes = std::size_t{1} << 30;
+};
+
+struct AdapterRegistryMetrics {
+  std::uint64_t hits = 0, misses = 0;  // acquires served from RAM / that had to wait for a load
+  std::uint64_t loads = 0, load_failures = 0, evictions = 0;
+  std::uint64_t bytes_read = 0;  // file bytes loaded from the store
+  double load_p50_ms = 0.0, load_p99_ms = 0.0;
+  std::size_t resident_adapters = 0, resident_bytes = 0, pinned_bytes = 0;
+  std::size_t over_budget_bytes = 0;  // resident bytes above the budget, all of them pinned
+  std::uint64_t prefetches = 0, prefetch_hits = 0, prefetch_unused = 0;  // unused: evicted before any acquire
+  std::string to_json() const;
+};
+
+class AdapterRegistry {
+ public:
+  // `store` must outlive the registry.
+  AdapterRegistry(AdapterStore& store, AdapterRegistryConfig config = {});
+  ~AdapterRegistry();  // waits for loads in flight
+  AdapterRegistry(const AdapterRegistry&) = delete;
+  AdapterRegistry& operator=(const AdapterRegistry&) = delete;
+
+  // The adapter, pinned, loading it if needed. Error permission_denied (the adapter belongs to another
+  // tenant), not_found, corrupt_data or io_error from the store (the registry stays usable),
+  // capacity_exhausted (the adapter alone is larger than the budget).
+  AdapterHandle acquire(TenantId tenant, const AdapterRef& adapter);
+  // The tenant's own adapter `id` if it has one, else the public adapter `id`.
+  AdapterHandle acquire(TenantId tenant, std::string_view id);
+  // Returns at once; the load runs on a oneTBB worker. Errors arrive through the future.
+  std::shared_future<AdapterHandle> acquire_async(TenantId tenant, const AdapterRef& adapter);
+  // Loads the adapter into RAM ahead of use, if the tenant may use it; returns at once. Failures are only
+  // counted.
+  void prefetch(TenantId tenant, const AdapterRef& adapter);
+
+  // Keeps the adapter resident whether or not a handle holds it ("common persona" adapters); it counts
+  // against the budget. Errors as acquire.
+  void pin_resident(TenantId tenant, const AdapterRef& adapter);
+  void unpin_resident(const AdapterRef& adapter);
+
+  // Writes a new version through the store; the next acquire sees it (handles to the old one keep it).
+  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt);
+  // Removes every version from the store and the adapter from RAM (handles keep theirs).
+  void remove(const AdapterRef& adapter);
+
+  AdapterRegistryMetrics metrics() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace persona

@@ -1,0 +1,284 @@
+#include "persona/registry/adapter_registry.hpp"
+
+#include "persona/core/error.hpp"
+
+#include <tbb/task_group.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace persona {
+namespace {
+
+struct Key {
+  TenantId owner = kPublicTenant;
+  std::string id;
+  friend bool operator==(const Key&, const Key&) = default;
+};
+struct KeyHash {
+  std::size_t operator()(const Key& k) const noexcept {
+    return std::hash<std::string>()(k.id) ^ (static_cast<std::size_t>(k.owner) * 0x9e3779b97f4a7c15ull);
+  }
+};
+
+using Loaded = std::shared_ptr<const LoraAdapter>;
+
+struct Entry {
+  Loaded adapter;
+  std::size_t bytes = 0;
+  bool resident_pin = false;
+  bool prefetched_unused = false;
+  std::list<Key>::iterator lru;  // in State::lru, most recent first
+};
+
+constexpr std::size_t kLatencySamples = 4096;  // the most recent loads, for the percentiles
+
+}  // namespace
+
+struct AdapterRegistry::State {
+  AdapterStore* store;
+  AdapterRegistryConfig config;
+  std::mutex mutex;  // everything below
+  std::unordered_map<Key, Entry, KeyHash> entries;
+  std::list<Key> lru;
+  std::unordered_map<Key, std::shared_future<Loaded>, KeyHash> in_flight;
+  // Bumped by put and remove: a load that started before does not enter the cache.
+  std::unordered_map<Key, std::uint64_t, KeyHash> epochs;
+  std::size_t resident_bytes = 0;
+  AdapterRegistryMetrics counts;
+  std::vector<double> load_ms;
+  std::size_t next_sample = 0;
+  tbb::task_group tasks;
+
+  // An adapter is pinned while a handle holds it or while pinned resident. A new handle is either a copy
+  // of a live one (the count is already above one) or made here under `mutex`: a count of one read under
+  // `mutex` means no handle exists and none can appear meanwhile.
+  static bool pinned(const Entry& e) noexcept { return e.resident_pin || e.adapter.use_count() > 1; }
+
+  // Under mutex: evicts least-recently-used unpinned adapters until `incoming` more bytes fit the budget
+  // or only pinned ones are left.
+  void make_room(std::size_t incoming) {
+    auto it = lru.end();
+    while (resident_bytes + incoming > config.ram_budget_bytes && it != lru.begin()) {
+      --it;
+      const auto found = entries.find(*it);
+      if (pinned(found->second)) continue;
+      counts.prefetch_unused += found->second.prefetched_unused ? 1 : 0;
+      ++counts.evictions;
+      resident_bytes -= found->second.bytes;
+      entries.erase(found);
+      it = lru.erase(it);
+    }
+  }
+
+  void forget(const Key& key) {
+    std::lock_guard lock(mutex);
+    ++epochs[key];
+    if (const auto it = entries.find(key); it != entries.end()) {
+      resident_bytes -= it->second.bytes;
+      lru.erase(it->second.lru);
+      entries.erase(it);
+    }
+  }
+
+  // Loads `key` from the store and fulfils `promise`; the caller registered it in in_flight.
+  void load(const Key& key, std::promise<Loaded>& promise, std::uint64_t epoch, bool prefetch) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      std::error_code error;
+      const std::size_t file_bytes =
+          static_cast<std::size_t>(std::filesystem::file_size(store->path_of(key.owner, key.id), error));
+      auto adapter = std::make_shared<const LoraAdapter>(store->get(key.owner, key.id));
+      const std::size_t bytes = adapter->bytes();
+      PERSONA_CHECK_CODE(capacity_exhausted, bytes <= config.ram_budget_bytes,
+                         "adapter '{}' of tenant {} takes {} bytes; the RAM budget is {} bytes", key.id, key.owner,
+                         bytes, config.ram_budget_bytes);
+      {
+        std::lock_guard lock(mutex);
+        in_flight.erase(key);
+        ++counts.loads;
+        counts.bytes_read += error ? 0 : file_bytes;
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        if (load_ms.size() < kLatencySamples) {
+          load_ms.push_back(ms);
+        } else {
+          load_ms[next_sample++ % kLatencySamples] = ms;
+        }
+        if (epochs[key] == epoch) {
+          make_room(bytes);
+          lru.push_front(key);
+          entries[key] = Entry{adapter, bytes, false, prefetch, lru.begin()};
+          resident_bytes += bytes;
+        }
+      }
+      promise.set_value(std::move(adapter));
+    } catch (...) {
+      {
+        std::lock_guard lock(mutex);
+        in_flight.erase(key);
+        ++counts.load_failures;
+      }
+      promise.set_exception(std::current_exception());
+    }
+  }
+
+  AdapterHandle acquire(TenantId tenant, const AdapterRef& ref, bool prefetch) {
+    PERSONA_CHECK_CODE(permission_denied, ref.owner == tenant || ref.owner == kPublicTenant,
+                       "tenant {} may not use adapter '{}' of tenant {}", tenant, ref.id, ref.owner);
+    const Key key{ref.owner, ref.id};
+    std::shared_future<Loaded> waiting;
+    std::promise<Loaded> promise;
+    std::uint64_t epoch = 0;
+    bool loader = false;
+    {
+      std::lock_guard lock(mutex);
+      make_room(0);  // handles released since the last call may have left pinned bytes over the budget
+      if (const auto it = entries.find(key); it != entries.end()) {
+        lru.splice(lru.begin(), lru, it->second.lru);
+        if (prefetch) return AdapterHandle();
+        ++counts.hits;
+        if (it->second.prefetched_unused) {
+          ++counts.prefetch_hits;
+          it->second.prefetched_unused = false;
+        }
+        return AdapterHandle(it->second.adapter);
+      }
+      if (prefetch) {
+        ++counts.prefetches;
+      } else {
+        ++counts.misses;
+      }
+      if (const auto it = in_flight.find(key); it != in_flight.end()) {
+        waiting = it->second;
+      } else {
+        loader = true;
+        waiting = promise.get_future().share();
+        in_flight.emplace(key, waiting);
+        epoch = epochs[key];
+      }
+    }
+    if (loader) load(key, promise, epoch, prefetch);
+    if (prefetch) return AdapterHandle();
+    return AdapterHandle(waiting.get());
+  }
+};
+
+AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig config)
+    : state_(std::make_shared<State>()) {
+  PERSONA_CHECK(config.ram_budget_bytes > 0, "ram_budget_bytes is 0; expected at least one adapter's bytes");
+  state_->store = &store;
+  state_->config = config;
+}
+
+AdapterRegistry::~AdapterRegistry() { state_->tasks.wait(); }
+
+AdapterHandle AdapterRegistry::acquire(TenantId tenant, const AdapterRef& adapter) {
+  return state_->acquire(tenant, adapter, false);
+}
+
+AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
+  const bool own = tenant != kPublicTenant && !state_->store->versions(tenant, id).empty();
+  return acquire(tenant, AdapterRef{own ? tenant : kPublicTenant, std::string(id)});
+}
+
+std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant, const AdapterRef& adapter) {
+  auto promise = std::make_shared<std::promise<AdapterHandle>>();
+  std::shared_future<AdapterHandle> result = promise->get_future().share();
+  state_->tasks.run([state = state_.get(), tenant, adapter, promise] {
+    try {
+      promise->set_value(state->acquire(tenant, adapter, false));
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  });
+  return result;
+}
+
+void AdapterRegistry::prefetch(TenantId tenant, const AdapterRef& adapter) {
+  if (adapter.owner != tenant && adapter.owner != kPublicTenant) return;  // never warms what it may not use
+  state_->tasks.run([state = state_.get(), tenant, adapter] {
+    try {
+      state->acquire(tenant, adapter, true);
+    } catch (const std::exception&) {  // counted as a load failure
+    }
+  });
+}
+
+void AdapterRegistry::pin_resident(TenantId tenant, const AdapterRef& adapter) {
+  const Key key{adapter.owner, adapter.id};
+  for (;;) {
+    const AdapterHandle handle = acquire(tenant, adapter);
+    std::lock_guard lock(state_->mutex);
+    if (const auto it = state_->entries.find(key); it != state_->entries.end()) {
+      it->second.resident_pin = true;
+      return;
+    }  // a put replaced it between the load and now: load the new version
+  }
+}
+
+void AdapterRegistry::unpin_resident(const AdapterRef& adapter) {
+  std::lock_guard lock(state_->mutex);
+  if (const auto it = state_->entries.find(Key{adapter.owner, adapter.id}); it != state_->entries.end()) {
+    it->second.resident_pin = false;
+  }
+  state_->make_room(0);
+}
+
+StoredAdapter AdapterRegistry::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize) {
+  StoredAdapter stored = state_->store->put(adapter, quantize);
+  state_->forget(Key{adapter.tenant(), adapter.id()});
+  return stored;
+}
+
+void AdapterRegistry::remove(const AdapterRef& adapter) {
+  state_->store->remove(adapter.owner, adapter.id);
+  state_->forget(Key{adapter.owner, adapter.id});
+}
+
+AdapterRegistryMetrics AdapterRegistry::metrics() const {
+  State& st = *state_;
+  std::lock_guard lock(st.mutex);
+  st.make_room(0);
+  AdapterRegistryMetrics m = st.counts;
+  m.resident_adapters = st.entries.size();
+  m.resident_bytes = st.resident_bytes;
+  for (const auto& [key, entry] : st.entries) m.pinned_bytes += State::pinned(entry) ? entry.bytes : 0;
+  m.over_budget_bytes =
+      st.resident_bytes > st.config.ram_budget_bytes ? st.resident_bytes - st.config.ram_budget_bytes : 0;
+  if (!st.load_ms.empty()) {
+    std::vector<double> sorted = st.load_ms;
+    std::sort(sorted.begin(), sorted.end());
+    const auto at = [&](double q) {
+      return sorted[static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1))];
+    };
+    m.load_p50_ms = at(0.50);
+    m.load_p99_ms = at(0.99);
+  }
+  return m;
+}
+
+std::string AdapterRegistryMetrics::to_json() const {
+  const nlohmann::json j{{"hits", hits},
+                         {"misses", misses},
+                         {"loads", loads},
+                         {"load_failures", load_failures},
+                         {"evictions", evictions},
+                         {"bytes_read", bytes_read},
+                         {"load_p50_ms", load_p50_ms},
+                         {"load_p99_ms", load_p99_ms},
+                         {"resident_adapters", resident_adapters},
+                         {"resident_bytes", resident_bytes},
+                         {"pinned_bytes", pinned_bytes},
+                         {"over_budget_bytes", over_budget_bytes},
+                         {"prefetches", prefetches},
+                         {"prefetch_hits", prefetch_hits},
+                         {"prefetch_unused", prefetch_unused}};
+  return j.dump();
+}
+
+}  // namespace persona
