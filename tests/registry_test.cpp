@@ -204,7 +204,10 @@ TEST_CASE("A put that cannot write (a full disk or a file in the folder's place)
 TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registry]") {
   TempFolder folder;
   AdapterStore store(folder.path);
+  // One put's duration sets the kill times, so that they span it on fast and slow (sanitized) builds.
+  const auto start = std::chrono::steady_clock::now();
   store.put(tagged_adapter("style", 1, 1.0f, 1024, 16));
+  const auto one_put = std::chrono::steady_clock::now() - start;
   std::size_t interrupted = 0, unchanged = 0, advanced = 0;
   for (int trial = 0; trial < 24; ++trial) {
     const std::uint64_t latest = store.versions(1, "style").back();
@@ -215,8 +218,9 @@ TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registr
         store.put(tagged_adapter("style", 1, static_cast<float>(100 * trial + j), 1024, 16));
       _exit(0);
     }
-    // Kill it after 0.1 to 12 ms: inside the serialization, the write, the fsync, the rename or the pruning.
-    std::this_thread::sleep_for(std::chrono::microseconds(100 + 500 * trial));
+    // Kill it after 0 to 3 puts' time: inside the serialization, the write, the fsync, the rename or the
+    // pruning of its first, second or third put.
+    std::this_thread::sleep_for(one_put * trial / 8);
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);
