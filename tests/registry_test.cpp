@@ -6,6 +6,7 @@
 #include <persona/core/error.hpp>
 #include <persona/registry/adapter_registry.hpp>
 #include <persona/registry/adapter_store.hpp>
+#include <persona/registry/eviction_policy.hpp>
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -366,7 +367,9 @@ TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and rem
   AdapterStore store(folder.path);
   for (int i = 0; i < 8; ++i) store.put(tagged_adapter(fmt::format("s{}", i), 1, static_cast<float>(i)));
   const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
-  AdapterRegistry registry(store, {.ram_budget_bytes = 3 * one});
+  const EvictionPolicyKind kind = GENERATE(EvictionPolicyKind::lru, EvictionPolicyKind::gdsf);
+  INFO("policy " << to_string(kind));
+  AdapterRegistry registry(store, {.ram_budget_bytes = 3 * one, .eviction = kind});
   std::atomic<std::size_t> bad{0}, done{0};
   const auto worker = [&](std::uint32_t seed) {
     std::mt19937 rng(seed);
@@ -402,4 +405,35 @@ TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and rem
   other.join();
   CHECK(bad == 0);
   CHECK(done > 100);
+}
+
+TEST_CASE("Eviction policies: LRU order, GDSF keeps small and frequent entries and ages idle ones", "[registry]") {
+  const auto none = [](std::uint64_t) { return false; };
+  auto lru = make_eviction_policy(EvictionPolicyKind::lru);
+  for (std::uint64_t k = 1; k <= 4; ++k) lru->insert(k, 100);
+  lru->hit(1);
+  CHECK(lru->victim(none) == 2u);
+  CHECK(lru->victim([](std::uint64_t k) { return k == 2; }) == 3u);  // pinned ones are skipped
+  lru->evict(2);
+  CHECK(lru->victim(none) == 3u);
+  CHECK(lru->size() == 3);
+  CHECK_FALSE(lru->victim([](std::uint64_t) { return true; }).has_value());
+  PERSONA_REQUIRE_ERROR(lru->insert(1, 100), invalid_argument, "entry 1 is already held");
+  PERSONA_REQUIRE_ERROR(lru->insert(9, 0), invalid_argument, "entry 9 has 0 bytes");
+
+  auto gdsf = make_eviction_policy(EvictionPolicyKind::gdsf);
+  gdsf->insert(1, 100);  // small
+  gdsf->insert(2, 400);  // large, same hits: goes first
+  CHECK(gdsf->victim(none) == 2u);
+  for (int i = 0; i < 8; ++i) gdsf->hit(2);  // 9 hits / 400 bytes beats 1 / 100
+  CHECK(gdsf->victim(none) == 1u);
+  gdsf->evict(1);  // inflation rises to the evicted priority
+  gdsf->insert(3, 100);
+  CHECK(gdsf->victim(none) == 3u);           // newcomer: inflation + 1 / 100 < 2's priority
+  for (std::uint64_t k = 10; k < 20; ++k) {  // a stream of one-hit entries: each evicted ages the rest
+    gdsf->insert(k, 100);
+    gdsf->evict(*gdsf->victim(none));
+  }
+  CHECK(gdsf->size() == 2);
+  CHECK(to_string(EvictionPolicyKind::gdsf) == "gdsf");
 }

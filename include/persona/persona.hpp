@@ -37,4 +37,5 @@
 #include "persona/quant/weight_matrix.hpp"
 #include "persona/registry/adapter_registry.hpp"
 #include "persona/registry/adapter_store.hpp"
+#include "persona/registry/eviction_policy.hpp"
 #include "persona/version.hpp"

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <list>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -33,7 +32,7 @@ struct Entry {
   std::size_t bytes = 0;
   bool resident_pin = false;
   bool prefetched_unused = false;
-  std::list<Key>::iterator lru;  // in State::lru, most recent first
+  std::uint64_t serial = 0;  // the entry's number in the eviction policy
 };
 
 constexpr std::size_t kLatencySamples = 4096;  // the most recent loads, for the percentiles
@@ -45,7 +44,9 @@ struct AdapterRegistry::State {
   AdapterRegistryConfig config;
   std::mutex mutex;  // everything below
   std::unordered_map<Key, Entry, KeyHash> entries;
-  std::list<Key> lru;
+  std::unique_ptr<EvictionPolicy> policy;
+  std::unordered_map<std::uint64_t, Key> by_serial;
+  std::uint64_t next_serial = 0;
   std::unordered_map<Key, std::shared_future<Loaded>, KeyHash> in_flight;
   // Bumped by put and remove: a load that started before does not enter the cache.
   std::unordered_map<Key, std::uint64_t, KeyHash> epochs;
@@ -60,19 +61,20 @@ struct AdapterRegistry::State {
   // `mutex` means no handle exists and none can appear meanwhile.
   static bool pinned(const Entry& e) noexcept { return e.resident_pin || e.adapter.use_count() > 1; }
 
-  // Under mutex: evicts least-recently-used unpinned adapters until `incoming` more bytes fit the budget
+  // Under mutex: evicts unpinned adapters in the policy's order until `incoming` more bytes fit the budget
   // or only pinned ones are left.
   void make_room(std::size_t incoming) {
-    auto it = lru.end();
-    while (resident_bytes + incoming > config.ram_budget_bytes && it != lru.begin()) {
-      --it;
-      const auto found = entries.find(*it);
-      if (pinned(found->second)) continue;
+    const auto is_pinned = [&](std::uint64_t serial) { return pinned(entries.at(by_serial.at(serial))); };
+    while (resident_bytes + incoming > config.ram_budget_bytes) {
+      const std::optional<std::uint64_t> victim = policy->victim(is_pinned);
+      if (!victim) break;
+      const auto found = entries.find(by_serial.at(*victim));
       counts.prefetch_unused += found->second.prefetched_unused ? 1 : 0;
       ++counts.evictions;
       resident_bytes -= found->second.bytes;
+      policy->evict(*victim);
+      by_serial.erase(*victim);
       entries.erase(found);
-      it = lru.erase(it);
     }
   }
 
@@ -81,7 +83,8 @@ struct AdapterRegistry::State {
     ++epochs[key];
     if (const auto it = entries.find(key); it != entries.end()) {
       resident_bytes -= it->second.bytes;
-      lru.erase(it->second.lru);
+      policy->erase(it->second.serial);
+      by_serial.erase(it->second.serial);
       entries.erase(it);
     }
   }
@@ -111,8 +114,10 @@ struct AdapterRegistry::State {
         }
         if (epochs[key] == epoch) {
           make_room(bytes);
-          lru.push_front(key);
-          entries[key] = Entry{adapter, bytes, false, prefetch, lru.begin()};
+          const std::uint64_t serial = next_serial++;
+          policy->insert(serial, bytes);
+          by_serial.emplace(serial, key);
+          entries[key] = Entry{adapter, bytes, false, prefetch, serial};
           resident_bytes += bytes;
         }
       }
@@ -139,8 +144,8 @@ struct AdapterRegistry::State {
       std::lock_guard lock(mutex);
       make_room(0);  // handles released since the last call may have left pinned bytes over the budget
       if (const auto it = entries.find(key); it != entries.end()) {
-        lru.splice(lru.begin(), lru, it->second.lru);
         if (prefetch) return AdapterHandle();
+        policy->hit(it->second.serial);
         ++counts.hits;
         if (it->second.prefetched_unused) {
           ++counts.prefetch_hits;
@@ -173,6 +178,7 @@ AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig conf
   PERSONA_CHECK(config.ram_budget_bytes > 0, "ram_budget_bytes is 0; expected at least one adapter's bytes");
   state_->store = &store;
   state_->config = config;
+  state_->policy = make_eviction_policy(config.eviction);
 }
 
 AdapterRegistry::~AdapterRegistry() { state_->tasks.wait(); }

@@ -2,11 +2,12 @@
 // that pins the adapter in memory (eviction never touches a pinned adapter), checks ownership (another
 // tenant's adapter is permission_denied, public ones are open to all), and loads a missing adapter once
 // however many threads ask for it at the same time (single-flight). A byte budget bounds what stays
-// resident once released; eviction is least-recently-used.
+// resident once released; an EvictionPolicy picks what goes.
 #pragma once
 
 #include "persona/lora/lora_adapter.hpp"
 #include "persona/registry/adapter_store.hpp"
+#include "persona/registry/eviction_policy.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +43,8 @@ struct AdapterRegistryConfig {
   // Bytes of adapters (LoraAdapter::bytes) kept resident. Pinned adapters may push the total above it,
   // which metrics report; nothing else does.
   std::size_t ram_budget_bytes = std::size_t{1} << 30;
+  // LRU until the trace replays show GDSF ahead (bench_registry, to come).
+  EvictionPolicyKind eviction = EvictionPolicyKind::lru;
 };
 
 struct AdapterRegistryMetrics {
