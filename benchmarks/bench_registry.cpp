@@ -2,7 +2,8 @@
 // 4-64 (int4, Llama-7B q/k/v/o shaped: rank x 0.5 MiB), Zipf popularity (s = 0.8 and 1.1), sessions
 // (a tenant arrives and sends a burst of requests, mean 8, interleaved with other sessions) and a daily
 // rhythm (each tenant active 8 hours of its own a day), 3 days of 100,000 requests; each eviction policy
-// replayed at RAM budgets of 1%, 5% and 20% of all adapter bytes: hit rate and byte hit rate. (2) acquire
+// replayed at RAM budgets of 1%, 5% and 20% of all adapter bytes, with and without the prefetcher: hit
+// rate, byte hit rate, bytes prefetched and the share of them never used. (2) acquire
 // of a RAM-resident adapter from 2 threads: per-call p50 and p99.
 #include "bench_support.hpp"
 
@@ -87,39 +88,67 @@ const Trace& trace(double s) {
   return cache.at(s);
 }
 
-// Replays the trace through a cache of `budget` bytes kept by the policy.
-void run_replay(benchmark::State& state, double s, EvictionPolicyKind kind, double budget_share) {
+// Replays the trace through a cache of `budget` bytes kept by the policy; with `prefetch`, at the start of
+// each hour the prefetcher's predictions for that hour are loaded first, within a tenth of the budget.
+void run_replay(benchmark::State& state, double s, EvictionPolicyKind kind, double budget_share, bool prefetch) {
   const Trace& t = trace(s);
   const std::size_t budget = static_cast<std::size_t>(budget_share * static_cast<double>(t.total_bytes));
-  std::uint64_t hits = 0, hit_bytes = 0, all_bytes = 0;
+  std::uint64_t hits = 0, hit_bytes = 0, all_bytes = 0, prefetched = 0, unused = 0;
   bench::timed(state, [&] {
     auto policy = make_eviction_policy(kind);
-    std::vector<char> resident(kTenants, 0);
+    AdapterPrefetcher prefetcher;
+    std::vector<char> resident(kTenants, 0), speculative(kTenants, 0);
     std::size_t held = 0;
-    hits = hit_bytes = all_bytes = 0;
+    hits = hit_bytes = all_bytes = prefetched = unused = 0;
     const auto never = [](std::uint64_t) { return false; };
-    for (std::uint32_t tenant : t.requests) {
-      all_bytes += t.bytes[tenant];
-      if (resident[tenant]) {
-        ++hits;
-        hit_bytes += t.bytes[tenant];
-        policy->hit(tenant);
-        continue;
-      }
+    const auto load = [&](std::uint32_t tenant) {
       while (held + t.bytes[tenant] > budget) {
         const auto victim = policy->victim(never);
         if (!victim) break;
         policy->evict(*victim);
         resident[*victim] = 0;
         held -= t.bytes[*victim];
+        if (speculative[*victim]) unused += t.bytes[*victim];
+        speculative[*victim] = 0;
       }
       policy->insert(tenant, t.bytes[tenant]);
       resident[tenant] = 1;
       held += t.bytes[tenant];
+    };
+    constexpr std::size_t kHour = kRequestsPerDay / 24;
+    for (std::size_t i = 0; i < t.requests.size(); ++i) {
+      const double time = static_cast<double>(i) * 86400.0 / kRequestsPerDay;
+      if (prefetch && i % kHour == 0) {
+        std::size_t spent = 0;
+        for (std::uint64_t key : prefetcher.predict(time, 3600.0, 1000)) {
+          const auto tenant = static_cast<std::uint32_t>(key);
+          if (resident[tenant]) continue;
+          if (spent + t.bytes[tenant] > budget / 10) break;
+          spent += t.bytes[tenant];
+          prefetched += t.bytes[tenant];
+          load(tenant);
+          speculative[tenant] = 1;
+        }
+      }
+      const std::uint32_t tenant = t.requests[i];
+      if (prefetch) prefetcher.record(tenant, time);
+      all_bytes += t.bytes[tenant];
+      if (resident[tenant]) {
+        ++hits;
+        hit_bytes += t.bytes[tenant];
+        speculative[tenant] = 0;
+        policy->hit(tenant);
+        continue;
+      }
+      load(tenant);
     }
+    for (std::uint32_t tenant = 0; tenant < kTenants; ++tenant) unused += speculative[tenant] ? t.bytes[tenant] : 0;
   });
   state.counters["hit_rate"] = static_cast<double>(hits) / static_cast<double>(t.requests.size());
   state.counters["byte_hit_rate"] = static_cast<double>(hit_bytes) / static_cast<double>(all_bytes);
+  state.counters["prefetched_gib"] = static_cast<double>(prefetched) / (1 << 30);
+  state.counters["unused_share"] =
+      prefetched == 0 ? 0.0 : static_cast<double>(unused) / static_cast<double>(prefetched);
 }
 
 // acquire + release of a resident adapter, timed per call on each of `threads` threads.
@@ -166,20 +195,24 @@ const std::vector<double> kZipf{0.8, 1.1};
 const std::vector<double> kBudgets{0.01, 0.05, 0.20};
 const std::vector<EvictionPolicyKind> kPolicies{EvictionPolicyKind::lru, EvictionPolicyKind::gdsf};
 
-std::string replay_name(double s, EvictionPolicyKind kind, double budget) {
-  return fmt::format("replay/zipf{:.1f}/{}/budget{:.0f}%", s, to_string(kind), budget * 100);
+std::string replay_name(double s, EvictionPolicyKind kind, double budget, bool prefetch = false) {
+  return fmt::format("replay/zipf{:.1f}/{}/budget{:.0f}%{}", s, to_string(kind), budget * 100,
+                     prefetch ? "/prefetch" : "");
 }
 
 void register_benchmarks() {
   for (double s : kZipf) {
     for (double budget : kBudgets) {
       for (EvictionPolicyKind kind : kPolicies) {
-        benchmark::RegisterBenchmark(replay_name(s, kind, budget).c_str(),
-                                     [s, kind, budget](benchmark::State& st) { run_replay(st, s, kind, budget); })
-            ->UseManualTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Iterations(1)
-            ->Repetitions(1);
+        for (bool prefetch : {false, true}) {
+          benchmark::RegisterBenchmark(
+              replay_name(s, kind, budget, prefetch).c_str(),
+              [s, kind, budget, prefetch](benchmark::State& st) { run_replay(st, s, kind, budget, prefetch); })
+              ->UseManualTime()
+              ->Unit(benchmark::kMillisecond)
+              ->Iterations(1)
+              ->Repetitions(1);
+        }
       }
     }
   }
@@ -194,17 +227,21 @@ void register_benchmarks() {
 
 void print_summary(const std::map<std::string, bench::Measurement>& results) {
   fmt::print(
-      "\n## bench_registry: trace replays (10,000 tenants, 300,000 requests; no prefetch)\n\n"
-      "| Zipf s | budget | LRU hit rate | GDSF hit rate | LRU byte hit rate | GDSF byte hit rate |\n"
-      "|---|---|---|---|---|---|\n");
+      "\n## bench_registry: trace replays (10,000 tenants, 300,000 requests)\n\n"
+      "| Zipf s | budget | LRU | LRU + prefetch | GDSF | GDSF + prefetch | LRU byte hits | GDSF byte hits | prefetched "
+      "(LRU) | of it never used |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (double s : kZipf) {
     for (double budget : kBudgets) {
       const auto* lru = bench::find_result(results, replay_name(s, EvictionPolicyKind::lru, budget));
+      const auto* lru_p = bench::find_result(results, replay_name(s, EvictionPolicyKind::lru, budget, true));
       const auto* gdsf = bench::find_result(results, replay_name(s, EvictionPolicyKind::gdsf, budget));
-      if (lru == nullptr || gdsf == nullptr) continue;
-      fmt::print("| {:.1f} | {:.0f}% | {:.4f} | {:.4f} | {:.4f} | {:.4f} |\n", s, budget * 100,
-                 lru->median_counters.at("hit_rate"), gdsf->median_counters.at("hit_rate"),
-                 lru->median_counters.at("byte_hit_rate"), gdsf->median_counters.at("byte_hit_rate"));
+      const auto* gdsf_p = bench::find_result(results, replay_name(s, EvictionPolicyKind::gdsf, budget, true));
+      if (!lru || !lru_p || !gdsf || !gdsf_p) continue;
+      const auto c = [](const bench::Measurement* m, const char* name) { return m->median_counters.at(name); };
+      fmt::print("| {:.1f} | {:.0f}% | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.1f} GiB | {:.0f}% |\n",
+                 s, budget * 100, c(lru, "hit_rate"), c(lru_p, "hit_rate"), c(gdsf, "hit_rate"), c(gdsf_p, "hit_rate"),
+                 c(lru, "byte_hit_rate"), c(gdsf, "byte_hit_rate"), c(lru_p, "prefetched_gib"),
+                 100 * c(lru_p, "unused_share"));
     }
   }
   fmt::print("\n| acquire of a resident adapter | p50 | p99 |\n|---|---|---|\n");

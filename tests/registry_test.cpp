@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/registry/adapter_prefetcher.hpp>
 #include <persona/registry/adapter_registry.hpp>
 #include <persona/registry/adapter_store.hpp>
 #include <persona/registry/eviction_policy.hpp>
@@ -436,4 +437,32 @@ TEST_CASE("Eviction policies: LRU order, GDSF keeps small and frequent entries a
   }
   CHECK(gdsf->size() == 2);
   CHECK(to_string(EvictionPolicyKind::gdsf) == "gdsf");
+}
+
+TEST_CASE("AdapterPrefetcher learns daily rhythms and successors", "[registry]") {
+  AdapterPrefetcher prefetcher;
+  constexpr double kHour = 3600.0, kDay = 24 * kHour;
+  // Key 7 arrives every morning at 8, key 9 every evening at 20; after 3 comes 4.
+  for (int day = 0; day < 3; ++day) {
+    for (int i = 0; i < 5; ++i) prefetcher.record(7, day * kDay + 8 * kHour + i * 60);
+    for (int i = 0; i < 5; ++i) prefetcher.record(9, day * kDay + 20 * kHour + i * 60);
+  }
+  const auto morning = prefetcher.predict(3 * kDay + 7.5 * kHour, kHour, 1);
+  CHECK(morning == std::vector<std::uint64_t>{7});
+  const auto evening = prefetcher.predict(3 * kDay + 19.5 * kHour, kHour, 1);
+  CHECK(evening == std::vector<std::uint64_t>{9});
+  CHECK(prefetcher.predict(3 * kDay + 13 * kHour, 0.5 * kHour, 5).size() <= 1);  // nobody at 13:00 but the successor
+  AdapterPrefetcher chain;
+  for (int i = 0; i < 10; ++i) {
+    chain.record(3, 100.0 * i);
+    chain.record(4, 100.0 * i + 1);
+    chain.record(5 + static_cast<std::uint64_t>(i), 100.0 * i + 2);
+  }
+  chain.record(3, 2000.0);
+  const auto next = chain.predict(2000.0 + 12 * kHour, 60.0, 2);  // no rhythm at that hour: successors of 3
+  REQUIRE_FALSE(next.empty());
+  CHECK(next.front() == 4);
+  PERSONA_REQUIRE_ERROR(chain.record(3, 10.0), invalid_argument, "before the last recorded time");
+  PERSONA_REQUIRE_ERROR(AdapterPrefetcher({.slots = 0}), invalid_argument, "slots is 0");
+  CHECK(chain.predict(0.0, 60.0, 0).empty());
 }

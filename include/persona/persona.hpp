@@ -35,6 +35,7 @@
 #include "persona/quant/quantized_matmul.hpp"
 #include "persona/quant/quantized_matrix.hpp"
 #include "persona/quant/weight_matrix.hpp"
+#include "persona/registry/adapter_prefetcher.hpp"
 #include "persona/registry/adapter_registry.hpp"
 #include "persona/registry/adapter_store.hpp"
 #include "persona/registry/eviction_policy.hpp"
