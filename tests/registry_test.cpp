@@ -466,3 +466,35 @@ TEST_CASE("AdapterPrefetcher learns daily rhythms and successors", "[registry]")
   PERSONA_REQUIRE_ERROR(AdapterPrefetcher({.slots = 0}), invalid_argument, "slots is 0");
   CHECK(chain.predict(0.0, 60.0, 0).empty());
 }
+
+TEST_CASE("AdapterRegistry::prefetch_ahead warms what the history predicts, within its byte budget", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  for (int i = 0; i < 6; ++i) store.put(tagged_adapter(fmt::format("t{}", i), 1, static_cast<float>(i)));
+  const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
+  double clock = 0.0;
+  AdapterRegistry registry(store, {.ram_budget_bytes = 2 * one, .clock = [&clock] { return clock; }});
+  constexpr double kHour = 3600.0, kDay = 24 * kHour;
+  // t0 every morning at 8; the rest of the day others push it out of the two-adapter budget.
+  for (int day = 0; day < 3; ++day) {
+    clock = day * kDay + 8 * kHour;
+    (void)registry.acquire(1, AdapterRef{1, "t0"});
+    for (int i = 1; i < 6; ++i) {
+      clock = day * kDay + (10 + i) * kHour;
+      (void)registry.acquire(1, AdapterRef{1, fmt::format("t{}", i)});
+    }
+  }
+  clock = 3 * kDay + 7.5 * kHour;
+  CHECK(registry.prefetch_ahead(kHour, 0) == 0);  // no budget, nothing warmed
+  const std::uint64_t before = registry.metrics().loads;
+  CHECK(registry.prefetch_ahead(kHour, one) == 1);
+  for (int i = 0; i < 5000 && registry.metrics().loads == before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(registry.metrics().prefetches == 1);
+  clock = 3 * kDay + 8 * kHour;
+  const std::uint64_t loads = registry.metrics().loads;
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "t0"}).adapter()) == 0.0f);
+  CHECK(registry.metrics().loads == loads);  // served by the prefetch
+  CHECK(registry.metrics().prefetch_hits == 1);
+}

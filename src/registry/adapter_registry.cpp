@@ -54,6 +54,25 @@ struct AdapterRegistry::State {
   AdapterRegistryMetrics counts;
   std::vector<double> load_ms;
   std::size_t next_sample = 0;
+  // The access history: each adapter acquired gets a stable number for the prefetcher.
+  std::unique_ptr<AdapterPrefetcher> prefetcher;
+  std::unordered_map<Key, std::uint64_t, KeyHash> key_numbers;
+  std::vector<Key> keys_by_number;
+  std::unordered_map<Key, std::size_t, KeyHash> last_bytes;
+  std::chrono::steady_clock::time_point born = std::chrono::steady_clock::now();
+
+  double now() const {
+    return config.clock ? config.clock()
+                        : std::chrono::duration<double>(std::chrono::steady_clock::now() - born).count();
+  }
+  double last_time = 0.0;
+  // Under mutex: one access, for the prefetcher (a clock that steps back is held at its last value).
+  void remember(const Key& key) {
+    auto [it, added] = key_numbers.try_emplace(key, keys_by_number.size());
+    if (added) keys_by_number.push_back(key);
+    last_time = std::max(now(), last_time);
+    prefetcher->record(it->second, last_time);
+  }
   tbb::task_group tasks;
 
   // An adapter is pinned while a handle holds it or while pinned resident. A new handle is either a copy
@@ -119,6 +138,7 @@ struct AdapterRegistry::State {
           by_serial.emplace(serial, key);
           entries[key] = Entry{adapter, bytes, false, prefetch, serial};
           resident_bytes += bytes;
+          last_bytes[key] = bytes;
         }
       }
       promise.set_value(std::move(adapter));
@@ -147,6 +167,7 @@ struct AdapterRegistry::State {
         if (prefetch) return AdapterHandle();
         policy->hit(it->second.serial);
         ++counts.hits;
+        remember(key);
         if (it->second.prefetched_unused) {
           ++counts.prefetch_hits;
           it->second.prefetched_unused = false;
@@ -169,7 +190,10 @@ struct AdapterRegistry::State {
     }
     if (loader) load(key, promise, epoch, prefetch);
     if (prefetch) return AdapterHandle();
-    return AdapterHandle(waiting.get());
+    AdapterHandle handle(waiting.get());
+    std::lock_guard lock(mutex);
+    remember(key);
+    return handle;
   }
 };
 
@@ -179,6 +203,7 @@ AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig conf
   state_->store = &store;
   state_->config = config;
   state_->policy = make_eviction_policy(config.eviction);
+  state_->prefetcher = std::make_unique<AdapterPrefetcher>(config.prefetcher);
 }
 
 AdapterRegistry::~AdapterRegistry() { state_->tasks.wait(); }
@@ -213,6 +238,26 @@ void AdapterRegistry::prefetch(TenantId tenant, const AdapterRef& adapter) {
     } catch (const std::exception&) {  // counted as a load failure
     }
   });
+}
+
+std::size_t AdapterRegistry::prefetch_ahead(double horizon_seconds, std::size_t byte_budget) {
+  std::vector<Key> wanted;
+  {
+    std::lock_guard lock(state_->mutex);
+    std::size_t spent = 0;
+    for (std::uint64_t number : state_->prefetcher->predict(state_->now(), horizon_seconds, 256)) {
+      const Key& key = state_->keys_by_number[number];
+      if (state_->entries.contains(key) || state_->in_flight.contains(key)) continue;
+      const auto known = state_->last_bytes.find(key);
+      const std::size_t bytes = known == state_->last_bytes.end() ? 0 : known->second;
+      if (spent + bytes > byte_budget) break;
+      spent += bytes;
+      wanted.push_back(key);
+    }
+  }
+  // Only adapters some tenant acquired before are predicted; warming one hands it to nobody.
+  for (const Key& key : wanted) prefetch(key.owner, AdapterRef{key.owner, key.id});
+  return wanted.size();
 }
 
 void AdapterRegistry::pin_resident(TenantId tenant, const AdapterRef& adapter) {

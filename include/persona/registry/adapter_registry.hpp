@@ -6,11 +6,13 @@
 #pragma once
 
 #include "persona/lora/lora_adapter.hpp"
+#include "persona/registry/adapter_prefetcher.hpp"
 #include "persona/registry/adapter_store.hpp"
 #include "persona/registry/eviction_policy.hpp"
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -43,8 +45,12 @@ struct AdapterRegistryConfig {
   // Bytes of adapters (LoraAdapter::bytes) kept resident. Pinned adapters may push the total above it,
   // which metrics report; nothing else does.
   std::size_t ram_budget_bytes = std::size_t{1} << 30;
-  // LRU until the trace replays show GDSF ahead (bench_registry, to come).
+  // LRU: GDSF did not win on the trace replays (docs/performance.md).
   EvictionPolicyKind eviction = EvictionPolicyKind::lru;
+  // The access history that prefetch_ahead learns from, and the clock (seconds) it is kept on: by
+  // default the steady clock since the registry was made.
+  AdapterPrefetcherConfig prefetcher = {};
+  std::function<double()> clock = nullptr;
 };
 
 struct AdapterRegistryMetrics {
@@ -77,6 +83,10 @@ class AdapterRegistry {
   // Loads the adapter into RAM ahead of use, if the tenant may use it; returns at once. Failures are only
   // counted.
   void prefetch(TenantId tenant, const AdapterRef& adapter);
+  // Warms what the access history predicts for the next `horizon_seconds` (AdapterPrefetcher: daily
+  // rhythms, successors), most expected first, up to `byte_budget` bytes of adapters not resident (sizes
+  // as last loaded); returns how many loads it started. Only adapters acquired before are predicted.
+  std::size_t prefetch_ahead(double horizon_seconds, std::size_t byte_budget);
 
   // Keeps the adapter resident whether or not a handle holds it ("common persona" adapters); it counts
   // against the budget. Errors as acquire.
