@@ -4,12 +4,15 @@
 // rhythm (each tenant active 8 hours of its own a day), 3 days of 100,000 requests; each eviction policy
 // replayed at RAM budgets of 1%, 5% and 20% of all adapter bytes, with and without the prefetcher: hit
 // rate, byte hit rate, bytes prefetched and the share of them never used. (2) acquire
-// of a RAM-resident adapter from 2 threads: per-call p50 and p99.
+// of a RAM-resident adapter from 2 threads: per-call p50 and p99. (3) Cold load of a Llama-7B-shaped
+// rank-16 adapter on q, k, v, o (32 layers, 4096 wide) as int4, int8 and f32 (there is no f16 LoRA storage),
+// the file dropped from the page cache first, against a plain sequential read of the same file dropped alike.
 #include "bench_support.hpp"
 
 #include <persona/persona.hpp>
 
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -191,6 +194,55 @@ void run_acquire(benchmark::State& state, int threads) {
   std::filesystem::remove_all(folder);
 }
 
+// Drops the file's pages from the page cache (they are clean: the store fsynced them).
+void drop_cached(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+void run_cold_load(benchmark::State& state, int bits) {
+  // In the working folder: /tmp may be a RAM disk elsewhere, which has no cold read.
+  const auto folder = std::filesystem::current_path() / fmt::format("persona_bench_cold_{}", ::getpid());
+  {
+    AdapterStore store(folder);
+    LoraAdapter adapter("llama7b_r16", 1);
+    std::uint32_t seed = 1;
+    for (std::size_t layer = 0; layer < 32; ++layer) {
+      for (const char* module : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}) {
+        Tensor<float> a({16, 4096}), b({4096, 16});
+        std::mt19937 rng(seed++);
+        std::normal_distribution<float> normal(0.0f, 0.02f);
+        for (std::size_t i = 0; i < a.numel(); ++i) a.data()[i] = normal(rng);
+        for (std::size_t i = 0; i < b.numel(); ++i) b.data()[i] = normal(rng);
+        adapter.add({layer, module}, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), 32.0f));
+      }
+    }
+    const StoredAdapter stored =
+        bits == 32 ? store.put(adapter)
+                   : store.put(adapter, QuantSpec{bits, bits == 4 ? std::size_t{32} : std::size_t{16}});
+    double load_seconds = 0.0, read_seconds = 0.0;
+    bench::timed(state, [&] {
+      drop_cached(stored.path);
+      auto start = std::chrono::steady_clock::now();
+      const LoraAdapter loaded = store.get(1, "llama7b_r16");
+      benchmark::DoNotOptimize(loaded.bytes());
+      load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      drop_cached(stored.path);
+      start = std::chrono::steady_clock::now();
+      const std::vector<std::byte> bytes = read_file(stored.path);
+      benchmark::DoNotOptimize(bytes.data());
+      read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+    state.counters["file_mib"] = static_cast<double>(stored.file_bytes) / (1 << 20);
+    state.counters["load_ms"] = load_seconds * 1e3;
+    state.counters["read_ms"] = read_seconds * 1e3;
+    state.counters["of_read"] = read_seconds / load_seconds;
+  }
+  std::filesystem::remove_all(folder);
+}
+
 const std::vector<double> kZipf{0.8, 1.1};
 const std::vector<double> kBudgets{0.01, 0.05, 0.20};
 const std::vector<EvictionPolicyKind> kPolicies{EvictionPolicyKind::lru, EvictionPolicyKind::gdsf};
@@ -215,6 +267,15 @@ void register_benchmarks() {
         }
       }
     }
+  }
+  for (int bits : {4, 8, 32}) {
+    benchmark::RegisterBenchmark(fmt::format("cold_load/{}", bits == 32 ? "f32" : fmt::format("int{}", bits)).c_str(),
+                                 [bits](benchmark::State& st) { run_cold_load(st, bits); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1)
+        ->Repetitions(5)
+        ->ComputeStatistics("min", bench::min_of);
   }
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(fmt::format("acquire_resident/threads:{}", threads).c_str(),
@@ -251,6 +312,20 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
     fmt::print("| {} thread{} | {:.0f} ns | {:.0f} ns |\n", threads, threads == 1 ? "" : "s",
                m->median_counters.at("p50_ns"), m->median_counters.at("p99_ns"));
   }
+  fmt::print(
+      "\n| cold load, Llama-7B rank-16 q/k/v/o | file | load (median of 5) | sequential read of the file | load as "
+      "% of read speed |\n|---|---|---|---|---|\n");
+  double int4_ms = 0.0, f32_ms = 0.0;
+  for (const char* kind : {"int4", "int8", "f32"}) {
+    const auto* m = bench::find_result(results, fmt::format("cold_load/{}", kind));
+    if (m == nullptr || !m->median_counters.contains("load_ms")) continue;
+    const auto c = [&](const char* name) { return m->median_counters.at(name); };
+    fmt::print("| {} | {:.1f} MiB | {:.1f} ms | {:.1f} ms | {:.0f}% |\n", kind, c("file_mib"), c("load_ms"),
+               c("read_ms"), 100 * c("of_read"));
+    if (std::string(kind) == "int4") int4_ms = c("load_ms");
+    if (std::string(kind) == "f32") f32_ms = c("load_ms");
+  }
+  if (int4_ms > 0 && f32_ms > 0) fmt::print("\nf32 / int4 load time: {:.1f}x\n", f32_ms / int4_ms);
   if (const auto* m = bench::find_result(results, "acquire_resident/threads:2");
       m && m->median_counters.contains("p50_ns")) {
     const double p50 = m->median_counters.at("p50_ns");
