@@ -260,6 +260,34 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
   CHECK(std::filesystem::file_size(path) <
         std::filesystem::file_size(kData / "patterns" / "adapter_model.safetensors"));
 
+  // f16 and bf16 storage of the unquantized matrices: each element reads back as its rounding to 16 bits
+  // (the scalar conversion is the oracle), quantized ones byte for byte; the file says version 2.
+  for (const DType storage : {DType::f16, DType::bf16}) {
+    const auto narrow_path = dir / fmt::format("{}.persona", name_of(storage));
+    write_persona_adapter(mixed, narrow_path, storage);
+    CHECK(SafetensorsReader::open(narrow_path).metadata().at("persona.version") == "2");
+    const LoraAdapter narrowed = read_persona_adapter(narrow_path);
+    for (const auto& [target, m] : mixed.modules()) {
+      const LoraModule* b = narrowed.find(target.layer, target.module);
+      REQUIRE(b != nullptr);
+      REQUIRE(b->b().format() == "f32");
+      const Tensor<float> want = m.b().to_f32(), got = b->b().to_f32();
+      REQUIRE(got.shape() == want.shape());
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < want.numel(); ++i) {
+        const float rounded = storage == DType::f16 ? f16_bits_to_f32(f32_to_f16_bits(want.data()[i]))
+                                                    : bf16_bits_to_f32(f32_to_bf16_bits(want.data()[i]));
+        wrong += got.data()[i] != rounded ? 1 : 0;
+      }
+      CHECK(wrong == 0);
+      CHECK(b->a().format() == m.a().format());
+    }
+    CHECK(std::filesystem::file_size(narrow_path) < std::filesystem::file_size(path));
+  }
+  PERSONA_REQUIRE_ERROR(write_persona_adapter(mixed, dir / "i8.persona", DType::i8), invalid_argument,
+                        "float_storage is i8");
+  CHECK(SafetensorsReader::open(path).metadata().at("persona.version") == "1");  // f32 files stay readable by v1
+
   // Any flipped byte in the data section is caught.
   std::vector<char> bytes(std::filesystem::file_size(path));
   std::ifstream(path, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -276,7 +304,7 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
   newer.set_metadata("persona.version", "7");
   newer.write(dir / "newer.persona");
   PERSONA_REQUIRE_ERROR(read_persona_adapter(dir / "newer.persona"), unsupported,
-                        "version 7 is newer than this persona reads (version 1)");
+                        "version 7 is newer than this persona reads (version 2)");
   PERSONA_REQUIRE_ERROR(read_persona_adapter(kData / "plain" / "adapter_model.safetensors"), corrupt_data,
                         "__metadata__ has no 'persona.format'");
   std::filesystem::remove_all(dir);

@@ -325,6 +325,28 @@ TEST_CASE("AdapterRegistry pins, checks ownership, loads once and keeps to its b
   CHECK(json.find("\"evictions\"") != std::string::npos);
 }
 
+TEST_CASE("acquire by id serves a resident adapter from RAM and follows puts and removes", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("style", kPublicTenant, 100.0f));
+  AdapterRegistry registry(store);
+  CHECK(tag_of(registry.acquire(3, "style").adapter()) == 100.0f);  // no own "style" yet
+  registry.put(tagged_adapter("style", 3, 300.0f));
+  CHECK(tag_of(registry.acquire(3, "style").adapter()) == 300.0f);  // the put made it tenant 3's own
+
+  // With the tenant's folder gone from disk, a resident adapter is still found by id: no store lookup on
+  // a hit (a lookup would now find no own "style" and hand out the public one).
+  const fs::path own = folder.path / "tenants" / "3", away = folder.path / "away";
+  fs::rename(own, away);
+  CHECK(tag_of(registry.acquire(3, "style").adapter()) == 300.0f);
+  fs::rename(away, own);
+
+  registry.remove(AdapterRef{3, "style"});
+  CHECK(tag_of(registry.acquire(3, "style").adapter()) == 100.0f);  // back to the public one
+  registry.remove(AdapterRef{kPublicTenant, "style"});
+  PERSONA_REQUIRE_ERROR(registry.acquire(3, "style"), not_found, "'style'");
+}
+
 TEST_CASE("AdapterRegistry loads a cold adapter once for many threads; prefetch warms it", "[registry]") {
   TempFolder folder;
   AdapterStore store(folder.path);

@@ -4,7 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace persona {
 namespace {
@@ -15,7 +17,7 @@ constexpr std::string_view kFormat = "persona-lora-adapter";
   throw Error(code, "read_persona_adapter", fmt::format("{}: {}", file.string(), what));
 }
 
-nlohmann::json describe(const LoraMatrix& m) {
+nlohmann::json describe(const LoraMatrix& m, DType float_storage) {
   nlohmann::json d = {{"rows", m.rows()}, {"cols", m.cols()}};
   if (const QuantizedMatrix* q = m.quantized_matrix()) {
     const QuantSpec& s = q->spec();
@@ -26,26 +28,47 @@ nlohmann::json describe(const LoraMatrix& m) {
     d["scale_type"] = name_of(s.scale_type);
     d["codebook"] = s.codebook == QuantCodebook::nf4 ? "nf4" : "linear";
   } else {
-    d["format"] = "f32";
+    d["format"] = name_of(float_storage);
   }
   return d;
 }
 
-void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& m) {
+template <class Half>
+std::vector<std::byte> narrow(const Tensor<float>& w) {
+  std::vector<Half> halves(w.numel());
+  convert(std::span<const float>(w.data(), w.numel()), std::span<Half>(halves));
+  const auto bytes = std::as_bytes(std::span<const Half>(halves));
+  return {bytes.begin(), bytes.end()};
+}
+
+void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& m, DType float_storage) {
   if (const QuantizedMatrix* q = m.quantized_matrix()) {
     w.add(key + ".codes", SafetensorsDType::U8, {q->codes().size()}, std::as_bytes(q->codes()));
     w.add(key + ".scales", SafetensorsDType::U8, {q->scales().size()}, std::as_bytes(q->scales()));
     if (!q->spec().symmetric) {
       w.add(key + ".minima", SafetensorsDType::U8, {q->minima().size()}, std::as_bytes(q->minima()));
     }
-  } else {
+  } else if (float_storage == DType::f32) {
     w.add(key + ".weight", *m.f32());
+  } else {
+    const bool half = float_storage == DType::f16;
+    w.add(key + ".weight", half ? SafetensorsDType::F16 : SafetensorsDType::BF16, {m.rows(), m.cols()},
+          half ? narrow<f16>(*m.f32()) : narrow<bf16>(*m.f32()));
   }
 }
 
 LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, const nlohmann::json& d) {
   const auto rows = d.at("rows").get<std::size_t>(), cols = d.at("cols").get<std::size_t>();
-  if (d.at("format") == "f32") {
+  const std::string format = d.at("format").get<std::string>();
+  if (format == "f32" || format == "f16" || format == "bf16") {
+    const SafetensorsDType want = format == "f32"   ? SafetensorsDType::F32
+                                  : format == "f16" ? SafetensorsDType::F16
+                                                    : SafetensorsDType::BF16;
+    if (file.tensor(key + ".weight").dtype != want) {
+      fail(ErrorCode::corrupt_data, file.source(),
+           fmt::format("'{}.weight' is {} but the metadata says {}", key, to_string(file.tensor(key + ".weight").dtype),
+                       format));
+    }
     Tensor<float> w = file.read_f32(key + ".weight");
     if (w.rank() != 2 || w.dim(0) != rows || w.dim(1) != cols) {
       fail(ErrorCode::corrupt_data, file.source(),
@@ -78,7 +101,9 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
 
 }  // namespace
 
-void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path) {
+void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path, DType float_storage) {
+  PERSONA_CHECK(float_storage == DType::f32 || float_storage == DType::f16 || float_storage == DType::bf16,
+                "write_persona_adapter: float_storage is {}; expected f32, f16 or bf16", name_of(float_storage));
   nlohmann::json modules = nlohmann::json::array();
   SafetensorsWriter tensors;
   for (const auto& [target, module] : adapter.modules()) {
@@ -87,10 +112,10 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
                        {"module", target.module},
                        {"alpha", module.alpha()},
                        {"scaling", module.scaling() == LoraScaling::standard ? "standard" : "rank_stabilized"},
-                       {"a", describe(module.a())},
-                       {"b", describe(module.b())}});
-    add_matrix(tensors, key + ".lora_A", module.a());
-    add_matrix(tensors, key + ".lora_B", module.b());
+                       {"a", describe(module.a(), float_storage)},
+                       {"b", describe(module.b(), float_storage)}});
+    add_matrix(tensors, key + ".lora_A", module.a(), float_storage);
+    add_matrix(tensors, key + ".lora_B", module.b(), float_storage);
     if (module.dora()) tensors.add(key + ".dora_magnitude", module.dora_magnitude());
     modules.back()["dora"] = module.dora();
   }
@@ -101,7 +126,11 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
   std::memcpy(&header, data_only.data(), 8);
   const auto data = std::span(data_only).subspan(8 + header);
   tensors.set_metadata("persona.format", std::string(kFormat));
-  tensors.set_metadata("persona.version", std::to_string(kPersonaAdapterVersion));
+  // Version 1 readers know f32 and quantized matrices only: files with 16-bit ones say version 2.
+  const bool narrowed = float_storage != DType::f32 && std::ranges::any_of(adapter.modules(), [](const auto& entry) {
+                          return !entry.second.a().quantized() || !entry.second.b().quantized();
+                        });
+  tensors.set_metadata("persona.version", narrowed ? "2" : "1");
   tensors.set_metadata("persona.adapter",
                        nlohmann::json{{"id", adapter.id()}, {"tenant", adapter.tenant()}, {"modules", modules}}.dump());
   tensors.set_metadata("persona.checksum", fmt::format("{:016x}", persona_checksum(data)));

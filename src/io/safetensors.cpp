@@ -49,6 +49,19 @@ bool byte_count(SafetensorsDType dtype, const std::vector<std::size_t>& shape, s
   return true;
 }
 
+// 16-bit floats from (possibly unaligned) file bytes to f32, through the vectorized conversion in
+// L1-sized chunks.
+template <class Half>
+void widen(std::span<const std::byte> bytes, std::span<float> out) {
+  constexpr std::size_t kChunk = 2048;
+  std::array<Half, kChunk> chunk;
+  for (std::size_t i = 0; i < out.size(); i += kChunk) {
+    const std::size_t n = std::min(kChunk, out.size() - i);
+    std::memcpy(chunk.data(), bytes.data() + i * sizeof(Half), n * sizeof(Half));
+    convert(std::span<const Half>(chunk.data(), n), out.subspan(i, n));
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(SafetensorsDType dtype) noexcept { return kDTypes[static_cast<std::size_t>(dtype)].name; }
@@ -186,15 +199,8 @@ Tensor<float> SafetensorsReader::read_f32(std::string_view name) const {
   const std::size_t n = t.numel();
   switch (t.dtype) {
     case SafetensorsDType::F32: std::memcpy(out.data(), t.data.data(), n * 4); break;
-    case SafetensorsDType::F16:
-    case SafetensorsDType::BF16: {
-      std::vector<std::uint16_t> bits(n);
-      std::memcpy(bits.data(), t.data.data(), n * 2);
-      for (std::size_t i = 0; i < n; ++i) {
-        out.data()[i] = t.dtype == SafetensorsDType::F16 ? f16_bits_to_f32(bits[i]) : bf16_bits_to_f32(bits[i]);
-      }
-      break;
-    }
+    case SafetensorsDType::F16: widen<f16>(t.data, {out.data(), n}); break;
+    case SafetensorsDType::BF16: widen<bf16>(t.data, {out.data(), n}); break;
     default:
       PERSONA_THROW(unsupported, "{}: tensor '{}' is {}, not F32, F16 or BF16", source_, name, to_string(t.dtype));
   }

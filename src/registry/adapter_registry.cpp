@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -50,6 +51,9 @@ struct AdapterRegistry::State {
   std::unordered_map<Key, std::shared_future<Loaded>, KeyHash> in_flight;
   // Bumped by put and remove: a load that started before does not enter the cache.
   std::unordered_map<Key, std::uint64_t, KeyHash> epochs;
+  // acquire(tenant, id): whether {tenant, id} names the tenant's own adapter (true) or the public one,
+  // found once in the store and forgotten when a put or remove through this registry touches the key.
+  std::unordered_map<Key, bool, KeyHash> own_by_id;
   std::size_t resident_bytes = 0;
   AdapterRegistryMetrics counts;
   std::vector<double> load_ms;
@@ -100,6 +104,7 @@ struct AdapterRegistry::State {
   void forget(const Key& key) {
     std::lock_guard lock(mutex);
     ++epochs[key];
+    own_by_id.erase(key);
     if (const auto it = entries.find(key); it != entries.end()) {
       resident_bytes -= it->second.bytes;
       policy->erase(it->second.serial);
@@ -213,8 +218,27 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, const AdapterRef& adapte
 }
 
 AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
-  const bool own = tenant != kPublicTenant && !state_->store->versions(tenant, id).empty();
-  return acquire(tenant, AdapterRef{own ? tenant : kPublicTenant, std::string(id)});
+  if (tenant == kPublicTenant) return acquire(tenant, AdapterRef{kPublicTenant, std::string(id)});
+  Key own_key{tenant, std::string(id)};
+  std::optional<bool> own;
+  std::uint64_t epoch = 0;
+  {
+    std::lock_guard lock(state_->mutex);
+    epoch = state_->epochs[own_key];
+    if (state_->entries.contains(own_key) || state_->in_flight.contains(own_key)) {
+      own = true;
+    } else if (const auto it = state_->own_by_id.find(own_key); it != state_->own_by_id.end()) {
+      own = it->second;
+    }
+  }
+  if (!own) {  // first use of this id by this tenant: one look at the store, outside the lock
+    own = !state_->store->versions(tenant, id).empty();
+    std::lock_guard lock(state_->mutex);
+    constexpr std::size_t kMaxRemembered = std::size_t{1} << 16;
+    if (state_->own_by_id.size() >= kMaxRemembered) state_->own_by_id.clear();
+    if (state_->epochs[own_key] == epoch) state_->own_by_id.emplace(own_key, *own);  // no put or remove since
+  }
+  return acquire(tenant, AdapterRef{*own ? tenant : kPublicTenant, std::move(own_key.id)});
 }
 
 std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant, const AdapterRef& adapter) {
@@ -280,8 +304,9 @@ void AdapterRegistry::unpin_resident(const AdapterRef& adapter) {
   state_->make_room(0);
 }
 
-StoredAdapter AdapterRegistry::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize) {
-  StoredAdapter stored = state_->store->put(adapter, quantize);
+StoredAdapter AdapterRegistry::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize,
+                                   DType float_storage) {
+  StoredAdapter stored = state_->store->put(adapter, quantize, float_storage);
   state_->forget(Key{adapter.tenant(), adapter.id()});
   return stored;
 }

@@ -106,7 +106,8 @@ LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::op
   return loaded;
 }
 
-StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize) {
+StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize,
+                                DType float_storage) {
   const fs::path dir = folder(adapter.tenant(), adapter.id());
   StoredAdapter stored;
   LoraAdapter written(adapter.id(), adapter.tenant());
@@ -126,7 +127,7 @@ StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<
   stored.path = dir / file_name(stored.version);
   // A new name per version, written to a temporary file, fsynced and renamed: readers of the old
   // version never see the new one half-written, and a crash leaves at most a stray temporary file.
-  write_persona_adapter(quantize ? written : adapter, stored.path);
+  write_persona_adapter(quantize ? written : adapter, stored.path, float_storage);
   stored.file_bytes = static_cast<std::size_t>(fs::file_size(stored.path, error));
   // Then the oldest versions beyond the kept ones go.
   const std::size_t total = before.size() + 1;

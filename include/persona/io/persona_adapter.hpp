@@ -1,4 +1,4 @@
-// The persona adapter file: a safetensors file holding each module's A and B as F32 tensors or as the
+// The persona adapter file: a safetensors file holding each module's A and B as F32 (or F16 / BF16) tensors or as the
 // planes of a QuantizedMatrix (U8), the adapter and its QuantSpecs in __metadata__, and a checksum of
 // the data section that is verified on every load. docs/formats.md documents it byte by byte.
 #pragma once
@@ -12,10 +12,13 @@
 
 namespace persona {
 
-inline constexpr int kPersonaAdapterVersion = 1;
+inline constexpr int kPersonaAdapterVersion = 2;  // the newest this reads and writes
 
-// Writes atomically (temporary file, fsync, rename).
-void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path);
+// Writes atomically (temporary file, fsync, rename). `float_storage` (f32, f16 or bf16, else
+// invalid_argument) is the element type of the unquantized matrices in the file; they read back as f32
+// (rounded to nearest even on the way out).
+void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path,
+                           DType float_storage = DType::f32);
 
 // Errors name the file and, where there is one, the tensor or field: corrupt_data (checksum mismatch,
 // missing or malformed tensors or metadata), unsupported (a newer format version, naming both),

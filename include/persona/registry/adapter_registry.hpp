@@ -94,7 +94,8 @@ class AdapterRegistry {
   void unpin_resident(const AdapterRef& adapter);
 
   // Writes a new version through the store; the next acquire sees it (handles to the old one keep it).
-  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt);
+  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt,
+                    DType float_storage = DType::f32);
   // Removes every version from the store and the adapter from RAM (handles keep theirs).
   void remove(const AdapterRef& adapter);
 

@@ -40,10 +40,12 @@ class AdapterStore {
   explicit AdapterStore(std::filesystem::path root, AdapterStoreConfig config = {});
 
   // Writes a new version of adapter.id() for adapter.tenant() (kPublicTenant: open to every tenant),
-  // quantized to `quantize` on the way in when given. Ids are 1..128 of [A-Za-z0-9._-], not "." or "..";
-  // anything else is invalid_argument. Error io_error (disk full, unwritable folder) leaves every stored
-  // version as it was.
-  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt);
+  // quantized to `quantize` on the way in when given; matrices left unquantized are stored as
+  // `float_storage` (f32, f16 or bf16; they read back as f32). Ids are 1..128 of [A-Za-z0-9._-], not "."
+  // or ".."; anything else is invalid_argument. Error io_error (disk full, unwritable folder) leaves every
+  // stored version as it was.
+  StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt,
+                    DType float_storage = DType::f32);
 
   // The latest version, or `version`. Error not_found (unknown tenant, adapter or version), corrupt_data
   // (truncated or damaged file, or one that names another tenant or id), io_error.
