@@ -5,8 +5,8 @@
 // replayed at RAM budgets of 1%, 5% and 20% of all adapter bytes, with and without the prefetcher: hit
 // rate, byte hit rate, bytes prefetched and the share of them never used. (2) acquire
 // of a RAM-resident adapter from 2 threads: per-call p50 and p99. (3) Cold load of a Llama-7B-shaped
-// rank-16 adapter on q, k, v, o (32 layers, 4096 wide) as int4, int8 and f32 (there is no f16 LoRA storage),
-// the file dropped from the page cache first, against a plain sequential read of the same file dropped alike.
+// rank-16 adapter on q, k, v, o (32 layers, 4096 wide) as int4, int8, f16 (stored f16, loaded as f32) and
+// f32, the file dropped from the page cache first, against a plain sequential read of the same file dropped alike.
 #include "bench_support.hpp"
 
 #include <persona/persona.hpp>
@@ -202,7 +202,8 @@ void drop_cached(const std::filesystem::path& path) {
   ::close(fd);
 }
 
-void run_cold_load(benchmark::State& state, int bits) {
+// kind: int4, int8, f16 or f32.
+void run_cold_load(benchmark::State& state, const std::string& kind) {
   // In the working folder: /tmp may be a RAM disk elsewhere, which has no cold read.
   const auto folder = std::filesystem::current_path() / fmt::format("persona_bench_cold_{}", ::getpid());
   {
@@ -219,9 +220,9 @@ void run_cold_load(benchmark::State& state, int bits) {
         adapter.add({layer, module}, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), 32.0f));
       }
     }
-    const StoredAdapter stored =
-        bits == 32 ? store.put(adapter)
-                   : store.put(adapter, QuantSpec{bits, bits == 4 ? std::size_t{32} : std::size_t{16}});
+    const StoredAdapter stored = kind == "int4"   ? store.put(adapter, QuantSpec{4, 32})
+                                 : kind == "int8" ? store.put(adapter, QuantSpec{8, 16})
+                                                  : store.put(adapter, std::nullopt, parse_dtype(kind));
     double load_seconds = 0.0, read_seconds = 0.0;
     bench::timed(state, [&] {
       drop_cached(stored.path);
@@ -268,9 +269,9 @@ void register_benchmarks() {
       }
     }
   }
-  for (int bits : {4, 8, 32}) {
-    benchmark::RegisterBenchmark(fmt::format("cold_load/{}", bits == 32 ? "f32" : fmt::format("int{}", bits)).c_str(),
-                                 [bits](benchmark::State& st) { run_cold_load(st, bits); })
+  for (const std::string kind : {"int4", "int8", "f16", "f32"}) {
+    benchmark::RegisterBenchmark(fmt::format("cold_load/{}", kind).c_str(),
+                                 [kind](benchmark::State& st) { run_cold_load(st, kind); })
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(1)
@@ -315,17 +316,21 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
   fmt::print(
       "\n| cold load, Llama-7B rank-16 q/k/v/o | file | load (median of 5) | sequential read of the file | load as "
       "% of read speed |\n|---|---|---|---|---|\n");
-  double int4_ms = 0.0, f32_ms = 0.0;
-  for (const char* kind : {"int4", "int8", "f32"}) {
+  std::map<std::string, double> load_ms;
+  for (const char* kind : {"int4", "int8", "f16", "f32"}) {
     const auto* m = bench::find_result(results, fmt::format("cold_load/{}", kind));
     if (m == nullptr || !m->median_counters.contains("load_ms")) continue;
     const auto c = [&](const char* name) { return m->median_counters.at(name); };
     fmt::print("| {} | {:.1f} MiB | {:.1f} ms | {:.1f} ms | {:.0f}% |\n", kind, c("file_mib"), c("load_ms"),
                c("read_ms"), 100 * c("of_read"));
-    if (std::string(kind) == "int4") int4_ms = c("load_ms");
-    if (std::string(kind) == "f32") f32_ms = c("load_ms");
+    load_ms[kind] = c("load_ms");
   }
-  if (int4_ms > 0 && f32_ms > 0) fmt::print("\nf32 / int4 load time: {:.1f}x\n", f32_ms / int4_ms);
+  if (load_ms.contains("int4")) {
+    for (const char* wide : {"f16", "f32"}) {
+      if (load_ms.contains(wide)) fmt::print("\n{} / int4 load time: {:.1f}x", wide, load_ms[wide] / load_ms["int4"]);
+    }
+    fmt::print("\n");
+  }
   if (const auto* m = bench::find_result(results, "acquire_resident/threads:2");
       m && m->median_counters.contains("p50_ns")) {
     const double p50 = m->median_counters.at("p50_ns");
