@@ -322,6 +322,9 @@ TEST_CASE("AdapterRegistry pins, checks ownership, loads once and keeps to its b
   PERSONA_REQUIRE_ERROR(tiny.acquire(1, AdapterRef{1, "a0"}), capacity_exhausted, "the RAM budget is");
   const std::string json = registry.metrics().to_json();
   CHECK(json.find("\"load_p99_ms\"") != std::string::npos);
+  const AdapterRegistryMetrics totals = registry.metrics();
+  CHECK(totals.load_total_ms >= totals.load_p99_ms);  // the sum of every load is at least the slowest's
+  CHECK(totals.load_total_ms > 0.0);
   CHECK(json.find("\"evictions\"") != std::string::npos);
 }
 
@@ -340,6 +343,18 @@ TEST_CASE("acquire by id serves a resident adapter from RAM and follows puts and
   fs::rename(own, away);
   CHECK(tag_of(registry.acquire(3, "style").adapter()) == 300.0f);
   fs::rename(away, own);
+
+  // try_acquire: RAM only, never a load; ownership as acquire.
+  AdapterRegistry cold(store);
+  CHECK_FALSE(cold.try_acquire(3, AdapterRef{3, "style"}));
+  CHECK(cold.metrics().loads == 0);
+  (void)cold.acquire(3, AdapterRef{3, "style"});
+  const std::uint64_t hits = cold.metrics().hits;
+  const AdapterHandle warm = cold.try_acquire(3, AdapterRef{3, "style"});
+  REQUIRE(warm);
+  CHECK(tag_of(warm.adapter()) == 300.0f);
+  CHECK(cold.metrics().hits == hits + 1);
+  PERSONA_REQUIRE_ERROR(cold.try_acquire(4, AdapterRef{3, "style"}), permission_denied, "tenant 4");
 
   registry.remove(AdapterRef{3, "style"});
   CHECK(tag_of(registry.acquire(3, "style").adapter()) == 100.0f);  // back to the public one

@@ -185,6 +185,8 @@ QuantizedMatrix quantize(TensorView<const float> w, const QuantSpec& spec, Quant
   // Every code byte belongs to one row, so any split is safe; whole panels per chunk keep two threads
   // from writing into the same 64-byte tile (false sharing).
   static_assert(kRowGrain % kPanelRows == 0);
+  std::uint8_t* const code_bytes = q.codes().data();
+  const std::size_t tiles = q.tiles_per_panel();
   parallel_for(q.rows(), kRowGrain, [&](std::size_t begin, std::size_t end) {
     for (std::size_t r = begin; r < end; ++r) {
       const float* row = w.data() + r * w.stride(0);
@@ -197,7 +199,9 @@ QuantizedMatrix quantize(TensorView<const float> w, const QuantSpec& spec, Quant
         }
         q.set_scale(r, group, codes.scale);
         if (!spec.symmetric) q.set_minimum(r, group, codes.minimum);
-        for (std::size_t i = 0; i < g; ++i) q.set_code(r, group * g + i, codes.codes[i]);
+        for (std::size_t i = 0; i < g; ++i) {  // inline: an out-of-line call per code dominated quantizing
+          detail::write_code(code_bytes, tiles, spec.bits, r, group * g + i, codes.codes[i]);
+        }
       }
     }
   });
@@ -213,14 +217,17 @@ void dequantize(const QuantizedMatrix& q, TensorView<float> out, std::size_t row
                 out.strides().to_string());
   const GroupQuantizer quantizer(q.spec());
   const std::size_t g = q.spec().group_size;
+  const std::uint8_t* const code_bytes = q.codes().data();
+  const std::size_t tiles = q.tiles_per_panel();
   parallel_for(out.dim(0), kRowGrain, [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) {
       const std::size_t r = row_begin + i;
       float* row = out.data() + i * out.stride(0);
       for (std::size_t group = 0; group < q.groups_per_row(); ++group) {
         const float scale = q.scale(r, group), minimum = q.minimum(r, group);
-        for (std::size_t c = group * g; c < (group + 1) * g; ++c)
-          row[c] = quantizer.value(q.code(r, c), scale, minimum);
+        for (std::size_t c = group * g; c < (group + 1) * g; ++c) {
+          row[c] = quantizer.value(detail::read_code(code_bytes, tiles, q.spec().bits, r, c), scale, minimum);
+        }
       }
     }
   });

@@ -131,6 +131,7 @@ struct AdapterRegistry::State {
         ++counts.loads;
         counts.bytes_read += error ? 0 : file_bytes;
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        counts.load_total_ms += ms;
         if (load_ms.size() < kLatencySamples) {
           load_ms.push_back(ms);
         } else {
@@ -157,9 +158,25 @@ struct AdapterRegistry::State {
     }
   }
 
-  AdapterHandle acquire(TenantId tenant, const AdapterRef& ref, bool prefetch) {
+  // Under mutex: an acquire served from RAM.
+  AdapterHandle hit(const Key& key, Entry& entry) {
+    policy->hit(entry.serial);
+    ++counts.hits;
+    remember(key);
+    if (entry.prefetched_unused) {
+      ++counts.prefetch_hits;
+      entry.prefetched_unused = false;
+    }
+    return AdapterHandle(entry.adapter);
+  }
+
+  static void check_owner(TenantId tenant, const AdapterRef& ref) {
     PERSONA_CHECK_CODE(permission_denied, ref.owner == tenant || ref.owner == kPublicTenant,
                        "tenant {} may not use adapter '{}' of tenant {}", tenant, ref.id, ref.owner);
+  }
+
+  AdapterHandle acquire(TenantId tenant, const AdapterRef& ref, bool prefetch) {
+    check_owner(tenant, ref);
     const Key key{ref.owner, ref.id};
     std::shared_future<Loaded> waiting;
     std::promise<Loaded> promise;
@@ -170,14 +187,7 @@ struct AdapterRegistry::State {
       make_room(0);  // handles released since the last call may have left pinned bytes over the budget
       if (const auto it = entries.find(key); it != entries.end()) {
         if (prefetch) return AdapterHandle();
-        policy->hit(it->second.serial);
-        ++counts.hits;
-        remember(key);
-        if (it->second.prefetched_unused) {
-          ++counts.prefetch_hits;
-          it->second.prefetched_unused = false;
-        }
-        return AdapterHandle(it->second.adapter);
+        return hit(key, it->second);
       }
       if (prefetch) {
         ++counts.prefetches;
@@ -215,6 +225,14 @@ AdapterRegistry::~AdapterRegistry() { state_->tasks.wait(); }
 
 AdapterHandle AdapterRegistry::acquire(TenantId tenant, const AdapterRef& adapter) {
   return state_->acquire(tenant, adapter, false);
+}
+
+AdapterHandle AdapterRegistry::try_acquire(TenantId tenant, const AdapterRef& adapter) {
+  State::check_owner(tenant, adapter);
+  std::lock_guard lock(state_->mutex);
+  state_->make_room(0);
+  const auto it = state_->entries.find(Key{adapter.owner, adapter.id});
+  return it == state_->entries.end() ? AdapterHandle() : state_->hit(it->first, it->second);
 }
 
 AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
@@ -347,6 +365,7 @@ std::string AdapterRegistryMetrics::to_json() const {
                          {"bytes_read", bytes_read},
                          {"load_p50_ms", load_p50_ms},
                          {"load_p99_ms", load_p99_ms},
+                         {"load_total_ms", load_total_ms},
                          {"resident_adapters", resident_adapters},
                          {"resident_bytes", resident_bytes},
                          {"pinned_bytes", pinned_bytes},

@@ -58,6 +58,7 @@ struct AdapterRegistryMetrics {
   std::uint64_t loads = 0, load_failures = 0, evictions = 0;
   std::uint64_t bytes_read = 0;  // file bytes loaded from the store
   double load_p50_ms = 0.0, load_p99_ms = 0.0;
+  double load_total_ms = 0.0;  // summed over every load (they run on oneTBB workers, overlapping)
   std::size_t resident_adapters = 0, resident_bytes = 0, pinned_bytes = 0;
   std::size_t over_budget_bytes = 0;  // resident bytes above the budget, all of them pinned
   std::uint64_t prefetches = 0, prefetch_hits = 0, prefetch_unused = 0;  // unused: evicted before any acquire
@@ -78,6 +79,9 @@ class AdapterRegistry {
   AdapterHandle acquire(TenantId tenant, const AdapterRef& adapter);
   // The tenant's own adapter `id` if it has one, else the public adapter `id`.
   AdapterHandle acquire(TenantId tenant, std::string_view id);
+  // The adapter if it is in RAM (counted as a hit), else an empty handle; never loads, never waits for a
+  // load. Error permission_denied as acquire. For schedulers that start a load only for a miss.
+  AdapterHandle try_acquire(TenantId tenant, const AdapterRef& adapter);
   // Returns at once; the load runs on a oneTBB worker. Errors arrive through the future.
   std::shared_future<AdapterHandle> acquire_async(TenantId tenant, const AdapterRef& adapter);
   // Loads the adapter into RAM ahead of use, if the tenant may use it; returns at once. Failures are only
