@@ -4,7 +4,6 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
-#include <random>
 
 namespace serve_demo {
 using namespace persona;
@@ -20,30 +19,41 @@ void lap(Clock::time_point& start, double& into) {
   start = now;
 }
 
-Tensor<float> random_matrix(std::mt19937& rng, std::size_t rows, std::size_t cols, float stddev) {
+// Uniform with the given standard deviation.
+Tensor<float> random_matrix(UniformSource& uniform, std::size_t rows, std::size_t cols, float stddev) {
   Tensor<float> t({rows, cols});
-  std::normal_distribution<float> normal(0.0f, stddev);
-  for (float& v : t.span()) v = normal(rng);
+  const float range = std::sqrt(3.0f) * stddev;
+  for (float& v : t.span()) v = range * uniform();
   return t;
 }
 
-Tensor<float> norm_weight(std::mt19937& rng, std::size_t n) {
+Tensor<float> norm_weight(UniformSource& uniform, std::size_t n) {
   Tensor<float> t({n});
-  std::uniform_real_distribution<float> near_one(0.9f, 1.1f);
-  for (float& v : t.span()) v = near_one(rng);
+  for (float& v : t.span()) v = 1.0f + 0.1f * uniform();
   return t;
 }
 
 QuantSpec base_spec(int bits) { return QuantSpec{bits, 32}; }
 
 // [out, in] weight with variance 1/in, so activations stay of order one through the layers.
-WeightMatrix base_weight(std::mt19937& rng, std::size_t out, std::size_t in, int bits) {
+WeightMatrix base_weight(UniformSource& rng, std::size_t out, std::size_t in, int bits) {
   return WeightMatrix(quantize(random_matrix(rng, out, in, 1.0f / std::sqrt(static_cast<float>(in))), base_spec(bits)));
 }
 
 void matvec(const Tensor<float>& w, std::span<const float> x, std::span<float> y) {
   matmul(TensorView<const float>(x.data(), {1, x.size()}), w, TensorView<float>(y.data(), {1, y.size()}),
          Transpose::yes);
+}
+
+// out = down (silu(gate x) * (up x)) for one token, in f32.
+void swiglu_ffn(const Tensor<float>& gate, const Tensor<float>& up, const Tensor<float>& down, std::span<const float> x,
+                std::span<float> out) {
+  std::vector<float> g(gate.dim(0)), u(up.dim(0)), a(gate.dim(0));
+  matvec(gate, x, g);
+  matvec(up, x, u);
+  swiglu_ref(TensorView<const float>(g.data(), {1, g.size()}), TensorView<const float>(u.data(), {1, u.size()}),
+             TensorView<float>(a.data(), {1, a.size()}));
+  matvec(down, a, out);
 }
 
 }  // namespace
@@ -62,7 +72,7 @@ DemoModel::DemoModel(const ModelConfig& config)
   PERSONA_CHECK(config.weight_bits == 8 || config.weight_bits == 4, "weight bits {}: expected 8 or 4",
                 config.weight_bits);
   PERSONA_CHECK(config.q_heads * config.head_dim == config.hidden, "q_heads x head_dim must equal hidden");
-  std::mt19937 rng(config.seed);
+  UniformSource rng(config.seed);
   const std::size_t H = config.hidden, kv = config.kv_heads * config.head_dim;
   embedding_ = random_matrix(rng, config.vocab, H, 1.0f);
   final_norm_ = norm_weight(rng, H);
@@ -253,7 +263,6 @@ std::vector<float> ReferenceDecoder::step(std::int32_t token, std::span<const st
   std::vector<float> x(model_.embedding().data() + static_cast<std::size_t>(token) * H,
                        model_.embedding().data() + static_cast<std::size_t>(token + 1) * H);
   std::vector<float> h(H), q(H), k(kv_width), v(kv_width), attn(H), o(H), moe(H), logits(c.experts);
-  std::vector<float> gate(std::max(c.expert_ffn, c.shared_ffn)), up(gate.size()), act(gate.size());
   const auto norm = [&](std::span<const float> in, const Tensor<float>& weight, std::span<float> out) {
     rmsnorm_ref(TensorView<const float>(in.data(), {1, in.size()}), weight.span(), c.rms_eps,
                 TensorView<float>(out.data(), {1, out.size()}));
@@ -328,20 +337,10 @@ std::vector<float> ReferenceDecoder::step(std::int32_t token, std::span<const st
     for (std::int32_t expert : chosen) {
       const auto& e = layer.experts[static_cast<std::size_t>(expert)];
       const auto weight = static_cast<float>(std::exp(logits[static_cast<std::size_t>(expert)] - top) / sum);
-      const std::span<float> g(gate.data(), c.expert_ffn), u(up.data(), c.expert_ffn), a(act.data(), c.expert_ffn);
-      matvec(e[0], h, g);
-      matvec(e[1], h, u);
-      swiglu_ref(TensorView<const float>(g.data(), {1, g.size()}), TensorView<const float>(u.data(), {1, u.size()}),
-                 TensorView<float>(a.data(), {1, a.size()}));
-      matvec(e[2], a, o);
+      swiglu_ffn(e[0], e[1], e[2], h, o);
       for (std::size_t i = 0; i < H; ++i) moe[i] += weight * o[i];
     }
-    const std::span<float> g(gate.data(), c.shared_ffn), u(up.data(), c.shared_ffn), a(act.data(), c.shared_ffn);
-    matvec(w[4], h, g);
-    matvec(w[5], h, u);
-    swiglu_ref(TensorView<const float>(g.data(), {1, g.size()}), TensorView<const float>(u.data(), {1, u.size()}),
-               TensorView<float>(a.data(), {1, a.size()}));
-    matvec(w[6], a, o);
+    swiglu_ffn(w[4], w[5], w[6], h, o);
     for (std::size_t i = 0; i < H; ++i) x[i] += moe[i] + o[i];
   }
   norm(x, model_.final_norm(), h);

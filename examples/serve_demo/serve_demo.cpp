@@ -26,12 +26,12 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
-  std::size_t tenants = 1000, requests = 256, threads = 0, verify = 8, max_batch = 32, new_tokens = 32;
+  std::size_t tenants = 1000, requests = 192, threads = 0, verify = 8, max_batch = 32, new_tokens = 32;
   int adapter_bits = 4;
   bool prefetch = true, tax = true;
-  double rate = 24.0;          // requests per second of trace time
-  double ram_budget = 0.25;    // of all adapter bytes
-  std::size_t memories = 200;  // per tenant
+  double rate = 24.0;                  // requests per second of trace time
+  std::size_t ram_budget_percent = 5;  // of all adapter bytes
+  std::size_t memories = 200;          // per tenant
   fs::path out = "serve_demo_out";
 };
 
@@ -64,9 +64,10 @@ Options parse(int argc, char** argv) {
       std::printf(
           "serve_demo: one base model, many tenants' LoRA adapters, one continuous-batching loop.\n\n"
           "  --tenants N       tenants, each with its own adapter and memory (default 1000)\n"
-          "  --requests N      requests in the trace (default 256)\n"
+          "  --requests N      requests in the trace (default 192)\n"
           "  --threads N       worker threads (default: all cores)\n"
           "  --adapter-bits B  adapter quantization: 4 or 8 (default 4)\n"
+          "  --ram-budget P    adapter RAM budget, %% of all tenants' adapter bytes (default 5)\n"
           "  --verify N        requests recomputed alone in f32 with merged weights (default 8)\n"
           "  --no-prefetch     do not warm adapters of queued requests ahead of use\n"
           "  --no-tax          skip the single-adapter comparison run\n"
@@ -82,6 +83,8 @@ Options parse(int argc, char** argv) {
     } else if (flag == "--adapter-bits") {
       o.adapter_bits = static_cast<int>(parse_count(flag, value(), 4, 8));
       if (o.adapter_bits != 4 && o.adapter_bits != 8) usage_error("--adapter-bits takes 4 or 8");
+    } else if (flag == "--ram-budget") {
+      o.ram_budget_percent = parse_count(flag, value(), 1, 100);
     } else if (flag == "--verify") {
       o.verify = parse_count(flag, value(), 0, 1000);
     } else if (flag == "--no-prefetch") {
@@ -104,22 +107,6 @@ std::size_t adapter_rank(TenantId tenant) {
   constexpr std::array<std::size_t, 5> kRanks{4, 8, 16, 24, 32};
   return kRanks[(tenant * 2654435761u) % kRanks.size()];
 }
-
-// Uniform in [-1, 1) from a counter (splitmix64): fast enough to make 1,000 adapters in seconds.
-class UniformSource {
- public:
-  explicit UniformSource(std::uint64_t seed) : state_(seed) {}
-  float operator()() {
-    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return static_cast<float>(static_cast<double>(z >> 40) * 0x1.0p-23 - 1.0);
-  }
-
- private:
-  std::uint64_t state_;
-};
 
 // A tenant's adapter, quantized: A and B uniform with the variances of 1/in and 0.09/rank (the
 // adapter moves each adapted output by about 0.3 of its base's spread), alpha = rank.
@@ -146,9 +133,9 @@ LoraAdapter make_adapter(const DemoModel& model, TenantId tenant, int bits) {
 
 // The tokens of memory item `label` (tenant * 1000 + item), and the vector the index holds for it.
 std::array<std::int32_t, kMemoryTokens> memory_tokens(Label label, std::size_t vocab) {
-  std::mt19937 rng(static_cast<std::uint32_t>(label * 7919u + 17u));
+  UniformSource source(label * 7919u + 17u);
   std::array<std::int32_t, kMemoryTokens> tokens{};
-  for (auto& t : tokens) t = static_cast<std::int32_t>(rng() % vocab);
+  for (auto& t : tokens) t = static_cast<std::int32_t>(source.bits() % vocab);
   return tokens;
 }
 
@@ -205,7 +192,26 @@ Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEm
     fs::remove_all(store_root);
     fs::remove(manifest);
     t.store = std::make_unique<AdapterStore>(store_root);
-    // Made and quantized on every core, written one by one (each put fsyncs its file and folder).
+    // The memory index builds on a thread of its own while the adapters are made (quantized on every
+    // core) and written one by one (each put fsyncs its file and folder).
+    auto memory = std::async(std::launch::async, [&] {
+      HnswConfig config{.dim = kMemoryDim, .metric = Metric::cosine, .M = 8, .ef_construction = 32, .ef_search = 64};
+      auto index = std::make_unique<HnswIndex>(config);
+      std::vector<Label> labels;
+      std::vector<TenantId> owners;
+      Tensor<float> vectors({o.tenants * o.memories, kMemoryDim});
+      for (TenantId tenant = 1; tenant <= o.tenants; ++tenant) {
+        for (std::size_t j = 0; j < o.memories; ++j) {
+          const Label label = tenant * 1000 + j;
+          const auto v = embedder.embed(memory_tokens(label, model.config().vocab));
+          std::copy(v.begin(), v.end(), vectors.data() + labels.size() * kMemoryDim);
+          labels.push_back(label);
+          owners.push_back(tenant);
+        }
+      }
+      index->add(labels, vectors, owners);
+      return index;
+    });
     constexpr std::size_t kChunk = 32;
     for (std::size_t first = 1; first <= o.tenants; first += kChunk) {
       std::vector<LoraAdapter> made(std::min(kChunk, o.tenants + 1 - first));
@@ -215,25 +221,10 @@ Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEm
         t.adapter_bytes += adapter.bytes();
         t.store->put(adapter);
       }
-      std::fprintf(stderr, "\rwriting adapters %zu/%zu", first + made.size() - 1, o.tenants);
+      std::fprintf(stderr, "\rwriting adapters %zu/%zu, building the memory index (%zu vectors)",
+                   first + made.size() - 1, o.tenants, o.tenants * o.memories);
     }
-    std::fprintf(stderr, "\radapters written in %.1f s; building the memory index (%zu vectors)...",
-                 std::chrono::duration<double>(Clock::now() - start).count(), o.tenants * o.memories);
-    HnswConfig config{.dim = kMemoryDim, .metric = Metric::cosine, .M = 8, .ef_construction = 32, .ef_search = 64};
-    t.memory = std::make_unique<HnswIndex>(config);
-    std::vector<Label> labels;
-    std::vector<TenantId> owners;
-    Tensor<float> vectors({o.tenants * o.memories, kMemoryDim});
-    for (TenantId tenant = 1; tenant <= o.tenants; ++tenant) {
-      for (std::size_t j = 0; j < o.memories; ++j) {
-        const Label label = tenant * 1000 + j;
-        const auto v = embedder.embed(memory_tokens(label, model.config().vocab));
-        std::copy(v.begin(), v.end(), vectors.data() + labels.size() * kMemoryDim);
-        labels.push_back(label);
-        owners.push_back(tenant);
-      }
-    }
-    t.memory->add(labels, vectors, owners);
+    t.memory = memory.get();
     t.memory->save(index_path);
     std::ofstream(manifest) << nlohmann::json{{"setup", want}, {"adapter_bytes", t.adapter_bytes}}.dump(2);
     std::fprintf(stderr, "\r%80s\r", "");
@@ -607,8 +598,7 @@ int run(int argc, char** argv) {
   std::vector<std::size_t> verify_ids;
   for (std::size_t i = 0; i < o.verify; ++i) verify_ids.push_back(i * o.requests / o.verify);
   AdapterRegistryConfig registry_config;
-  registry_config.ram_budget_bytes = std::max<std::size_t>(
-      static_cast<std::size_t>(o.ram_budget * static_cast<double>(tenants.adapter_bytes)), 1 << 20);
+  registry_config.ram_budget_bytes = std::max<std::size_t>(tenants.adapter_bytes / 100 * o.ram_budget_percent, 1 << 20);
   AdapterRegistry registry(*tenants.store, registry_config);
   Outcome multi = serve(o, model, trace, &registry, *tenants.memory, embedder, verify_ids);
   multi.report.registry_budget_bytes = static_cast<double>(registry_config.ram_budget_bytes);
