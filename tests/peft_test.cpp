@@ -286,6 +286,16 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
   }
   PERSONA_REQUIRE_ERROR(write_persona_adapter(mixed, dir / "i8.persona", DType::i8), invalid_argument,
                         "float_storage is i8");
+  {  // a value f16 cannot hold is refused, not stored as infinity
+    Tensor<float> a({2, 8}), b({4, 2});
+    b.data()[3] = 70000.0f;
+    LoraAdapter big("big", 1);
+    big.add({0, "q"}, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), 2.0f));
+    PERSONA_REQUIRE_ERROR(write_persona_adapter(big, dir / "big.persona", DType::f16), invalid_argument,
+                          "element 3 is 70000, which f16 cannot hold");
+    write_persona_adapter(big, dir / "big.persona", DType::bf16);  // bf16 has f32's range
+    CHECK(read_persona_adapter(dir / "big.persona").find(0, "q")->b().to_f32().data()[3] == 70144.0f);
+  }
   CHECK(SafetensorsReader::open(path).metadata().at("persona.version") == "1");  // f32 files stay readable by v1
 
   // Any flipped byte in the data section is caught.

@@ -320,9 +320,19 @@ std::vector<float> ReferenceDecoder::step(std::int32_t token, std::span<const st
       std::sort(theirs.begin(), theirs.end());
       std::sort(mine.begin(), mine.end());
       if (mine != theirs) {
-        const float margin =
-            logits[static_cast<std::size_t>(order[c.top_k - 1])] - logits[static_cast<std::size_t>(order[c.top_k])];
-        if (margin < router_tie_) {
+        // A tie only if every expert the runs swapped lies within router_tie of the cut between chosen
+        // and not chosen: theirs that I left out no lower than my k-th minus the margin, mine that they
+        // left out no higher than my (k+1)-th plus it.
+        const auto logit = [&](std::int32_t e) { return logits[static_cast<std::size_t>(e)]; };
+        const float kth = logit(order[c.top_k - 1]), next = logit(order[c.top_k]);
+        bool tie = true;
+        for (std::int32_t e : theirs) {
+          if (!std::binary_search(mine.begin(), mine.end(), e)) tie = tie && logit(e) >= kth - router_tie_;
+        }
+        for (std::int32_t e : mine) {
+          if (!std::binary_search(theirs.begin(), theirs.end(), e)) tie = tie && logit(e) <= next + router_tie_;
+        }
+        if (tie) {
           chosen = theirs;
           ++followed_;
         } else {

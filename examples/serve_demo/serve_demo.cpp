@@ -274,6 +274,8 @@ std::vector<std::int32_t> system_prompt(std::size_t vocab) {
 
 // ---- The serving loop ----
 
+using Routes = std::vector<std::vector<std::int32_t>>;  // per position: the experts of each layer
+
 struct Live {
   const Request* request = nullptr;
   double admitted = 0, last_token = 0;
@@ -284,14 +286,14 @@ struct Live {
   std::size_t computed_from = 0;  // prompt tokens found in the prefix cache
   bool recorded = false;          // a verified request: its logits are kept
   std::vector<std::vector<float>> logits;
-  std::vector<std::vector<std::int32_t>> routes;  // per position: the experts of each layer (when recorded)
+  Routes routes;  // when recorded
 };
 
 // Keeps the experts that batch token t (of T), at `position` of the request, was routed to in each layer.
-void keep_routes(Live& live, const std::vector<std::int32_t>& routed, std::size_t t, std::size_t T,
+void keep_routes(Routes& routes, const std::vector<std::int32_t>& routed, std::size_t t, std::size_t T,
                  std::size_t position, const ModelConfig& c) {
-  if (live.routes.size() <= position) live.routes.resize(position + 1);
-  auto& kept = live.routes[position];
+  if (routes.size() <= position) routes.resize(position + 1);
+  auto& kept = routes[position];
   kept.clear();
   for (std::size_t l = 0; l < c.layers; ++l) {
     const auto first = routed.begin() + static_cast<std::ptrdiff_t>((l * T + t) * c.top_k);
@@ -302,6 +304,7 @@ void keep_routes(Live& live, const std::vector<std::int32_t>& routed, std::size_
 struct Outcome {
   RunReport report;
   std::vector<Live> verified;  // finished requests whose logits were kept
+  Routes shared_routes;        // of the system prompt's positions, as first computed
 };
 
 std::int32_t argmax(std::span<const float> row) {
@@ -359,13 +362,19 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
     if (registry && o.prefetch) {
       prefetched = std::max(prefetched, next);
       const auto start = Clock::now();
-      for (; prefetched < std::min(trace.size(), next + o.max_batch); ++prefetched) {
+      const double arrived_by = now();  // only requests that wait in the queue, never future arrivals
+      for (; prefetched < std::min(trace.size(), next + o.max_batch) && trace[prefetched].arrival <= arrived_by;
+           ++prefetched) {
         registry->prefetch(trace[prefetched].tenant, AdapterRef{trace[prefetched].tenant, "persona"});
       }
       registry_seconds += std::chrono::duration<double>(Clock::now() - start).count();
     }
 
     // Requests whose adapter is ready: memory lookup, prompt, sequence.
+    // Nothing to compute until a load finishes: wait for one rather than spin.
+    if (registry && running.empty() && !loading.empty() && !loading.front().adapter) {
+      loading.front().pending.wait_for(std::chrono::milliseconds(1));
+    }
     ForwardBatch prefill;
     std::vector<Live> starting;
     for (auto it = loading.begin(); it != loading.end();) {
@@ -422,7 +431,11 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       r.prefill_seconds += std::chrono::duration<double>(Clock::now() - start).count();
       for (std::size_t s = 0, t = 0; s < starting.size(); ++s) {
         for (std::size_t p = starting[s].computed_from; p < starting[s].prompt.size(); ++p, ++t) {
-          if (starting[s].recorded) keep_routes(starting[s], routed, t, prefill.tokens.size(), p, c);
+          if (starting[s].recorded) keep_routes(starting[s].routes, routed, t, prefill.tokens.size(), p, c);
+          // The shared system prompt is computed once and then comes from the prefix cache.
+          if (p < kSystemPromptTokens && (outcome.shared_routes.size() <= p || outcome.shared_routes[p].empty())) {
+            keep_routes(outcome.shared_routes, routed, t, prefill.tokens.size(), p, c);
+          }
         }
       }
       const double at = now();
@@ -459,7 +472,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       const Tensor<float> logits = model.forward(step, cache, stages, expert_counts, &routed);
       r.decode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
       for (std::size_t s = 0; s < decoding.size(); ++s) {
-        if (decoding[s]->recorded) keep_routes(*decoding[s], routed, s, decoding.size(), step.positions[s], c);
+        if (decoding[s]->recorded) keep_routes(decoding[s]->routes, routed, s, decoding.size(), step.positions[s], c);
       }
       r.decode_tokens += decoding.size();
       const double at = now();
@@ -527,7 +540,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
 
 // ---- Verification: each sampled request again, alone, dense f32, adapter merged ----
 
-Verification verify(const DemoModel& model, const std::vector<Live>& finished, AdapterStore& store) {
+Verification verify(const DemoModel& model, const Outcome& outcome, AdapterStore& store) {
   Verification v;
   // Relative to the largest reference logit: the batched run quantizes activations to int8 for its
   // int8/int4 weight products and the reference does not (measured: up to ~3%).
@@ -535,11 +548,14 @@ Verification verify(const DemoModel& model, const std::vector<Live>& finished, A
   // Router logits closer than this may be ordered differently by the two runs' rounding (the largest
   // flip seen, once in 256 tokens, was above 0.05).
   v.router_tie = 0.1f;
-  const auto routes = [](const Live& live, std::size_t position) {
-    return position < live.routes.size() ? std::span<const std::int32_t>(live.routes[position])
-                                         : std::span<const std::int32_t>();
+  const auto routes = [&](const Live& live, std::size_t position) {
+    for (const Routes* known : {&live.routes, &outcome.shared_routes}) {
+      if (position < known->size() && !(*known)[position].empty())
+        return std::span<const std::int32_t>((*known)[position]);
+    }
+    return std::span<const std::int32_t>();
   };
-  for (const Live& live : finished) {
+  for (const Live& live : outcome.verified) {
     ++v.checked;
     const LoraAdapter adapter = store.get(live.request->tenant, "persona");
     ReferenceDecoder reference(model, &adapter, kSystemPromptTokens, v.router_tie);
@@ -602,7 +618,7 @@ int run(int argc, char** argv) {
   AdapterRegistry registry(*tenants.store, registry_config);
   Outcome multi = serve(o, model, trace, &registry, *tenants.memory, embedder, verify_ids);
   multi.report.registry_budget_bytes = static_cast<double>(registry_config.ram_budget_bytes);
-  const Verification verification = verify(model, multi.verified, *tenants.store);
+  const Verification verification = verify(model, multi, *tenants.store);
 
   std::optional<RunReport> merged;
   if (o.tax) {
@@ -640,7 +656,7 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return serve_demo::run(argc, argv);
-  } catch (const persona::Error& e) {
+  } catch (const std::exception& e) {  // persona::Error and the rest (an unwritable --out, out of memory)
     std::fprintf(stderr, "serve_demo: %s\n", e.what());
     return 1;
   }

@@ -5,7 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace persona {
@@ -34,7 +37,14 @@ nlohmann::json describe(const LoraMatrix& m, DType float_storage) {
 }
 
 template <class Half>
-std::vector<std::byte> narrow(const Tensor<float>& w) {
+std::vector<std::byte> narrow(const Tensor<float>& w, const std::string& key) {
+  // f16 tops out at 65504: a larger value would be stored as infinity behind a valid checksum.
+  const float limit = std::is_same_v<Half, f16> ? 65504.0f : std::numeric_limits<float>::max();
+  for (std::size_t i = 0; i < w.numel(); ++i) {
+    PERSONA_CHECK(std::isfinite(w.data()[i]) && std::fabs(w.data()[i]) <= limit,
+                  "write_persona_adapter: '{}' element {} is {}, which {} cannot hold", key, i, w.data()[i],
+                  std::is_same_v<Half, f16> ? "f16" : "bf16");
+  }
   std::vector<Half> halves(w.numel());
   convert(std::span<const float>(w.data(), w.numel()), std::span<Half>(halves));
   const auto bytes = std::as_bytes(std::span<const Half>(halves));
@@ -53,7 +63,7 @@ void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& 
   } else {
     const bool half = float_storage == DType::f16;
     w.add(key + ".weight", half ? SafetensorsDType::F16 : SafetensorsDType::BF16, {m.rows(), m.cols()},
-          half ? narrow<f16>(*m.f32()) : narrow<bf16>(*m.f32()));
+          half ? narrow<f16>(*m.f32(), key) : narrow<bf16>(*m.f32(), key));
   }
 }
 

@@ -242,7 +242,8 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
   std::uint64_t epoch = 0;
   {
     std::lock_guard lock(state_->mutex);
-    epoch = state_->epochs[own_key];
+    const auto known = state_->epochs.find(own_key);  // find: a lookup adds no entry
+    epoch = known == state_->epochs.end() ? 0 : known->second;
     if (state_->entries.contains(own_key) || state_->in_flight.contains(own_key)) {
       own = true;
     } else if (const auto it = state_->own_by_id.find(own_key); it != state_->own_by_id.end()) {
@@ -254,7 +255,10 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
     std::lock_guard lock(state_->mutex);
     constexpr std::size_t kMaxRemembered = std::size_t{1} << 16;
     if (state_->own_by_id.size() >= kMaxRemembered) state_->own_by_id.clear();
-    if (state_->epochs[own_key] == epoch) state_->own_by_id.emplace(own_key, *own);  // no put or remove since
+    const auto known = state_->epochs.find(own_key);
+    if ((known == state_->epochs.end() ? 0 : known->second) == epoch) {  // no put or remove since
+      state_->own_by_id.emplace(own_key, *own);
+    }
   }
   return acquire(tenant, AdapterRef{*own ? tenant : kPublicTenant, std::move(own_key.id)});
 }

@@ -58,6 +58,10 @@ std::vector<std::uint64_t> AdapterStore::versions(TenantId tenant, std::string_v
   for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
     if (const auto v = version_of(it->path())) out.push_back(*v);
   }
+  // No folder: no versions. Any other failure (permissions, out of file descriptors) is not "none".
+  if (error && error != std::errc::no_such_file_or_directory && error != std::errc::not_a_directory) {
+    PERSONA_THROW(io_error, "{}: cannot list: {}", dir.string(), error.message());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -55,7 +55,8 @@ class AdapterStore {
                                 std::optional<std::uint64_t> version = std::nullopt) const;
   // The tenant's adapter ids with at least one version, sorted; empty for an unknown tenant.
   std::vector<std::string> list(TenantId tenant) const;
-  // The stored versions of one adapter, ascending; empty if none.
+  // The stored versions of one adapter, ascending; empty if none. Error io_error if the folder exists but
+  // cannot be listed.
   std::vector<std::uint64_t> versions(TenantId tenant, std::string_view adapter) const;
   // Deletes every version of the adapter. Error not_found if it has none.
   void remove(TenantId tenant, std::string_view adapter);
