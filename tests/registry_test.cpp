@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <tbb/global_control.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -360,6 +362,25 @@ TEST_CASE("acquire by id serves a resident adapter from RAM and follows puts and
   CHECK(tag_of(registry.acquire(3, "style").adapter()) == 100.0f);  // back to the public one
   registry.remove(AdapterRef{kPublicTenant, "style"});
   PERSONA_REQUIRE_ERROR(registry.acquire(3, "style"), not_found, "'style'");
+}
+
+TEST_CASE("acquire_async and prefetch complete where oneTBB has no worker thread to spare", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  store.put(tagged_adapter("solo", 1, 7.0f));
+  store.put(tagged_adapter("next", 1, 8.0f));
+  const tbb::global_control one_thread(tbb::global_control::max_allowed_parallelism, 1);  // as on one CPU
+  AdapterRegistry registry(store);
+  const auto later = registry.acquire_async(1, AdapterRef{1, "solo"});
+  REQUIRE(later.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  CHECK(tag_of(later.get().adapter()) == 7.0f);
+  registry.prefetch(1, AdapterRef{1, "next"});
+  bool warmed = false;
+  for (int i = 0; i < 3000 && !warmed; ++i) {
+    warmed = registry.try_acquire(1, AdapterRef{1, "next"}) ? true : false;
+    if (!warmed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(warmed);
 }
 
 TEST_CASE("AdapterRegistry loads a cold adapter once for many threads; prefetch warms it", "[registry]") {

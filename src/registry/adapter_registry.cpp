@@ -2,11 +2,12 @@
 
 #include "persona/core/error.hpp"
 
-#include <tbb/task_group.h>
+#include <tbb/task_arena.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -77,7 +78,28 @@ struct AdapterRegistry::State {
     last_time = std::max(now(), last_time);
     prefetcher->record(it->second, last_time);
   }
-  tbb::task_group tasks;
+  // Loads for acquire_async and prefetch are enqueued to an arena: oneTBB then runs them on a worker even
+  // where it has none to spare (one CPU), which a task_group would only run once someone waits on it.
+  tbb::task_arena arena;
+  std::mutex task_mutex;  // tasks_pending
+  std::condition_variable task_done;
+  std::size_t tasks_pending = 0;
+
+  void run_async(std::function<void()> task) {
+    {
+      std::lock_guard lock(task_mutex);
+      ++tasks_pending;
+    }
+    arena.enqueue([this, task = std::move(task)] {
+      task();  // catches its own errors
+      std::lock_guard lock(task_mutex);
+      if (--tasks_pending == 0) task_done.notify_all();
+    });
+  }
+  void wait_tasks() {
+    std::unique_lock lock(task_mutex);
+    task_done.wait(lock, [this] { return tasks_pending == 0; });
+  }
 
   // An adapter is pinned while a handle holds it or while pinned resident. A new handle is either a copy
   // of a live one (the count is already above one) or made here under `mutex`: a count of one read under
@@ -221,7 +243,7 @@ AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig conf
   state_->prefetcher = std::make_unique<AdapterPrefetcher>(config.prefetcher);
 }
 
-AdapterRegistry::~AdapterRegistry() { state_->tasks.wait(); }
+AdapterRegistry::~AdapterRegistry() { state_->wait_tasks(); }
 
 AdapterHandle AdapterRegistry::acquire(TenantId tenant, const AdapterRef& adapter) {
   return state_->acquire(tenant, adapter, false);
@@ -266,7 +288,7 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
 std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant, const AdapterRef& adapter) {
   auto promise = std::make_shared<std::promise<AdapterHandle>>();
   std::shared_future<AdapterHandle> result = promise->get_future().share();
-  state_->tasks.run([state = state_.get(), tenant, adapter, promise] {
+  state_->run_async([state = state_.get(), tenant, adapter, promise] {
     try {
       promise->set_value(state->acquire(tenant, adapter, false));
     } catch (...) {
@@ -278,10 +300,10 @@ std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant
 
 void AdapterRegistry::prefetch(TenantId tenant, const AdapterRef& adapter) {
   if (adapter.owner != tenant && adapter.owner != kPublicTenant) return;  // never warms what it may not use
-  state_->tasks.run([state = state_.get(), tenant, adapter] {
+  state_->run_async([state = state_.get(), tenant, adapter] {
     try {
       state->acquire(tenant, adapter, true);
-    } catch (const std::exception&) {  // counted as a load failure
+    } catch (...) {  // counted as a load failure
     }
   });
 }
