@@ -1,19 +1,17 @@
 // libFuzzer target for the PEFT reader. Input: a 4-byte little-endian length n, n bytes of
 // adapter_config.json, then the bytes of adapter_model.safetensors. An accepted adapter must be
 // well-formed (A [rank, in] and B [out, rank] with rank >= 1, a finite scale); anything else must be a
-// persona::Error. A broken promise traps, which libFuzzer reports.
+// persona::Error. A broken promise fails an assert (kept in
+// every build type: NDEBUG is undefined here), which libFuzzer reports as a crash.
+#undef NDEBUG
+#include <cassert>
+
 #include <persona/io/peft_adapter.hpp>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-
-namespace {
-void require(bool condition) {
-  if (!condition) __builtin_trap();
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 4) return 0;
@@ -27,10 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       options.skip_unsupported = skip;
       const persona::LoraAdapter adapter = persona::read_peft_adapter(config, weights, options, "fuzz");
       for (const auto& [target, module] : adapter.modules()) {
-        require(module.rank() >= 1);
-        require(module.a().rows() == module.rank() && module.b().cols() == module.rank());
-        require(module.in_features() >= 1 && module.out_features() >= 1);
-        require(std::isfinite(module.scale()));
+        assert(module.rank() >= 1);
+        assert(module.a().rows() == module.rank() && module.b().cols() == module.rank());
+        assert(module.in_features() >= 1 && module.out_features() >= 1);
+        assert(std::isfinite(module.scale()));
       }
     } catch (const persona::Error&) {
     }
