@@ -31,7 +31,7 @@
 namespace {
 
 using namespace persona;
-using namespace persona::ann;
+using namespace persona;
 namespace bench = persona::bench;
 
 constexpr std::size_t kK = 10, kM = 16, kEfConstruction = 200, kQueries = 1000;
@@ -41,7 +41,7 @@ struct Dataset {
   std::size_t dim = 0, n = 0;
   std::vector<float> train, queries;  // [n, dim], [kQueries, dim]
   std::vector<TenantId> tenants;      // gmm: 0 holds 10% of the rows, 1..90 0.9% each
-  std::vector<std::set<Label>> truth;
+  std::vector<std::set<VectorLabel>> truth;
 };
 
 std::vector<std::uint8_t> gunzip(const std::string& path) {
@@ -68,7 +68,7 @@ std::vector<float> idx_images(const std::string& path, std::size_t limit, std::s
   return std::vector<float>(bytes.begin() + 16, bytes.begin() + 16 + static_cast<std::ptrdiff_t>(count * dim));
 }
 
-void compute_truth(Dataset& d, const SearchFilter& filter, std::vector<std::set<Label>>& truth,
+void compute_truth(Dataset& d, const SearchFilter& filter, std::vector<std::set<VectorLabel>>& truth,
                    const std::vector<TenantId>* query_tenants = nullptr) {
   FlatIndex flat(d.dim);
   for (std::size_t i = 0; i < d.n; ++i) {
@@ -158,7 +158,7 @@ void run_build(benchmark::State& state, const std::string& library, const std::s
       HnswConfig config{d->dim, Metric::l2, kM, kEfConstruction};
       if (library == "persona-int8") config.storage = VectorStorage::int8;
       b.persona = std::make_unique<HnswIndex>(config);
-      std::vector<Label> labels(d->n);
+      std::vector<VectorLabel> labels(d->n);
       for (std::size_t i = 0; i < d->n; ++i) labels[i] = i;
       b.persona->add(labels, TensorView<const float>(d->train.data(), Shape{d->n, d->dim}), d->tenants);
     } else {
@@ -171,11 +171,11 @@ void run_build(benchmark::State& state, const std::string& library, const std::s
   state.counters["bytes"] = static_cast<double>(b.persona ? b.persona->stats().bytes : b.peer->memory_bytes());
 }
 
-double recall_of(const std::vector<std::vector<Label>>& found, const std::vector<std::set<Label>>& truth) {
+double recall_of(const std::vector<std::vector<VectorLabel>>& found, const std::vector<std::set<VectorLabel>>& truth) {
   double total = 0.0;
   for (std::size_t q = 0; q < found.size(); ++q) {
     std::size_t hits = 0;
-    for (Label l : found[q]) hits += truth[q].count(l);
+    for (VectorLabel l : found[q]) hits += truth[q].count(l);
     total += truth[q].empty() ? 1.0 : static_cast<double>(hits) / static_cast<double>(truth[q].size());
   }
   return total / static_cast<double>(found.size());
@@ -189,14 +189,14 @@ void run_search(benchmark::State& state, const std::string& library, const std::
   Built& b = built()[library + "/" + name];
   if (!b.persona && !b.peer) return state.SkipWithError("index not built");
   // filter_kind 1: each query for tenant 1 + q % 90 (0.9% of the rows); 2: tenant 0 (10%).
-  static std::map<int, std::vector<std::set<Label>>> filtered_truth;
+  static std::map<int, std::vector<std::set<VectorLabel>>> filtered_truth;
   std::vector<TenantId> query_tenants(kQueries);
   for (std::size_t q = 0; q < kQueries; ++q) query_tenants[q] = filter_kind == 1 ? 1 + q % 90 : 0;
   if (filter_kind != 0 && !filtered_truth.contains(filter_kind)) {
     compute_truth(*d, {}, filtered_truth[filter_kind], &query_tenants);
   }
   const auto& truth = filter_kind == 0 ? d->truth : filtered_truth[filter_kind];
-  std::vector<std::vector<Label>> found(kQueries, std::vector<Label>(kK));
+  std::vector<std::vector<VectorLabel>> found(kQueries, std::vector<VectorLabel>(kK));
   std::vector<std::size_t> foreign(threads, 0);
   if (b.peer) b.peer->set_breadth(breadth);
   // Queries q = part, part + threads, ... on thread `part`.
@@ -215,7 +215,7 @@ void run_search(benchmark::State& state, const std::string& library, const std::
         }
       } else {
         b.peer->search(query, kK, ids.data());
-        for (std::size_t i = 0; i < kK; ++i) found[q][i] = static_cast<Label>(ids[i]);
+        for (std::size_t i = 0; i < kK; ++i) found[q][i] = static_cast<VectorLabel>(ids[i]);
       }
     }
   };

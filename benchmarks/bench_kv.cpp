@@ -20,7 +20,7 @@
 namespace {
 
 using namespace persona;
-using namespace persona::kv;
+using namespace persona;
 namespace bench = persona::bench;
 
 Tensor<float> bench_random(Shape shape) {

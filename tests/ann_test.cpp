@@ -24,7 +24,7 @@
 #include <vector>
 
 using namespace persona;
-using namespace persona::ann;
+using namespace persona;
 
 namespace {
 
@@ -60,7 +60,7 @@ double recall(const FlatIndex& flat, const std::vector<float>& queries, std::siz
   for (std::size_t i = 0; i < count; ++i) {
     const auto exact = flat.search(row(queries, dim, i), k, filter);
     const auto found = search(row(queries, dim, i));
-    std::set<Label> truth;
+    std::set<VectorLabel> truth;
     for (const Neighbor& n : exact) truth.insert(n.label);
     std::size_t hits = 0;
     for (const Neighbor& n : found) hits += truth.count(n.label);
@@ -109,7 +109,7 @@ TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "
   FlatIndex index(dim);
   for (std::size_t i = 0; i < 10; ++i) index.add(i, row(points, dim, i));
   CHECK(index.search(row(queries, dim, 0), 50).size() == 10);  // k beyond the size: what exists
-  const auto even = index.search(row(queries, dim, 0), 10, {.predicate = [](Label l) { return l % 2 == 0; }});
+  const auto even = index.search(row(queries, dim, 0), 10, {.predicate = [](VectorLabel l) { return l % 2 == 0; }});
   CHECK(even.size() == 5);
   for (const Neighbor& n : even) CHECK(n.label % 2 == 0);
   index.remove(4);
@@ -137,7 +137,7 @@ TEST_CASE("HnswIndex recall@10 against FlatIndex at default parameters", "[ann]"
       const std::vector<float> points = make_points(n, dim, clusters, 3), queries = make_points(100, dim, clusters, 4);
       FlatIndex flat(dim, metric);
       HnswIndex hnsw(HnswConfig{dim, metric});
-      std::vector<Label> labels(n);
+      std::vector<VectorLabel> labels(n);
       for (std::size_t i = 0; i < n; ++i) {
         labels[i] = i * 7 + 1;
         flat.add(labels[i], row(points, dim, i));
@@ -160,7 +160,7 @@ TEST_CASE("int8 storage keeps recall@10 with and without the exact re-rank", "[a
   for (Metric metric : {Metric::l2, Metric::cosine}) {
     const std::vector<float> points = make_points(n, dim, 100, 3), queries = make_points(100, dim, 100, 4);
     FlatIndex flat(dim, metric);
-    std::vector<Label> labels(n);
+    std::vector<VectorLabel> labels(n);
     for (std::size_t i = 0; i < n; ++i) {
       labels[i] = i;
       flat.add(i, row(points, dim, i));
@@ -204,7 +204,7 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   const std::size_t dim = 32, n = 4000;
   const std::vector<float> points = make_points(n, dim, 50, 5), queries = make_points(100, dim, 50, 6);
   FlatIndex flat(dim);
-  std::vector<Label> labels(n);
+  std::vector<VectorLabel> labels(n);
   for (std::size_t i = 0; i < n; ++i) {
     labels[i] = i;
     flat.add(i, row(points, dim, i));
@@ -282,7 +282,7 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   const std::vector<float> points = make_points(n, dim, 100, 7), queries = make_points(50, dim, 100, 8);
   // Tenant sizes: 50%, 10%, 1%, 0.1% of the rows, the rest spread over 1,000 small tenants.
   std::vector<TenantId> tenants(n);
-  std::vector<Label> labels(n);
+  std::vector<VectorLabel> labels(n);
   for (std::size_t i = 0; i < n; ++i) {
     labels[i] = i;
     const std::size_t r = (i * 7919) % 1000;  // spread each tenant over the clusters
@@ -320,9 +320,9 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   CHECK(results == expected);
   CHECK(hnsw.search(row(queries, dim, 0), 10, {.tenant = 999999}).empty());
   // A predicate that passes 1% of the labels.
-  const double r = recall(flat, queries, dim, 10, {.predicate = [](Label l) { return l % 100 == 3; }},
+  const double r = recall(flat, queries, dim, 10, {.predicate = [](VectorLabel l) { return l % 100 == 3; }},
                           [&](std::span<const float> q) {
-                            return hnsw.search(q, 10, {.predicate = [](Label l) { return l % 100 == 3; }});
+                            return hnsw.search(q, 10, {.predicate = [](VectorLabel l) { return l % 100 == 3; }});
                           });
   INFO("predicate recall " << r);
   CHECK(r >= 0.95);
@@ -390,7 +390,7 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     CHECK(hnsw.stats().vector_bytes == vector_bytes);  // no new slots
     // Updates: 300 vectors move to new places, every third to the other tenant.
     for (std::size_t j = 0; j < 300; ++j) {
-      const Label label = 1 + 10 * j;
+      const VectorLabel label = 1 + 10 * j;
       const auto to = row(points, dim, n + removed + j);
       tenant_of[label] = j % 3 == 0 ? 1 - tenant_of[label] : tenant_of[label];
       hnsw.update(label, to, tenant_of[label]);
@@ -438,7 +438,7 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     check_against_flat(hnsw);
     // The compacted index grows again and round-trips.
     for (std::size_t i = 0; i < 100; ++i) {
-      const Label label = 1000000 + i;
+      const VectorLabel label = 1000000 + i;
       hnsw.add(label, row(points, dim, i), 0);
       flat.add(label, row(points, dim, i), 0);
       tenant_of.resize(label + 1);

@@ -19,7 +19,7 @@
 #include <vector>
 
 using namespace persona;
-using namespace persona::kv;
+using namespace persona;
 using persona::test::CountAllocations;
 using persona::test::for_each_level_and_threads;
 using persona::test::random_tensor;

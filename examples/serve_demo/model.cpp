@@ -98,15 +98,15 @@ DemoModel::DemoModel(const ModelConfig& config)
 
 RouterConfig DemoModel::router_config() const { return RouterConfig::mixtral(config_.experts, config_.top_k); }
 
-kv::KvCacheConfig DemoModel::kv_config(std::size_t num_blocks) const {
-  kv::KvCacheConfig c;
+KvCacheConfig DemoModel::kv_config(std::size_t num_blocks) const {
+  KvCacheConfig c;
   c.layers = config_.layers;
   c.kv_heads = config_.kv_heads;
   c.head_dim = config_.head_dim;
   c.block_size = 16;
   c.num_blocks = num_blocks;
   c.storage = DType::f32;
-  c.layout = kv::KvLayout::hnd;
+  c.layout = KvLayout::hnd;
   return c;
 }
 
@@ -132,7 +132,7 @@ DemoModel::DemoModel(const DemoModel& other)
       lm_head_(other.lm_head_),
       router_(other.router_) {}
 
-Tensor<float> DemoModel::forward(const ForwardBatch& batch, kv::PagedKvCache& cache, StageTimes& times,
+Tensor<float> DemoModel::forward(const ForwardBatch& batch, PagedKvCache& cache, StageTimes& times,
                                  std::vector<std::size_t>& expert_counts, std::vector<std::int32_t>* routed) {
   const ModelConfig& c = config_;
   const std::size_t T = batch.tokens.size(), S = batch.sequences.size(), H = c.hidden;
@@ -168,7 +168,7 @@ Tensor<float> DemoModel::forward(const ForwardBatch& batch, kv::PagedKvCache& ca
     lap(start, times.lora);
   };
 
-  kv::AttentionConfig attention{c.q_heads, 0.0f};
+  AttentionConfig attention{c.q_heads, 0.0f};
   for (std::size_t l = 0; l < c.layers; ++l) {
     const LayerWeights& w = layers_[l];
     rmsnorm(x, w.attn_norm.span(), c.rms_eps, h);
@@ -189,9 +189,9 @@ Tensor<float> DemoModel::forward(const ForwardBatch& batch, kv::PagedKvCache& ca
       offset += n;
     }
     if (batch.decode) {
-      kv::paged_decode_attention(cache, l, batch.sequences, q3, attn3, attention);
+      paged_decode_attention(cache, l, batch.sequences, q3, attn3, attention);
     } else {
-      kv::paged_prefill_attention(cache, l, batch.sequences, batch.token_counts, q3, attn3, attention);
+      paged_prefill_attention(cache, l, batch.sequences, batch.token_counts, q3, attn3, attention);
     }
     lap(start, times.attention);
     linear(l, 3, attn, o);

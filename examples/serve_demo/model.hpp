@@ -72,7 +72,7 @@ struct LayerWeights {
 // A batch for DemoModel::forward: each sequence brings its next tokens (all of one sequence together,
 // sequences in order); every token has its position and its LoRA slot (kNoLora: base model only).
 struct ForwardBatch {
-  std::vector<persona::kv::SequenceId> sequences;
+  std::vector<persona::SequenceId> sequences;
   std::vector<std::size_t> token_counts;  // per sequence
   std::vector<std::int32_t> tokens;
   std::vector<std::size_t> positions;
@@ -90,7 +90,7 @@ class DemoModel {
   const persona::Tensor<float>& final_norm() const noexcept { return final_norm_; }
   const persona::WeightMatrix& lm_head() const noexcept { return lm_head_; }
   persona::RouterConfig router_config() const;
-  persona::kv::KvCacheConfig kv_config(std::size_t num_blocks) const;
+  persona::KvCacheConfig kv_config(std::size_t num_blocks) const;
 
   // A copy whose adapted layers hold `adapter` merged in (dequantized, merged in f32, quantized again to
   // the base format): the single-tenant best case the demo measures the multi-tenant tax against.
@@ -100,7 +100,7 @@ class DemoModel {
   // and returns the logits of each sequence's last token: [sequences, vocab]. Adds its time to `times`
   // and its expert routing to `expert_counts` ([layers * experts]).
   // With `routed`, also the experts each token was routed to: [layers, tokens, top_k].
-  persona::Tensor<float> forward(const ForwardBatch& batch, persona::kv::PagedKvCache& cache, StageTimes& times,
+  persona::Tensor<float> forward(const ForwardBatch& batch, persona::PagedKvCache& cache, StageTimes& times,
                                  std::vector<std::size_t>& expert_counts, std::vector<std::int32_t>* routed = nullptr);
 
  private:

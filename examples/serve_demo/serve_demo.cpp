@@ -21,7 +21,7 @@
 namespace serve_demo {
 namespace {
 using namespace persona;
-using namespace persona::ann;
+using namespace persona;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -132,7 +132,7 @@ LoraAdapter make_adapter(const DemoModel& model, TenantId tenant, int bits) {
 }
 
 // The tokens of memory item `label` (tenant * 1000 + item), and the vector the index holds for it.
-std::array<std::int32_t, kMemoryTokens> memory_tokens(Label label, std::size_t vocab) {
+std::array<std::int32_t, kMemoryTokens> memory_tokens(VectorLabel label, std::size_t vocab) {
   UniformSource source(label * 7919u + 17u);
   std::array<std::int32_t, kMemoryTokens> tokens{};
   for (auto& t : tokens) t = static_cast<std::int32_t>(source.bits() % vocab);
@@ -197,12 +197,12 @@ Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEm
     auto memory = std::async(std::launch::async, [&] {
       HnswConfig config{.dim = kMemoryDim, .metric = Metric::cosine, .M = 8, .ef_construction = 32, .ef_search = 64};
       auto index = std::make_unique<HnswIndex>(config);
-      std::vector<Label> labels;
+      std::vector<VectorLabel> labels;
       std::vector<TenantId> owners;
       Tensor<float> vectors({o.tenants * o.memories, kMemoryDim});
       for (TenantId tenant = 1; tenant <= o.tenants; ++tenant) {
         for (std::size_t j = 0; j < o.memories; ++j) {
-          const Label label = tenant * 1000 + j;
+          const VectorLabel label = tenant * 1000 + j;
           const auto v = embedder.embed(memory_tokens(label, model.config().vocab));
           std::copy(v.begin(), v.end(), vectors.data() + labels.size() * kMemoryDim);
           labels.push_back(label);
@@ -282,7 +282,7 @@ struct Live {
   std::shared_future<AdapterHandle> pending;
   AdapterHandle adapter;
   std::vector<std::int32_t> prompt, generated;
-  kv::SequenceId sequence;
+  SequenceId sequence;
   std::size_t computed_from = 0;  // prompt tokens found in the prefix cache
   bool recorded = false;          // a verified request: its logits are kept
   std::vector<std::vector<float>> logits;
@@ -318,7 +318,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
   const ModelConfig& c = model.config();
   const std::vector<std::int32_t> system = system_prompt(c.vocab);
   const std::size_t max_tokens = kSystemPromptTokens + kMemoryHits * kMemoryTokens + 48 + o.new_tokens;
-  kv::PagedKvCache cache(model.kv_config(o.max_batch * ((max_tokens + 15) / 16) + 64));
+  PagedKvCache cache(model.kv_config(o.max_batch * ((max_tokens + 15) / 16) + 64));
   Outcome outcome;
   RunReport& r = outcome.report;
   r.label = registry ? "multi-tenant" : "single adapter merged";
@@ -400,7 +400,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
         live.prompt.insert(live.prompt.end(), tokens.begin(), tokens.end());
       }
       live.prompt.insert(live.prompt.end(), live.request->user_prompt.begin(), live.request->user_prompt.end());
-      kv::SequenceSpec spec;
+      SequenceSpec spec;
       spec.tenant = live.request->tenant;
       spec.adapter = registry ? live.request->tenant : 0;
       spec.prompt = live.prompt;
@@ -485,7 +485,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
         live.last_token = at;
       }
     }
-    const kv::KvCacheStats kv_stats = cache.stats();
+    const KvCacheStats kv_stats = cache.stats();
     if (kv_stats.used_blocks > r.kv_peak_used_blocks) {
       r.kv_peak_used_blocks = kv_stats.used_blocks;
       r.kv_peak_wasted_slots = kv_stats.wasted_slots;
@@ -512,7 +512,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
   std::fprintf(stderr, "\n");
   r.requests = trace.size();
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  const kv::KvCacheStats kv_stats = cache.stats();
+  const KvCacheStats kv_stats = cache.stats();
   r.kv_prefix_hit_rate = kv_stats.hit_rate();
   r.expert_load.assign(c.experts, 0);
   for (std::size_t i = 0; i < expert_counts.size(); ++i) r.expert_load[i % c.experts] += expert_counts[i];

@@ -3,7 +3,7 @@
 #include "ann/vector_math.hpp"
 #include "persona/core/cpu_features.hpp"
 
-namespace persona::ann {
+namespace persona {
 
 FlatIndex::FlatIndex(std::size_t dim, Metric metric) : dim_(dim), metric_(metric) {
   PERSONA_CHECK(dim > 0 && dim <= 65536, "dim is {}; expected 1..65536", dim);
@@ -11,7 +11,7 @@ FlatIndex::FlatIndex(std::size_t dim, Metric metric) : dim_(dim), metric_(metric
                 "unknown metric {}", static_cast<int>(metric));
 }
 
-void FlatIndex::add(Label label, std::span<const float> vector, TenantId tenant) {
+void FlatIndex::add(VectorLabel label, std::span<const float> vector, TenantId tenant) {
   PERSONA_CHECK(!slots_.contains(label), "label {} is already in the index", label);
   const std::size_t slot = labels_.size();
   vectors_.resize((slot + 1) * dim_);
@@ -26,7 +26,7 @@ void FlatIndex::add(Label label, std::span<const float> vector, TenantId tenant)
   slots_.emplace(label, slot);
 }
 
-void FlatIndex::remove(Label label) {
+void FlatIndex::remove(VectorLabel label) {
   const auto it = slots_.find(label);
   PERSONA_CHECK_CODE(not_found, it != slots_.end(), "label {} is not in the index", label);
   // Move the last vector into the hole.
@@ -57,4 +57,4 @@ std::vector<Neighbor> FlatIndex::search(std::span<const float> query, std::size_
   return std::move(best).sorted();
 }
 
-}  // namespace persona::ann
+}  // namespace persona

@@ -16,7 +16,7 @@
 #include <shared_mutex>
 #include <unordered_map>
 
-namespace persona::ann {
+namespace persona {
 namespace {
 
 using Slot = std::uint32_t;
@@ -189,7 +189,7 @@ struct HnswIndex::State {
   Rows<Slot> links0;                             // [capacity, 1 + max_links0]: count, then slots
   std::vector<std::unique_ptr<Slot[]>> upper;    // per node: levels x [1 + max_links]
   std::vector<std::uint8_t> levels;              // [capacity]
-  std::vector<Label> labels;                     // [capacity]
+  std::vector<VectorLabel> labels;               // [capacity]
   std::vector<TenantId> tenants;                 // [capacity]
   std::unique_ptr<SpinLock[]> locks;             // [capacity]
   std::unique_ptr<std::atomic<bool>[]> deleted;  // [capacity]
@@ -200,7 +200,7 @@ struct HnswIndex::State {
 
   std::shared_mutex rewrite_mutex;  // shared by each add in flight; exclusive for update, remove, compact
   mutable std::mutex book_mutex;    // labels, tenants, counts, free slots, level draws
-  std::unordered_map<Label, Slot> slots;
+  std::unordered_map<VectorLabel, Slot> slots;
   std::unordered_map<TenantId, TenantVectors> by_tenant;
   std::vector<Slot> tenant_position;  // [slot]: its index in its tenant's list
   std::vector<Slot> free_slots;       // deleted slots that later inserts reuse
@@ -696,7 +696,7 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   // Every node takes its rows, label, tenant, level, flag and layer 0 links in the file: a count beyond
   // the file is corrupt, not an allocation.
   const std::size_t node_bytes = (st.has_f32 ? config.dim * sizeof(float) : 0) + (st.has_codes ? st.code_stride : 0) +
-                                 sizeof(Label) + sizeof(TenantId) + 2 + st.stride0() * sizeof(Slot);
+                                 sizeof(VectorLabel) + sizeof(TenantId) + 2 + st.stride0() * sizeof(Slot);
   if (count >= 0xffffffffu || count > r.remaining() / node_bytes) {
     r.fail(fmt::format("count {} does not fit the file", count));
   }
@@ -773,7 +773,7 @@ std::size_t HnswIndex::size() const noexcept {
   return state_->live;
 }
 
-void HnswIndex::add(Label label, std::span<const float> vector, TenantId tenant) {
+void HnswIndex::add(VectorLabel label, std::span<const float> vector, TenantId tenant) {
   State& st = *state_;
   std::vector<float> prepared(st.config.dim);
   detail::prepare_vector(st.config.metric, st.config.dim, vector, prepared.data(), "add", "vector");
@@ -853,7 +853,8 @@ void HnswIndex::add(Label label, std::span<const float> vector, TenantId tenant)
   }
 }
 
-void HnswIndex::add(std::span<const Label> labels, TensorView<const float> vectors, std::span<const TenantId> tenants) {
+void HnswIndex::add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
+                    std::span<const TenantId> tenants) {
   PERSONA_CHECK_CODE(shape_mismatch,
                      vectors.rank() == 2 && vectors.dim(0) == labels.size() && vectors.dim(1) == state_->config.dim &&
                          vectors.is_contiguous(),
@@ -883,7 +884,7 @@ void HnswIndex::add(std::span<const Label> labels, TensorView<const float> vecto
   if (failure) std::rethrow_exception(failure);
 }
 
-void HnswIndex::update(Label label, std::span<const float> vector, TenantId tenant) {
+void HnswIndex::update(VectorLabel label, std::span<const float> vector, TenantId tenant) {
   State& st = *state_;
   std::vector<float> prepared(st.config.dim);
   detail::prepare_vector(st.config.metric, st.config.dim, vector, prepared.data(), "update", "vector");
@@ -922,7 +923,7 @@ void HnswIndex::update(Label label, std::span<const float> vector, TenantId tena
   finish();
 }
 
-void HnswIndex::remove(Label label) {
+void HnswIndex::remove(VectorLabel label) {
   State& st = *state_;
   std::unique_lock rewrite(st.rewrite_mutex);
   std::shared_lock growth(st.growth);  // before book_mutex, the order every path takes
@@ -1036,7 +1037,7 @@ void HnswIndex::compact() {
   }
 }
 
-bool HnswIndex::contains(Label label) const {
+bool HnswIndex::contains(VectorLabel label) const {
   std::lock_guard lock(state_->book_mutex);
   return state_->slots.contains(label);
 }
@@ -1132,11 +1133,11 @@ HnswStats HnswIndex::stats() const {
   }
   s.graph_bytes = st.next_slot * st.stride0() * sizeof(Slot) + upper_bytes;
   s.bytes = st.f32.owned_bytes() + st.codes.owned_bytes() + st.links0.owned_bytes() + upper_bytes +
-            st.capacity *
-                (sizeof(void*) + 1 + sizeof(Label) + sizeof(TenantId) + sizeof(SpinLock) + sizeof(std::atomic<bool>)) +
-            st.slots.size() * (sizeof(Label) + sizeof(Slot) + 2 * sizeof(void*)) +
+            st.capacity * (sizeof(void*) + 1 + sizeof(VectorLabel) + sizeof(TenantId) + sizeof(SpinLock) +
+                           sizeof(std::atomic<bool>)) +
+            st.slots.size() * (sizeof(VectorLabel) + sizeof(Slot) + 2 * sizeof(void*)) +
             (st.tenant_position.capacity() + st.free_slots.capacity() + st.live) * sizeof(Slot) + sizeof(State);
   return s;
 }
 
-}  // namespace persona::ann
+}  // namespace persona

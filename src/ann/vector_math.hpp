@@ -11,7 +11,7 @@
 #include <span>
 #include <vector>
 
-namespace persona::ann::detail {
+namespace persona::detail {
 
 // Checks the length and values of `vector` and writes what the index stores (normalized for cosine).
 inline void prepare_vector(Metric metric, std::size_t dim, std::span<const float> vector, float* out,
@@ -74,4 +74,4 @@ class TopK {
   std::vector<Neighbor> heap_;
 };
 
-}  // namespace persona::ann::detail
+}  // namespace persona::detail

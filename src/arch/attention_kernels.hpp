@@ -146,14 +146,14 @@ struct AttentionKernels {
 
   template <DType S>
   static void attend_typed(const AttentionHead& head, const AttentionRows& rows) noexcept {
-    const kv::KvLayerView& layer = head.layer;
+    const KvLayerView& layer = head.layer;
     const std::size_t dim = layer.head_dim, mask = layer.block_size - 1;
     const std::size_t row_bytes = dim * size_of(S);
     const std::size_t count = rows.count;
     std::size_t max_context = 0;
     for (std::size_t r = 0; r < count; ++r) max_context = std::max(max_context, rows.context[r]);
 
-    alignas(64) float acc[kMaxAttentionRows][kv::kMaxHeadDim];
+    alignas(64) float acc[kMaxAttentionRows][kMaxHeadDim];
     alignas(64) float weights[kMaxAttentionRows][kAttentionTile];
     float running_max[kMaxAttentionRows], running_sum[kMaxAttentionRows];
     float* acc_rows[kMaxAttentionRows];

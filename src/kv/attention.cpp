@@ -11,7 +11,7 @@
 #include <cmath>
 #include <vector>
 
-namespace persona::kv {
+namespace persona {
 namespace {
 
 // One batch of paged attention, validated: sequence i's queries are rows [first_query[i], +query_count[i])
@@ -183,4 +183,4 @@ void paged_prefill_attention_ref(const PagedKvCache& cache, std::size_t layer, s
   run_dense(validate_batch(cache, layer, sequences, query_counts, true, q, out, config, "paged_prefill_attention_ref"));
 }
 
-}  // namespace persona::kv
+}  // namespace persona

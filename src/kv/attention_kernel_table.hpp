@@ -18,11 +18,11 @@ inline constexpr std::size_t kAttentionTile = 32;
 
 // One KV head of one sequence in one layer.
 struct AttentionHead {
-  kv::KvLayerView layer;
-  const kv::BlockId* blocks;  // [ceil(max context / block_size)]: the sequence's blocks in token order
-  std::size_t block_shift;    // log2(block_size)
-  std::size_t head;           // KV head
-  float scale;                // multiplies q . k
+  KvLayerView layer;
+  const BlockId* blocks;    // [ceil(max context / block_size)]: the sequence's blocks in token order
+  std::size_t block_shift;  // log2(block_size)
+  std::size_t head;         // KV head
+  float scale;              // multiplies q . k
 };
 
 // Query rows that share the head; row r attends to positions [0, context[r]), context[r] >= 1.

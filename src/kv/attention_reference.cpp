@@ -13,10 +13,10 @@ namespace persona::detail {
 namespace {
 
 void attend_ref(const AttentionHead& head, const AttentionRows& rows) noexcept {
-  const kv::KvLayerView& layer = head.layer;
+  const KvLayerView& layer = head.layer;
   const std::size_t dim = layer.head_dim, mask = layer.block_size - 1;
-  std::array<double, kv::kMaxHeadDim> acc{};
-  std::array<float, kv::kMaxHeadDim> key{}, value{};
+  std::array<double, kMaxHeadDim> acc{};
+  std::array<float, kMaxHeadDim> key{}, value{};
   for (std::size_t r = 0; r < rows.count; ++r) {
     double max = -std::numeric_limits<double>::infinity(), sum = 0.0;
     std::fill_n(acc.begin(), dim, 0.0);

@@ -4,7 +4,7 @@
 
 #include <limits>
 
-namespace persona::kv {
+namespace persona {
 
 BlockPool::BlockPool(std::size_t num_blocks) : nodes_(num_blocks) {
   PERSONA_CHECK(num_blocks > 0 && num_blocks <= static_cast<std::size_t>(std::numeric_limits<BlockId>::max()),
@@ -103,4 +103,4 @@ void BlockPool::uncache(BlockId block) noexcept {
   push_free(block);
 }
 
-}  // namespace persona::kv
+}  // namespace persona

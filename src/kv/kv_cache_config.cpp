@@ -4,7 +4,7 @@
 
 #include <bit>
 
-namespace persona::kv {
+namespace persona {
 
 std::size_t block_bytes(const KvCacheConfig& config) {
   const std::size_t per_token_head =
@@ -31,4 +31,4 @@ void validate(const KvCacheConfig& config) {
                 block_bytes(config), config.byte_budget);
 }
 
-}  // namespace persona::kv
+}  // namespace persona

@@ -33,7 +33,7 @@ void store_16bit_row(std::byte* row, std::size_t dim, const float* in, Convert c
 }
 
 // Row `index` (KvLayerView::row_index) of a layer's K or V array as f32.
-inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, const float* scales, std::size_t index,
+inline void kv_load_row(const KvLayerView& layer, const std::byte* base, const float* scales, std::size_t index,
                         float* out) noexcept {
   const std::byte* row = base + index * layer.head_dim * size_of(layer.storage);
   const std::size_t dim = layer.head_dim;
@@ -50,7 +50,7 @@ inline void kv_load_row(const kv::KvLayerView& layer, const std::byte* base, con
 
 // Stores `in` ([head_dim], finite) as row `index`; int8 rows get scale absmax / 127 and codes
 // nearbyint(x * 127 / absmax), computed in double.
-inline void kv_store_row(const kv::KvLayerView& layer, std::byte* base, float* scales, std::size_t index,
+inline void kv_store_row(const KvLayerView& layer, std::byte* base, float* scales, std::size_t index,
                          const float* in) noexcept {
   std::byte* row = base + index * layer.head_dim * size_of(layer.storage);
   const std::size_t dim = layer.head_dim;

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <utility>
 
-namespace persona::kv {
+namespace persona {
 namespace {
 
 constexpr std::uint32_t kNoTenant = std::numeric_limits<std::uint32_t>::max();
@@ -627,12 +627,12 @@ KvLayerView PagedKvCache::layer_view(std::size_t layer) const {
   return state_->layer(layer);
 }
 
-void PagedKvCache::set_tenant_quota(std::uint64_t tenant, std::size_t max_blocks) {
+void PagedKvCache::set_tenant_quota(TenantId tenant, std::size_t max_blocks) {
   State& st = *state_;
   st.tenants[st.tenant_slot(tenant)].quota = max_blocks;
 }
 
-TenantUsage PagedKvCache::tenant_usage(std::uint64_t tenant) const {
+TenantUsage PagedKvCache::tenant_usage(TenantId tenant) const {
   const State& st = *state_;
   const auto it = st.tenant_slots.find(tenant);
   if (it == st.tenant_slots.end()) return {};
@@ -678,4 +678,4 @@ std::uint32_t PagedKvCache::block_ref_count(BlockId block) const {
   return state_->pool.ref_count(block);
 }
 
-}  // namespace persona::kv
+}  // namespace persona

@@ -15,16 +15,16 @@ class PrefixIndex {
  public:
   explicit PrefixIndex(std::size_t num_blocks) : entries_(std::bit_ceil(2 * num_blocks)), mask_(entries_.size() - 1) {}
 
-  kv::BlockId find(std::uint64_t hash) const noexcept {
+  BlockId find(std::uint64_t hash) const noexcept {
     for (std::size_t i = home(hash);; i = (i + 1) & mask_) {
-      if (entries_[i].block == kv::kNoBlock) return kv::kNoBlock;
+      if (entries_[i].block == kNoBlock) return kNoBlock;
       if (entries_[i].hash == hash) return entries_[i].block;
     }
   }
   // False (and nothing changes) when the hash is already present.
-  bool insert(std::uint64_t hash, kv::BlockId block) noexcept {
+  bool insert(std::uint64_t hash, BlockId block) noexcept {
     std::size_t i = home(hash);
-    for (; entries_[i].block != kv::kNoBlock; i = (i + 1) & mask_) {
+    for (; entries_[i].block != kNoBlock; i = (i + 1) & mask_) {
       if (entries_[i].hash == hash) return false;
     }
     entries_[i] = {hash, block};
@@ -33,8 +33,8 @@ class PrefixIndex {
   // Removes the entry (which must exist), shifting later entries of the probe run back into the gap.
   void erase(std::uint64_t hash) noexcept {
     std::size_t gap = home(hash);
-    while (entries_[gap].hash != hash || entries_[gap].block == kv::kNoBlock) gap = (gap + 1) & mask_;
-    for (std::size_t i = (gap + 1) & mask_; entries_[i].block != kv::kNoBlock; i = (i + 1) & mask_) {
+    while (entries_[gap].hash != hash || entries_[gap].block == kNoBlock) gap = (gap + 1) & mask_;
+    for (std::size_t i = (gap + 1) & mask_; entries_[i].block != kNoBlock; i = (i + 1) & mask_) {
       // An entry may move into the gap only if its home does not lie cyclically in (gap, i].
       const std::size_t distance_to_home = (i - home(entries_[i].hash)) & mask_;
       if (distance_to_home >= ((i - gap) & mask_)) {
@@ -42,13 +42,13 @@ class PrefixIndex {
         gap = i;
       }
     }
-    entries_[gap] = {0, kv::kNoBlock};
+    entries_[gap] = {0, kNoBlock};
   }
 
  private:
   struct Entry {
     std::uint64_t hash = 0;
-    kv::BlockId block = kv::kNoBlock;
+    BlockId block = kNoBlock;
   };
   std::size_t home(std::uint64_t hash) const noexcept { return static_cast<std::size_t>(hash >> 17) & mask_; }
 

@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace persona::ann {
+namespace persona {
 
 class FlatIndex {
  public:
@@ -18,10 +18,10 @@ class FlatIndex {
 
   // Error shape_mismatch for a vector of another length, invalid_argument for NaN or infinity or a label
   // already present (or for cosine, a zero vector).
-  void add(Label label, std::span<const float> vector, TenantId tenant = 0);
+  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
   // Error not_found for an unknown label.
-  void remove(Label label);
-  bool contains(Label label) const noexcept { return slots_.contains(label); }
+  void remove(VectorLabel label);
+  bool contains(VectorLabel label) const noexcept { return slots_.contains(label); }
 
   // The k nearest vectors that pass the filter, closest first (ties: lower label first). Fewer than k
   // when fewer pass; k = 0 is Error invalid_argument.
@@ -35,9 +35,9 @@ class FlatIndex {
   std::size_t dim_;
   Metric metric_;
   std::vector<float> vectors_;  // [size, dim]
-  std::vector<Label> labels_;
+  std::vector<VectorLabel> labels_;
   std::vector<TenantId> tenants_;
-  std::unordered_map<Label, std::size_t> slots_;
+  std::unordered_map<VectorLabel, std::size_t> slots_;
 };
 
-}  // namespace persona::ann
+}  // namespace persona

@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-namespace persona::ann {
+namespace persona {
 
 // How the index keeps its vectors for the graph walk.
 enum class VectorStorage : std::uint8_t {
@@ -79,19 +79,20 @@ class HnswIndex {
   // Safe to call from several threads at once, and while other threads search. Error shape_mismatch for
   // a vector of another length, invalid_argument for NaN or infinity, a label already present, or a zero
   // vector under cosine.
-  void add(Label label, std::span<const float> vector, TenantId tenant = 0);
+  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
   // vectors [n, dim], one label (and tenant, or all 0 when empty) per row; inserted on oneTBB workers.
-  void add(std::span<const Label> labels, TensorView<const float> vectors, std::span<const TenantId> tenants = {});
+  void add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
+           std::span<const TenantId> tenants = {});
   // Marks the vector deleted: searches skip it; it keeps routing the graph until a later add reuses its
   // slot or compact() drops it. Error not_found if unknown.
-  void remove(Label label);
+  void remove(VectorLabel label);
   // Replaces the vector (and tenant) of `label` and relinks it. A search running meanwhile may miss the
   // label; it never sees a half-written vector. Errors as add, and not_found if the label is unknown.
-  void update(Label label, std::span<const float> vector, TenantId tenant = 0);
+  void update(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
   // Drops the deleted vectors: repairs the links that ran through them and moves the live ones together,
   // giving the memory back. Blocks searches and inserts while it runs.
   void compact();
-  bool contains(Label label) const;
+  bool contains(VectorLabel label) const;
 
   // The k nearest live vectors passing the filter, closest first; fewer when fewer exist. ef = 0 uses
   // config().ef_search. Safe from many threads, also while add runs.
@@ -107,4 +108,4 @@ class HnswIndex {
   std::unique_ptr<State> state_;
 };
 
-}  // namespace persona::ann
+}  // namespace persona

@@ -1,21 +1,20 @@
 // What the vector indexes share: the metric, the result of a search, and the filter a search takes.
 #pragma once
 
+#include "persona/core/ids.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <optional>
 
-namespace persona::ann {
-
-using Label = std::uint64_t;
-using TenantId = std::uint64_t;
+namespace persona {
 
 // Distances are "smaller is closer": l2 is the squared L2 distance; inner_product is 1 - a . b (hnswlib's
 // convention); cosine normalizes vectors and queries on the way in and is then 1 - cos.
 enum class Metric : std::uint8_t { l2, inner_product, cosine };
 
 struct Neighbor {
-  Label label = 0;
+  VectorLabel label = 0;
   float distance = 0.0f;
   friend bool operator==(const Neighbor&, const Neighbor&) = default;
 };
@@ -24,7 +23,7 @@ struct SearchFilter {
   // Only this tenant's vectors (the isolation a multi-tenant caller needs); none: every tenant's.
   std::optional<TenantId> tenant = std::nullopt;
   // Only vectors whose label it accepts; called from the searching thread.
-  std::function<bool(Label)> predicate = nullptr;
+  std::function<bool(VectorLabel)> predicate = nullptr;
 };
 
-}  // namespace persona::ann
+}  // namespace persona

@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <span>
 
-namespace persona::kv {
+namespace persona {
 
 struct AttentionConfig {
   std::size_t q_heads = 0;  // a multiple of the cache's kv_heads; query head h reads KV head h / (q_heads / kv_heads)
@@ -34,4 +34,4 @@ void paged_prefill_attention_ref(const PagedKvCache& cache, std::size_t layer, s
                                  std::span<const std::size_t> query_counts, TensorView<const float> q,
                                  TensorView<float> out, const AttentionConfig& config);
 
-}  // namespace persona::kv
+}  // namespace persona

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace persona::kv {
+namespace persona {
 
 using BlockId = std::int32_t;
 inline constexpr BlockId kNoBlock = -1;
@@ -61,4 +61,4 @@ class BlockPool {
   std::size_t free_ = 0;
 };
 
-}  // namespace persona::kv
+}  // namespace persona

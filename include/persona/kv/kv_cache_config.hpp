@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace persona::kv {
+namespace persona {
 
 // Where one token's row of one KV head sits in a layer's K (or V) array:
 //   nhd: [num_blocks, block_size, kv_heads, head_dim] (vLLM's and FlashInfer's default)
@@ -37,4 +37,4 @@ std::size_t block_bytes(const KvCacheConfig& config);
 // Throws Error(invalid_argument) naming the first field out of range.
 void validate(const KvCacheConfig& config);
 
-}  // namespace persona::kv
+}  // namespace persona

@@ -6,7 +6,7 @@
 
 #include <cstddef>
 
-namespace persona::kv {
+namespace persona {
 
 // What the attention kernels read: one layer's pool. Shapes per layer, by layout:
 //   k, v      nhd [num_blocks, block_size, kv_heads, head_dim], hnd [num_blocks, kv_heads, block_size,
@@ -31,4 +31,4 @@ struct KvLayerView {
   }
 };
 
-}  // namespace persona::kv
+}  // namespace persona

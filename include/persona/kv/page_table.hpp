@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace persona::kv {
+namespace persona {
 
 struct PageTable {
   std::vector<std::int32_t> indptr;         // [batch + 1]: sequence i's blocks are indices[indptr[i], indptr[i+1])
@@ -12,4 +12,4 @@ struct PageTable {
   std::vector<std::int32_t> last_page_len;  // [batch]: tokens in each sequence's last block (1..block_size)
 };
 
-}  // namespace persona::kv
+}  // namespace persona

@@ -3,6 +3,7 @@
 // prefixes and per-tenant quotas. Layout and hashing: docs/formats.md; usage: docs/api.md.
 #pragma once
 
+#include "persona/core/ids.hpp"
 #include "persona/core/tensor.hpp"
 #include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
@@ -14,16 +15,10 @@
 #include <memory>
 #include <span>
 
-namespace persona::kv {
-
-// A sequence's handle. Ids are never reused: a freed id stays unknown (Error not_found) for good.
-struct SequenceId {
-  std::uint64_t value = 0;
-  friend bool operator==(SequenceId, SequenceId) = default;
-};
+namespace persona {
 
 struct SequenceSpec {
-  std::uint64_t tenant = 0;
+  TenantId tenant = kPublicTenant;
   std::uint64_t adapter = 0;  // the adapter the K/V are computed with: part of the prefix-cache key
   // Prompt tokens, appended at creation. Full blocks found in the prefix cache are reused (their K/V need
   // no computing); at most prompt.size() - 1 tokens come from the cache, so the last token is always
@@ -41,7 +36,7 @@ struct SequenceSpec {
 };
 
 struct SequenceInfo {
-  std::uint64_t tenant = 0;
+  TenantId tenant = kPublicTenant;
   std::uint64_t adapter = 0;
   std::size_t length = 0;         // tokens appended (the positions 0..length-1)
   std::size_t cached_tokens = 0;  // of the prompt, found in the prefix cache at creation
@@ -128,8 +123,8 @@ class PagedKvCache {
   KvLayerView layer_view(std::size_t layer) const;
 
   // Caps the blocks a tenant may hold (0: no cap). Lowering it below current use refuses new blocks only.
-  void set_tenant_quota(std::uint64_t tenant, std::size_t max_blocks);
-  TenantUsage tenant_usage(std::uint64_t tenant) const;
+  void set_tenant_quota(TenantId tenant, std::size_t max_blocks);
+  TenantUsage tenant_usage(TenantId tenant) const;
   KvCacheStats stats() const;
   // Reference count of a block (for tests and tools).
   std::uint32_t block_ref_count(BlockId block) const;
@@ -139,4 +134,4 @@ class PagedKvCache {
   std::unique_ptr<State> state_;
 };
 
-}  // namespace persona::kv
+}  // namespace persona

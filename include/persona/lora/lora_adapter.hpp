@@ -2,6 +2,7 @@
 // linear layer inside a decoder layer as the host model does (e.g. "self_attn.q_proj", "mlp.down_proj").
 #pragma once
 
+#include "persona/core/ids.hpp"
 #include "persona/lora/lora_module.hpp"
 
 #include <compare>
@@ -12,9 +13,6 @@
 #include <string_view>
 
 namespace persona {
-
-using TenantId = std::uint64_t;
-inline constexpr TenantId kPublicTenant = 0;  // adapters anyone may use
 
 struct LoraTarget {
   std::size_t layer = 0;

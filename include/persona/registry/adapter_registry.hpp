@@ -20,12 +20,6 @@
 
 namespace persona {
 
-// Which adapter: its owner (kPublicTenant for public ones) and its id.
-struct AdapterRef {
-  TenantId owner = kPublicTenant;
-  std::string id;
-};
-
 // A pinned adapter: the registry keeps it resident while any copy of the handle lives. Handles may
 // outlive the registry.
 class AdapterHandle {
