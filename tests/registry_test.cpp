@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/registry/adapter_cache.hpp>
 #include <persona/registry/adapter_prefetcher.hpp>
 #include <persona/registry/adapter_registry.hpp>
 #include <persona/registry/adapter_store.hpp>
@@ -464,6 +465,131 @@ TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and rem
   other.join();
   CHECK(bad == 0);
   CHECK(done > 100);
+}
+
+TEST_CASE("AdapterCache: keys per adapter, budget, pins, single-flight loads, invalidation", "[registry]") {
+  // A loader over a map of versions, counting its calls; `gate` holds loads until released.
+  std::mutex mutex;
+  std::map<std::string, AdapterVersion> stored{{"a", 1}, {"b", 1}, {"c", 1}};
+  std::atomic<int> calls{0};
+  std::promise<void> gate_open;
+  std::shared_future<void> gate = gate_open.get_future().share();
+  std::atomic<bool> gated{false};
+  AdapterCache::Loader loader = [&](const AdapterRef& ref) {
+    ++calls;
+    if (gated) gate.wait();
+    std::lock_guard lock(mutex);
+    const auto it = stored.find(ref.id);
+    if (it == stored.end()) PERSONA_THROW(not_found, "no adapter '{}'", ref.id);
+    return AdapterCache::Loaded{tagged_adapter(ref.id, ref.owner, static_cast<float>(it->second)), it->second, 100};
+  };
+  const std::size_t one = tagged_adapter("a", 1, 1.0f).bytes();
+  AdapterCache cache(AdapterCacheConfig{2 * one + one / 2, EvictionPolicyKind::lru}, loader);
+
+  const AdapterRef a{1, "a"}, b{1, "b"}, c{1, "c"}, other_a{2, "a"};
+  AdapterHandle ha = cache.get(a);
+  REQUIRE(ha);
+  CHECK(ha.key() != kNoAdapter);
+  CHECK(ha.version() == 1);
+  CHECK(ha.version_id() == AdapterVersionId{ha.key(), 1});
+  CHECK(cache.key_of(a) == ha.key());
+  CHECK(cache.ref_of(ha.key()) == a);
+  CHECK_FALSE(cache.ref_of(9999).has_value());
+  // Another tenant's adapter of the same id is another adapter with another key.
+  const AdapterHandle hoa = cache.get(other_a);
+  CHECK(hoa.key() != ha.key());
+  CHECK(hoa->tenant() == 2);
+  CHECK(cache.get(a).key() == ha.key());  // a hit keeps the key
+  CHECK(calls == 2);
+
+  // Held adapters are never evicted; released ones go in LRU order when the budget needs room.
+  {
+    const AdapterHandle hb = cache.get(b);
+    const AdapterHandle hc = cache.get(c);  // a, other_a, b, c held: all over the budget, nothing evicted
+    CHECK(cache.stats().resident_adapters == 4);
+    CHECK(cache.stats().over_budget_bytes > 0);
+  }
+  ha = AdapterHandle();
+  {
+    const AdapterCacheStats s = cache.stats();  // other_a still held; a, b, c released: a and b go
+    CHECK(s.over_budget_bytes == 0);
+    CHECK(s.resident_bytes <= 2 * one + one / 2);
+  }
+  CHECK_FALSE(cache.find(a));
+  CHECK(cache.find(other_a));
+  CHECK(cache.find(c));
+  CHECK(cache.last_bytes(cache.key_of(b)) == one);
+
+  // A resident pin keeps an adapter without a handle.
+  REQUIRE(cache.set_resident_pin(c, true));
+  CHECK_FALSE(cache.set_resident_pin(a, true));  // not resident
+  (void)cache.get(a);
+  (void)cache.get(b);
+  CHECK(cache.find(c));
+  cache.set_resident_pin(c, false);
+
+  // Single flight: 4 threads asking for a cold adapter share one load.
+  cache.invalidate(b);
+  calls = 0;
+  gated = true;
+  const std::uint64_t misses = cache.stats().misses;
+  std::vector<std::future<AdapterHandle>> waiters;
+  for (int i = 0; i < 4; ++i) waiters.push_back(std::async(std::launch::async, [&] { return cache.get(b); }));
+  // Every thread has missed (and so joined the one load) before the load may finish.
+  for (int i = 0; i < 5000 && cache.stats().misses < misses + 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(cache.stats().misses == misses + 4);
+  CHECK(cache.holds(b));
+  // A new version stored while that load is in flight: the load's result never enters the cache.
+  {
+    std::lock_guard lock(mutex);
+    stored["b"] = 2;
+  }
+  const std::uint64_t epoch = cache.epoch(b);
+  cache.invalidate(b);
+  CHECK(cache.epoch(b) == epoch + 1);
+  gate_open.set_value();
+  for (auto& w : waiters) CHECK(w.get());
+  gated = false;
+  CHECK(calls == 1);
+  CHECK_FALSE(cache.find(b));
+  const AdapterHandle hb2 = cache.get(b);
+  CHECK(hb2.version() == 2);
+  CHECK(hb2.key() == cache.key_of(b));  // a new version keeps the adapter's key
+
+  // Loader errors reach the caller and the cache stays usable; an adapter above the whole budget is
+  // capacity_exhausted.
+  PERSONA_REQUIRE_ERROR(cache.get(AdapterRef{1, "missing"}), not_found, "no adapter 'missing'");
+  CHECK(cache.key_of(AdapterRef{1, "missing"}) == kNoAdapter);  // failed loads get no key
+  AdapterCache tiny(AdapterCacheConfig{one / 2, EvictionPolicyKind::lru}, loader);
+  PERSONA_REQUIRE_ERROR(tiny.get(a), capacity_exhausted, "the RAM budget is");
+  CHECK(cache.stats().load_failures == 1);
+  PERSONA_REQUIRE_ERROR(AdapterCache(AdapterCacheConfig{0, EvictionPolicyKind::lru}, loader), invalid_argument,
+                        "ram_budget_bytes is 0");
+}
+
+TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a put moves the version on",
+          "[registry]") {
+  const TempFolder root;
+  AdapterStore store(root.path);
+  AdapterRegistry registry(store);
+  registry.put(tagged_adapter("style", 5, 1.0f));
+  const AdapterHandle first = registry.acquire(5, AdapterRef{5, "style"});
+  CHECK(first.version() == 1);
+  CHECK(first.key() != kNoAdapter);
+  registry.put(tagged_adapter("style", 5, 2.0f));
+  const AdapterHandle second = registry.acquire(5, "style");
+  CHECK(second.version() == 2);
+  CHECK(second.key() == first.key());
+  CHECK_FALSE(second.version_id() == first.version_id());
+  float tag = 0.0f;
+  CHECK((whole(first.adapter(), tag) && tag == 1.0f));  // the old handle keeps the old version
+  CHECK((whole(second.adapter(), tag) && tag == 2.0f));
+  CHECK(AdapterHandle().version_id() == AdapterVersionId{});
+  const VersionedAdapter read = store.read(5, "style");
+  CHECK(read.version == 2);
+  CHECK(read.file_bytes == fs::file_size(store.path_of(5, "style")));
 }
 
 TEST_CASE("Eviction policies: LRU order, GDSF keeps small and frequent entries and ages idle ones", "[registry]") {

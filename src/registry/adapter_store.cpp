@@ -24,10 +24,10 @@ void check_id(std::string_view id) {
 }
 
 // "v00000000000000000042.persona" -> 42; anything else (temporary files of an interrupted put) -> none.
-std::optional<std::uint64_t> version_of(const fs::path& file) {
+std::optional<AdapterVersion> version_of(const fs::path& file) {
   const std::string name = file.filename().string();
   if (name.size() <= 1 + kExtension.size() || name[0] != 'v' || !name.ends_with(kExtension)) return std::nullopt;
-  std::uint64_t version = 0;
+  AdapterVersion version = 0;
   const char* begin = name.data() + 1;
   const char* end = name.data() + name.size() - kExtension.size();
   const auto [at, error] = std::from_chars(begin, end, version);
@@ -35,7 +35,7 @@ std::optional<std::uint64_t> version_of(const fs::path& file) {
   return version;
 }
 
-std::string file_name(std::uint64_t version) { return fmt::format("v{:020}{}", version, kExtension); }
+std::string file_name(AdapterVersion version) { return fmt::format("v{:020}{}", version, kExtension); }
 
 }  // namespace
 
@@ -51,9 +51,9 @@ fs::path AdapterStore::folder(TenantId tenant, std::string_view adapter) const {
   return root_ / "tenants" / std::to_string(tenant) / std::string(adapter);
 }
 
-std::vector<std::uint64_t> AdapterStore::versions(TenantId tenant, std::string_view adapter) const {
+std::vector<AdapterVersion> AdapterStore::versions(TenantId tenant, std::string_view adapter) const {
   const fs::path dir = folder(tenant, adapter);
-  std::vector<std::uint64_t> out;
+  std::vector<AdapterVersion> out;
   std::error_code error;
   for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
     if (const auto v = version_of(it->path())) out.push_back(*v);
@@ -78,10 +78,10 @@ std::vector<std::string> AdapterStore::list(TenantId tenant) const {
   return out;
 }
 
-fs::path AdapterStore::path_of(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version) const {
-  const std::vector<std::uint64_t> stored = versions(tenant, adapter);
+fs::path AdapterStore::path_of(TenantId tenant, std::string_view adapter, std::optional<AdapterVersion> version) const {
+  const std::vector<AdapterVersion> stored = versions(tenant, adapter);
   if (stored.empty()) PERSONA_THROW(not_found, "tenant {} has no adapter '{}'", tenant, adapter);
-  const std::uint64_t wanted = version.value_or(stored.back());
+  const AdapterVersion wanted = version.value_or(stored.back());
   if (!std::binary_search(stored.begin(), stored.end(), wanted)) {
     PERSONA_THROW(not_found, "adapter '{}' of tenant {} has no version {} (stored: {} to {})", adapter, tenant, wanted,
                   stored.front(), stored.back());
@@ -89,7 +89,8 @@ fs::path AdapterStore::path_of(TenantId tenant, std::string_view adapter, std::o
   return folder(tenant, adapter) / file_name(wanted);
 }
 
-LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version) const {
+VersionedAdapter AdapterStore::read(TenantId tenant, std::string_view adapter,
+                                    std::optional<AdapterVersion> version) const {
   const fs::path path = path_of(tenant, adapter, version);
   LoraAdapter loaded = [&] {
     try {
@@ -107,7 +108,13 @@ LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::op
     PERSONA_THROW(corrupt_data, "{}: holds adapter '{}' of tenant {}, stored as '{}' of tenant {}", path.string(),
                   loaded.id(), loaded.tenant(), adapter, tenant);
   }
-  return loaded;
+  std::error_code error;
+  const auto file_bytes = static_cast<std::size_t>(fs::file_size(path, error));
+  return VersionedAdapter{std::move(loaded), *version_of(path), error ? 0 : file_bytes};
+}
+
+LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::optional<AdapterVersion> version) const {
+  return read(tenant, adapter, version).adapter;
 }
 
 StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize,
@@ -126,7 +133,7 @@ StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<
   std::error_code error;
   fs::create_directories(dir, error);
   if (error) PERSONA_THROW(io_error, "{}: cannot create the adapter folder: {}", dir.string(), error.message());
-  const std::vector<std::uint64_t> before = versions(adapter.tenant(), adapter.id());
+  const std::vector<AdapterVersion> before = versions(adapter.tenant(), adapter.id());
   stored.version = before.empty() ? 1 : before.back() + 1;
   stored.path = dir / file_name(stored.version);
   // A new name per version, written to a temporary file, fsynced and renamed: readers of the old
@@ -141,7 +148,7 @@ StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<
 
 void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
   std::lock_guard lock(writers_);
-  const std::vector<std::uint64_t> stored = versions(tenant, adapter);
+  const std::vector<AdapterVersion> stored = versions(tenant, adapter);
   if (stored.empty()) PERSONA_THROW(not_found, "tenant {} has no adapter '{}'", tenant, adapter);
   std::error_code error;
   fs::remove_all(folder(tenant, adapter), error);

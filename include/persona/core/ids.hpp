@@ -4,7 +4,9 @@
 #pragma once
 
 #include <compare>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace persona {
@@ -48,3 +50,11 @@ struct SequenceId {
 using VectorLabel = std::uint64_t;
 
 }  // namespace persona
+
+// AdapterRefs as keys of unordered containers.
+template <>
+struct std::hash<persona::AdapterRef> {
+  std::size_t operator()(const persona::AdapterRef& ref) const noexcept {
+    return std::hash<std::string>()(ref.id) ^ (static_cast<std::size_t>(ref.owner) * 0x9e3779b97f4a7c15ull);
+  }
+};

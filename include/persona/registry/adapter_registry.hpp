@@ -1,11 +1,13 @@
-// AdapterRegistry: the RAM tier in front of an AdapterStore. acquire(tenant, adapter) returns a handle
-// that pins the adapter in memory (eviction never touches a pinned adapter), checks ownership (another
-// tenant's adapter is permission_denied, public ones are open to all), and loads a missing adapter once
-// however many threads ask for it at the same time (single-flight). A byte budget bounds what stays
-// resident once released; an EvictionPolicy picks what goes.
+// AdapterRegistry: the front door to adapters. acquire(tenant, adapter) checks ownership (another
+// tenant's adapter is permission_denied, public ones are open to all) and returns a pinned handle from
+// the RAM tier (AdapterCache) in front of the disk tier (AdapterStore); loads run on oneTBB workers for
+// acquire_async and prefetch; the access history feeds an AdapterPrefetcher that warms what it predicts.
 #pragma once
 
+#include "persona/core/ids.hpp"
 #include "persona/lora/lora_adapter.hpp"
+#include "persona/registry/adapter_cache.hpp"
+#include "persona/registry/adapter_handle.hpp"
 #include "persona/registry/adapter_prefetcher.hpp"
 #include "persona/registry/adapter_store.hpp"
 #include "persona/registry/eviction_policy.hpp"
@@ -20,21 +22,6 @@
 
 namespace persona {
 
-// A pinned adapter: the registry keeps it resident while any copy of the handle lives. Handles may
-// outlive the registry.
-class AdapterHandle {
- public:
-  AdapterHandle() = default;
-  const LoraAdapter& adapter() const noexcept { return *adapter_; }
-  const LoraAdapter* operator->() const noexcept { return adapter_.get(); }
-  explicit operator bool() const noexcept { return adapter_ != nullptr; }
-
- private:
-  friend class AdapterRegistry;
-  explicit AdapterHandle(std::shared_ptr<const LoraAdapter> adapter) : adapter_(std::move(adapter)) {}
-  std::shared_ptr<const LoraAdapter> adapter_;
-};
-
 struct AdapterRegistryConfig {
   // Bytes of adapters (LoraAdapter::bytes) kept resident. Pinned adapters may push the total above it,
   // which metrics report; nothing else does.
@@ -47,15 +34,8 @@ struct AdapterRegistryConfig {
   std::function<double()> clock = nullptr;
 };
 
-struct AdapterRegistryMetrics {
-  std::uint64_t hits = 0, misses = 0;  // acquires served from RAM / that had to wait for a load
-  std::uint64_t loads = 0, load_failures = 0, evictions = 0;
-  std::uint64_t bytes_read = 0;  // file bytes loaded from the store
-  double load_p50_ms = 0.0, load_p99_ms = 0.0;
-  double load_total_ms = 0.0;  // summed over every load (they run on oneTBB workers, overlapping)
-  std::size_t resident_adapters = 0, resident_bytes = 0, pinned_bytes = 0;
-  std::size_t over_budget_bytes = 0;  // resident bytes above the budget, all of them pinned
-  std::uint64_t prefetches = 0, prefetch_hits = 0, prefetch_unused = 0;  // unused: evicted before any acquire
+// The RAM tier's figures (AdapterCacheStats), as JSON too.
+struct AdapterRegistryMetrics : AdapterCacheStats {
   std::string to_json() const;
 };
 
@@ -69,7 +49,8 @@ class AdapterRegistry {
 
   // The adapter, pinned, loading it if needed. Error permission_denied (the adapter belongs to another
   // tenant), not_found, corrupt_data or io_error from the store (the registry stays usable),
-  // capacity_exhausted (the adapter alone is larger than the budget).
+  // capacity_exhausted (the adapter alone is larger than the budget). The handle names the adapter's key
+  // and the version loaded (AdapterHandle::version_id), which the KV prefix cache keys K/V by.
   AdapterHandle acquire(TenantId tenant, const AdapterRef& adapter);
   // The tenant's own adapter `id` if it has one, else the public adapter `id`.
   AdapterHandle acquire(TenantId tenant, std::string_view id);

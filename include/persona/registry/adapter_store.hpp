@@ -1,8 +1,9 @@
 // AdapterStore: every tenant's adapters on disk (the NVMe tier), one persona adapter file per version,
 // written crash-safely so that a crash at any moment leaves the old version or the new one, never a torn
-// file. The RAM cache and ownership checks on use are the registry's (AdapterRegistry, to come).
+// file. The RAM tier and ownership checks on use are AdapterRegistry's.
 #pragma once
 
+#include "persona/core/ids.hpp"
 #include "persona/lora/lora_adapter.hpp"
 #include "persona/lora/lora_quantize.hpp"
 #include "persona/quant/quant_spec.hpp"
@@ -27,10 +28,17 @@ struct AdapterStoreConfig {
 
 // What a put wrote.
 struct StoredAdapter {
-  std::uint64_t version = 0;
+  AdapterVersion version = 0;
   std::filesystem::path path;
   std::size_t file_bytes = 0;
   std::map<LoraTarget, LoraQuantReport> quantization;  // per module, when put quantized on the way in
+};
+
+// What a read found: the adapter, the version it is and the file's size.
+struct VersionedAdapter {
+  LoraAdapter adapter;
+  AdapterVersion version = 0;
+  std::size_t file_bytes = 0;
 };
 
 class AdapterStore {
@@ -49,15 +57,19 @@ class AdapterStore {
 
   // The latest version, or `version`. Error not_found (unknown tenant, adapter or version), corrupt_data
   // (truncated or damaged file, or one that names another tenant or id), io_error.
-  LoraAdapter get(TenantId tenant, std::string_view adapter, std::optional<std::uint64_t> version = std::nullopt) const;
+  LoraAdapter get(TenantId tenant, std::string_view adapter,
+                  std::optional<AdapterVersion> version = std::nullopt) const;
+  // get, with the version read and the file's size.
+  VersionedAdapter read(TenantId tenant, std::string_view adapter,
+                        std::optional<AdapterVersion> version = std::nullopt) const;
   // The file get would read, without reading it; Error not_found as get.
   std::filesystem::path path_of(TenantId tenant, std::string_view adapter,
-                                std::optional<std::uint64_t> version = std::nullopt) const;
+                                std::optional<AdapterVersion> version = std::nullopt) const;
   // The tenant's adapter ids with at least one version, sorted; empty for an unknown tenant.
   std::vector<std::string> list(TenantId tenant) const;
   // The stored versions of one adapter, ascending; empty if none. Error io_error if the folder exists but
   // cannot be listed.
-  std::vector<std::uint64_t> versions(TenantId tenant, std::string_view adapter) const;
+  std::vector<AdapterVersion> versions(TenantId tenant, std::string_view adapter) const;
   // Deletes every version of the adapter. Error not_found if it has none.
   void remove(TenantId tenant, std::string_view adapter);
 

@@ -1,0 +1,212 @@
+#include "persona/registry/adapter_cache.hpp"
+
+#include "persona/core/error.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace persona {
+namespace {
+constexpr std::size_t kLatencySamples = 4096;  // the most recent loads, for the percentiles
+}
+
+AdapterCache::AdapterCache(AdapterCacheConfig config, Loader loader)
+    : config_(config), loader_(std::move(loader)), policy_(make_eviction_policy(config.eviction)) {
+  PERSONA_CHECK(config_.ram_budget_bytes > 0, "ram_budget_bytes is 0; expected at least one adapter's bytes");
+  PERSONA_CHECK(loader_ != nullptr, "no loader given");
+}
+
+AdapterKey AdapterCache::assign_key(const AdapterRef& ref) {
+  const auto [it, added] = keys_.try_emplace(ref, static_cast<AdapterKey>(refs_.size() + 1));
+  if (added) {
+    refs_.push_back(ref);
+    last_bytes_.push_back(0);
+  }
+  return it->second;
+}
+
+// An adapter is pinned while a handle holds it or while pinned resident. A new handle is either a copy of
+// a live one (the count is already above one) or made here under `mutex_`: a count of one read under
+// `mutex_` means no handle exists and none can appear meanwhile.
+void AdapterCache::make_room(std::size_t incoming) {
+  const auto is_pinned = [&](std::uint64_t key) { return pinned(entries_.at(key)); };
+  while (resident_bytes_ + incoming > config_.ram_budget_bytes) {
+    const std::optional<std::uint64_t> victim = policy_->victim(is_pinned);
+    if (!victim) break;
+    const auto found = entries_.find(*victim);
+    counts_.prefetch_unused += found->second.prefetched_unused ? 1 : 0;
+    ++counts_.evictions;
+    resident_bytes_ -= found->second.bytes;
+    policy_->evict(*victim);
+    entries_.erase(found);
+  }
+}
+
+AdapterHandle AdapterCache::hit(Entry& entry) {
+  policy_->hit(entry.loaded->key);
+  ++counts_.hits;
+  if (entry.prefetched_unused) {
+    ++counts_.prefetch_hits;
+    entry.prefetched_unused = false;
+  }
+  return AdapterHandle(entry.loaded);
+}
+
+void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, std::uint64_t epoch, bool prefetch) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    Loaded read = loader_(ref);
+    const std::size_t bytes = read.adapter.bytes();
+    PERSONA_CHECK_CODE(capacity_exhausted, bytes <= config_.ram_budget_bytes,
+                       "adapter '{}' of tenant {} takes {} bytes; the RAM budget is {} bytes", ref.id, ref.owner, bytes,
+                       config_.ram_budget_bytes);
+    Result loaded;
+    {
+      std::lock_guard lock(mutex_);
+      const AdapterKey key = assign_key(ref);
+      loaded = std::make_shared<const LoadedAdapter>(LoadedAdapter{std::move(read.adapter), key, read.version});
+      in_flight_.erase(ref);
+      ++counts_.loads;
+      counts_.bytes_read += read.file_bytes;
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      counts_.load_total_ms += ms;
+      if (load_ms_.size() < kLatencySamples) {
+        load_ms_.push_back(ms);
+      } else {
+        load_ms_[next_sample_++ % kLatencySamples] = ms;
+      }
+      const auto known = epochs_.find(ref);
+      if ((known == epochs_.end() ? 0 : known->second) == epoch) {  // no invalidation since the load began
+        make_room(bytes);
+        if (const auto old = entries_.find(key); old != entries_.end()) {
+          resident_bytes_ -= old->second.bytes;
+          policy_->erase(key);
+          entries_.erase(old);
+        }
+        policy_->insert(key, bytes);
+        entries_[key] = Entry{loaded, bytes, false, prefetch};
+        resident_bytes_ += bytes;
+        last_bytes_[key - 1] = bytes;
+      }
+    }
+    promise.set_value(std::move(loaded));
+  } catch (...) {
+    {
+      std::lock_guard lock(mutex_);
+      in_flight_.erase(ref);
+      ++counts_.load_failures;
+    }
+    promise.set_exception(std::current_exception());
+  }
+}
+
+AdapterHandle AdapterCache::get(const AdapterRef& ref, bool prefetch) {
+  std::shared_future<Result> waiting;
+  std::promise<Result> promise;
+  std::uint64_t epoch = 0;
+  bool loader = false;
+  {
+    std::lock_guard lock(mutex_);
+    make_room(0);  // handles released since the last call may have left pinned bytes over the budget
+    if (const auto key = keys_.find(ref); key != keys_.end()) {
+      if (const auto it = entries_.find(key->second); it != entries_.end()) {
+        return prefetch ? AdapterHandle() : hit(it->second);
+      }
+    }
+    ++(prefetch ? counts_.prefetches : counts_.misses);
+    if (const auto it = in_flight_.find(ref); it != in_flight_.end()) {
+      waiting = it->second;
+    } else {
+      loader = true;
+      waiting = promise.get_future().share();
+      in_flight_.emplace(ref, waiting);
+      const auto known = epochs_.find(ref);
+      epoch = known == epochs_.end() ? 0 : known->second;
+    }
+  }
+  if (loader) load(ref, promise, epoch, prefetch);
+  if (prefetch) return AdapterHandle();
+  return AdapterHandle(waiting.get());
+}
+
+AdapterHandle AdapterCache::find(const AdapterRef& ref) {
+  std::lock_guard lock(mutex_);
+  make_room(0);
+  const auto key = keys_.find(ref);
+  if (key == keys_.end()) return AdapterHandle();
+  const auto it = entries_.find(key->second);
+  return it == entries_.end() ? AdapterHandle() : hit(it->second);
+}
+
+void AdapterCache::invalidate(const AdapterRef& ref) {
+  std::lock_guard lock(mutex_);
+  ++epochs_[ref];
+  const auto key = keys_.find(ref);
+  if (key == keys_.end()) return;
+  if (const auto it = entries_.find(key->second); it != entries_.end()) {
+    resident_bytes_ -= it->second.bytes;
+    policy_->erase(key->second);
+    entries_.erase(it);
+  }
+}
+
+bool AdapterCache::set_resident_pin(const AdapterRef& ref, bool pin) {
+  std::lock_guard lock(mutex_);
+  const auto key = keys_.find(ref);
+  const auto it = key == keys_.end() ? entries_.end() : entries_.find(key->second);
+  if (it != entries_.end()) it->second.resident_pin = pin;
+  if (!pin) make_room(0);
+  return it != entries_.end();
+}
+
+bool AdapterCache::holds(const AdapterRef& ref) const {
+  std::lock_guard lock(mutex_);
+  if (in_flight_.contains(ref)) return true;
+  const auto key = keys_.find(ref);
+  return key != keys_.end() && entries_.contains(key->second);
+}
+
+std::uint64_t AdapterCache::epoch(const AdapterRef& ref) const {
+  std::lock_guard lock(mutex_);
+  const auto known = epochs_.find(ref);
+  return known == epochs_.end() ? 0 : known->second;
+}
+
+AdapterKey AdapterCache::key_of(const AdapterRef& ref) const {
+  std::lock_guard lock(mutex_);
+  const auto key = keys_.find(ref);
+  return key == keys_.end() ? kNoAdapter : key->second;
+}
+
+std::optional<AdapterRef> AdapterCache::ref_of(AdapterKey key) const {
+  std::lock_guard lock(mutex_);
+  if (key == kNoAdapter || key > refs_.size()) return std::nullopt;
+  return refs_[key - 1];
+}
+
+std::size_t AdapterCache::last_bytes(AdapterKey key) const {
+  std::lock_guard lock(mutex_);
+  return key == kNoAdapter || key > last_bytes_.size() ? 0 : last_bytes_[key - 1];
+}
+
+AdapterCacheStats AdapterCache::stats() {
+  std::lock_guard lock(mutex_);
+  make_room(0);
+  AdapterCacheStats s = counts_;
+  s.resident_adapters = entries_.size();
+  s.resident_bytes = resident_bytes_;
+  for (const auto& [key, entry] : entries_) s.pinned_bytes += pinned(entry) ? entry.bytes : 0;
+  s.over_budget_bytes = resident_bytes_ > config_.ram_budget_bytes ? resident_bytes_ - config_.ram_budget_bytes : 0;
+  if (!load_ms_.empty()) {
+    std::vector<double> sorted = load_ms_;
+    std::sort(sorted.begin(), sorted.end());
+    const auto at = [&](double q) {
+      return sorted[static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1))];
+    };
+    s.load_p50_ms = at(0.50);
+    s.load_p99_ms = at(0.99);
+  }
+  return s;
+}
+
+}  // namespace persona
