@@ -15,7 +15,7 @@ DType parse_dtype(std::string_view name) {
 namespace {
 void check_lengths(std::size_t in, std::size_t out, const char* function) {
   if (in != out) {
-    throw Error(ErrorCode::shape_mismatch, function, fmt::format("input has {} elements but output has {}", in, out));
+    PERSONA_THROW_AT(function, shape_mismatch, "input has {} elements but output has {}", in, out);
   }
 }
 // f16 and bf16 are standard-layout wrappers of one uint16_t, so their arrays are uint16_t arrays.

@@ -27,14 +27,12 @@ struct Rows {
 template <class T>
 Rows check_rows(const TensorView<T>& v, const char* function, const char* name) {
   if (v.rank() != 1 && v.rank() != 2) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("{} must have rank 1 or 2, got shape {}", name, v.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "{} must have rank 1 or 2, got shape {}", name, v.shape().to_string());
   }
   const std::size_t cols = v.dim(v.rank() - 1);
   if (cols > 1 && v.stride(v.rank() - 1) != 1) {
-    throw Error(
-        ErrorCode::invalid_argument, function,
-        fmt::format("{} must have contiguous rows (last stride 1), got strides {}", name, v.strides().to_string()));
+    PERSONA_THROW_AT(function, invalid_argument, "{} must have contiguous rows (last stride 1), got strides {}", name,
+                     v.strides().to_string());
   }
   return {v.rank() == 2 ? v.dim(0) : 1, cols};
 }
@@ -48,9 +46,8 @@ template <class A, class B>
 void check_same_shape(const TensorView<A>& a, const TensorView<B>& b, const char* function, const char* name_a,
                       const char* name_b) {
   if (!(a.shape() == b.shape())) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("{} has shape {} but {} has shape {}", name_a, a.shape().to_string(), name_b,
-                            b.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "{} has shape {} but {} has shape {}", name_a, a.shape().to_string(),
+                     name_b, b.shape().to_string());
   }
 }
 
@@ -73,8 +70,8 @@ void check_no_partial_overlap(const TensorView<const float>& in, const TensorVie
   if (ib == nullptr || ob == nullptr || ie <= ob || oe <= ib) return;
   const bool same = in.data() == out.data() && in.strides() == out.strides();
   if (!same) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("out overlaps {} without being the same view (in-place needs identical views)", name_in));
+    PERSONA_THROW_AT(function, invalid_argument,
+                     "out overlaps {} without being the same view (in-place needs identical views)", name_in);
   }
 }
 
@@ -99,15 +96,14 @@ void rmsnorm_impl(const CoreKernelTable& k, bool threaded, TensorView<const floa
                   float eps, TensorView<float> out, const char* function) {
   const Rows r = check_rows(x, function, "x");
   if (weight.size() != r.cols) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("weight has {} elements but x has shape {} (expected {})", weight.size(),
-                            x.shape().to_string(), r.cols));
+    PERSONA_THROW_AT(function, shape_mismatch, "weight has {} elements but x has shape {} (expected {})", weight.size(),
+                     x.shape().to_string(), r.cols);
   }
   if (!(eps >= 0.0f) || !std::isfinite(eps)) {
-    throw Error(ErrorCode::invalid_argument, function, fmt::format("eps must be finite and >= 0, got {}", eps));
+    PERSONA_THROW_AT(function, invalid_argument, "eps must be finite and >= 0, got {}", eps);
   }
   if (r.cols == 0 && r.rows > 0) {
-    throw Error(ErrorCode::invalid_argument, function, "rows of length 0 have no mean square");
+    PERSONA_THROW_AT(function, invalid_argument, "rows of length 0 have no mean square");
   }
   run_rows(x, out, function, threaded,
            [&](std::size_t, const float* in, float* y, std::size_t n) { k.rmsnorm(in, weight.data(), eps, y, n); });
@@ -139,26 +135,22 @@ void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
                  TensorView<float> c, Transpose transpose_b, const char* function) {
   for (auto [v, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
     if (v->rank() != 2) {
-      throw Error(ErrorCode::shape_mismatch, function,
-                  fmt::format("{} must have rank 2, got shape {}", name, v->shape().to_string()));
+      PERSONA_THROW_AT(function, shape_mismatch, "{} must have rank 2, got shape {}", name, v->shape().to_string());
     }
   }
   if (c.rank() != 2) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("c must have rank 2, got shape {}", c.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "c must have rank 2, got shape {}", c.shape().to_string());
   }
   const bool bt = transpose_b == Transpose::yes;
   const std::size_t m = a.dim(0), k_dim = a.dim(1);
   const std::size_t b_k = bt ? b.dim(1) : b.dim(0), n = bt ? b.dim(0) : b.dim(1);
   if (b_k != k_dim) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("a {} and b {}{} disagree on the inner dimension ({} vs {})", a.shape().to_string(),
-                            b.shape().to_string(), bt ? " (transposed)" : "", k_dim, b_k));
+    PERSONA_THROW_AT(function, shape_mismatch, "a {} and b {}{} disagree on the inner dimension ({} vs {})",
+                     a.shape().to_string(), b.shape().to_string(), bt ? " (transposed)" : "", k_dim, b_k);
   }
   if (c.dim(0) != m || c.dim(1) != n) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("c has shape {} but a {} times b{} {} gives [{}, {}]", c.shape().to_string(),
-                            a.shape().to_string(), bt ? "^T" : "", b.shape().to_string(), m, n));
+    PERSONA_THROW_AT(function, shape_mismatch, "c has shape {} but a {} times b{} {} gives [{}, {}]",
+                     c.shape().to_string(), a.shape().to_string(), bt ? "^T" : "", b.shape().to_string(), m, n);
   }
   check_rows(a, function, "a");
   check_rows(b, function, "b");
@@ -168,7 +160,7 @@ void matmul_impl(const CoreKernelTable& k, bool threaded, TensorView<const float
   if (m == 0 || n == 0) return;
   if ((a.data() == static_cast<const float*>(c.data()) || b.data() == static_cast<const float*>(c.data())) &&
       k_dim > 0) {
-    throw Error(ErrorCode::invalid_argument, function, "c must not alias a or b");
+    PERSONA_THROW_AT(function, invalid_argument, "c must not alias a or b");
   }
   const std::size_t row_tiles = (m + kMatmulRowTile - 1) / kMatmulRowTile;
   const std::size_t col_tiles = (n + kMatmulColTile - 1) / kMatmulColTile;
@@ -202,7 +194,7 @@ template <class B>
 float pair_impl(float (*kernel)(const float*, const B*, std::size_t) noexcept, std::span<const float> a,
                 std::span<const B> b, const char* function) {
   if (a.size() != b.size()) {
-    throw Error(ErrorCode::shape_mismatch, function, fmt::format("a has {} elements but b has {}", a.size(), b.size()));
+    PERSONA_THROW_AT(function, shape_mismatch, "a has {} elements but b has {}", a.size(), b.size());
   }
   return kernel(a.data(), b.data(), a.size());
 }
@@ -212,25 +204,23 @@ template <class PositionOf>
 void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std::size_t tokens, PositionOf position_of,
                const RopeConfig& config, const char* function) {
   if (x.rank() != 3) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("x must be [tokens, heads, head_dim], got shape {}", x.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "x must be [tokens, heads, head_dim], got shape {}",
+                     x.shape().to_string());
   }
   if (x.dim(0) != tokens) {
-    throw Error(ErrorCode::shape_mismatch, function, fmt::format("{} positions given for {} tokens", tokens, x.dim(0)));
+    PERSONA_THROW_AT(function, shape_mismatch, "{} positions given for {} tokens", tokens, x.dim(0));
   }
   const std::size_t heads = x.dim(1), head_dim = x.dim(2);
   if (head_dim % 2 != 0 || head_dim > kMaxHeadDim) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("head_dim must be even and <= {}, got {}", kMaxHeadDim, head_dim));
+    PERSONA_THROW_AT(function, invalid_argument, "head_dim must be even and <= {}, got {}", kMaxHeadDim, head_dim);
   }
   if (!(config.theta > 1.0f) || !std::isfinite(config.theta)) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("theta must be finite and > 1, got {}", config.theta));
+    PERSONA_THROW_AT(function, invalid_argument, "theta must be finite and > 1, got {}", config.theta);
   }
   if (x.empty()) return;
   if (x.stride(2) != 1 || (heads > 1 && x.stride(1) != head_dim)) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("each token's heads must be contiguous, got strides {}", x.strides().to_string()));
+    PERSONA_THROW_AT(function, invalid_argument, "each token's heads must be contiguous, got strides {}",
+                     x.strides().to_string());
   }
   const std::size_t half = head_dim / 2;
   std::array<double, kMaxHeadDim / 2> inv_freq{};

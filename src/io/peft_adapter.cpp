@@ -26,10 +26,6 @@ struct PeftConfig {
   std::vector<std::pair<std::string, double>> alpha_pattern;
 };
 
-[[noreturn]] void fail(ErrorCode code, const std::filesystem::path& file, const std::string& what) {
-  throw Error(code, "read_peft_adapter", fmt::format("{}: {}", file.string(), what));
-}
-
 // A pattern key as PEFT writes them: a module name or suffix. Only these characters are accepted, so the
 // regex PEFT builds from a key ("(.*\.)?(key)$") has no quantifiers or groups, and matching it is the
 // linear loop below ('.' matching any character), never a regex engine fed with file contents.
@@ -63,7 +59,7 @@ const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& pat
 
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(ErrorCode::io_error, path, "cannot open");
+  if (!in) PERSONA_THROW_AT("read_peft_adapter", io_error, "{}: cannot open", path.string());
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
@@ -71,25 +67,29 @@ std::string read_text(const std::filesystem::path& path) {
 
 PeftConfig parse_config(std::string_view text, const std::filesystem::path& path, const PeftReadOptions& options) {
   const nlohmann::json json = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-  if (json.is_discarded() || !json.is_object()) fail(ErrorCode::corrupt_data, path, "not a JSON object");
+  if (json.is_discarded() || !json.is_object())
+    PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: not a JSON object", path.string());
   auto field = [&](const char* name) -> const nlohmann::json* {
     const auto it = json.find(name);
     return it == json.end() || it->is_null() ? nullptr : &*it;
   };
   if (const auto* type = field("peft_type"); type != nullptr && *type != "LORA") {
-    fail(ErrorCode::unsupported, path, fmt::format("peft_type is {}, only LORA is supported", type->dump()));
+    PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: peft_type is {}, only LORA is supported", path.string(),
+                     type->dump());
   }
   if (!options.skip_unsupported) {
     if (const auto* bias = field("bias"); bias != nullptr && *bias != "none") {
-      fail(ErrorCode::unsupported, path, fmt::format("bias is {}: bias training is not supported", bias->dump()));
+      PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: bias is {}: bias training is not supported",
+                       path.string(), bias->dump());
     }
     if (const auto* bias = field("lora_bias"); bias != nullptr && bias->is_boolean() && bias->get<bool>()) {
-      fail(ErrorCode::unsupported, path, "lora_bias is true: LoRA biases are not supported");
+      PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: lora_bias is true: LoRA biases are not supported",
+                       path.string());
     }
     if (const auto* saved = field("modules_to_save"); saved != nullptr && !saved->empty()) {
-      fail(ErrorCode::unsupported, path,
-           fmt::format("modules_to_save is {}: full module copies are not supported (skip_unsupported drops them)",
-                       saved->dump()));
+      PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                       "{}: modules_to_save is {}: full module copies are not supported (skip_unsupported drops them)",
+                       path.string(), saved->dump());
     }
   }
   PeftConfig config;
@@ -105,15 +105,16 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
       for (const auto& [k, v] : p->items()) config.alpha_pattern.emplace_back(k, v.get<double>());
     }
   } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::corrupt_data, path, fmt::format("a field has the wrong type: {}", e.what()));
+    PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: a field has the wrong type: {}", path.string(), e.what());
   }
   auto check_keys = [&](const auto& patterns, const char* field_name) {
     for (const auto& [key, value] : patterns) {
       if (!is_plain_pattern_key(key)) {
-        fail(ErrorCode::unsupported, path,
-             fmt::format("{} key '{}' is not a module name (letters, digits, '_', '-', '.'): regex patterns are not "
-                         "supported",
-                         field_name, key));
+        PERSONA_THROW_AT(
+            "read_peft_adapter", unsupported,
+            "{}: {} key '{}' is not a module name (letters, digits, '_', '-', '.'): regex patterns are not "
+            "supported",
+            path.string(), field_name, key);
       }
     }
   };
@@ -165,10 +166,10 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     ParsedKey key;
     if (!parse_key(t.name, key)) {
       if (options.skip_unsupported) continue;
-      fail(ErrorCode::unsupported, weights_path,
-           fmt::format("tensor '{}' is not a LoRA A or B matrix of a decoder layer (modules_to_save, bias or "
+      PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                       "{}: tensor '{}' is not a LoRA A or B matrix of a decoder layer (modules_to_save, bias or "
                        "DoRA tensors are not supported)",
-                       t.name));
+                       weights_path.string(), t.name);
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
     pair.peft_name = key.peft_name;
@@ -177,31 +178,32 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
   LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, options.tenant);
   for (auto& [target, pair] : pairs) {
     if (pair.a_key.empty() || pair.b_key.empty()) {
-      fail(ErrorCode::corrupt_data, weights_path,
-           fmt::format("'{}' has no matching lora_{} tensor", pair.a_key.empty() ? pair.b_key : pair.a_key,
-                       pair.a_key.empty() ? 'A' : 'B'));
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has no matching lora_{} tensor",
+                       weights_path.string(), pair.a_key.empty() ? pair.b_key : pair.a_key,
+                       pair.a_key.empty() ? 'A' : 'B');
     }
     Tensor<float> a = weights.read_f32(pair.a_key), b = weights.read_f32(pair.b_key);
     if (a.rank() != 2 || b.rank() != 2)
-      fail(ErrorCode::corrupt_data, weights_path, fmt::format("'{}' or its lora_B is not a matrix", pair.a_key));
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' or its lora_B is not a matrix",
+                       weights_path.string(), pair.a_key);
     const std::size_t* pattern_rank = pattern_value(config.rank_pattern, pair.peft_name);
     const std::size_t rank = pattern_rank != nullptr ? *pattern_rank : config.r;
     if (a.dim(0) != rank || b.dim(1) != rank) {
-      fail(ErrorCode::corrupt_data, weights_path,
-           fmt::format("'{}' has rank {} (B: {}) but the config says {}", pair.a_key, a.dim(0), b.dim(1), rank));
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has rank {} (B: {}) but the config says {}",
+                       weights_path.string(), pair.a_key, a.dim(0), b.dim(1), rank);
     }
     Tensor<float> magnitude;
     if (config.use_dora != !pair.magnitude_key.empty()) {
-      fail(ErrorCode::corrupt_data, weights_path,
-           config.use_dora ? fmt::format("use_dora is true but '{}' has no lora_magnitude_vector", pair.a_key)
-                           : fmt::format("'{}' is present but use_dora is false", pair.magnitude_key));
+      PERSONA_CHECK_AT("read_peft_adapter", corrupt_data, !config.use_dora,
+                       "{}: use_dora is true but '{}' has no lora_magnitude_vector", weights_path.string(), pair.a_key);
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' is present but use_dora is false",
+                       weights_path.string(), pair.magnitude_key);
     }
     if (config.use_dora) {
       magnitude = weights.read_f32(pair.magnitude_key);
       if (magnitude.rank() != 1 || magnitude.dim(0) != b.dim(0)) {
-        fail(ErrorCode::corrupt_data, weights_path,
-             fmt::format("'{}' has shape {} but the module has {} outputs", pair.magnitude_key,
-                         magnitude.shape().to_string(), b.dim(0)));
+        PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has shape {} but the module has {} outputs",
+                         weights_path.string(), pair.magnitude_key, magnitude.shape().to_string(), b.dim(0));
       }
     }
     const double* pattern_alpha = pattern_value(config.alpha_pattern, pair.peft_name);

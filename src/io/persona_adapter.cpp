@@ -16,10 +16,6 @@ namespace {
 
 constexpr std::string_view kFormat = "persona-lora-adapter";
 
-[[noreturn]] void fail(ErrorCode code, const std::filesystem::path& file, const std::string& what) {
-  throw Error(code, "read_persona_adapter", fmt::format("{}: {}", file.string(), what));
-}
-
 nlohmann::json describe(const LoraMatrix& m, DType float_storage) {
   nlohmann::json d = {{"rows", m.rows()}, {"cols", m.cols()}};
   if (const QuantizedMatrix* q = m.quantized_matrix()) {
@@ -75,15 +71,14 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
                                   : format == "f16" ? SafetensorsDType::F16
                                                     : SafetensorsDType::BF16;
     if (file.tensor(key + ".weight").dtype != want) {
-      fail(ErrorCode::corrupt_data, file.source(),
-           fmt::format("'{}.weight' is {} but the metadata says {}", key, to_string(file.tensor(key + ".weight").dtype),
-                       format));
+      PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: '{}.weight' is {} but the metadata says {}",
+                       file.source(), key, to_string(file.tensor(key + ".weight").dtype), format);
     }
     Tensor<float> w = file.read_f32(key + ".weight");
     if (w.rank() != 2 || w.dim(0) != rows || w.dim(1) != cols) {
-      fail(ErrorCode::corrupt_data, file.source(),
-           fmt::format("'{}.weight' has shape {} but the metadata says [{}, {}]", key, w.shape().to_string(), rows,
-                       cols));
+      PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
+                       "{}: '{}.weight' has shape {} but the metadata says [{}, {}]", file.source(), key,
+                       w.shape().to_string(), rows, cols);
     }
     return LoraMatrix(std::move(w));
   }
@@ -97,9 +92,9 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
   auto copy_plane = [&](const std::string& name, std::span<std::uint8_t> plane) {
     const SafetensorsTensor& t = file.tensor(name);
     if (t.dtype != SafetensorsDType::U8 || t.data.size() != plane.size()) {
-      fail(ErrorCode::corrupt_data, file.source(),
-           fmt::format("'{}' holds {} bytes of {} but a {} matrix [{}, {}] needs {} bytes of U8", name, t.data.size(),
-                       to_string(t.dtype), spec.to_string(), rows, cols, plane.size()));
+      PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
+                       "{}: '{}' holds {} bytes of {} but a {} matrix [{}, {}] needs {} bytes of U8", file.source(),
+                       name, t.data.size(), to_string(t.dtype), spec.to_string(), rows, cols, plane.size());
     }
     std::memcpy(plane.data(), t.data.data(), plane.size());
   };
@@ -152,23 +147,25 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
   const auto& meta = file.metadata();
   auto field = [&](const char* name) -> const std::string& {
     const auto it = meta.find(name);
-    if (it == meta.end()) fail(ErrorCode::corrupt_data, path, fmt::format("__metadata__ has no '{}'", name));
+    if (it == meta.end())
+      PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: __metadata__ has no '{}'", path.string(), name);
     return it->second;
   };
   if (field("persona.format") != kFormat) {
-    fail(ErrorCode::corrupt_data, path,
-         fmt::format("persona.format is '{}', not '{}'", field("persona.format"), kFormat));
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.format is '{}', not '{}'", path.string(),
+                     field("persona.format"), kFormat);
   }
   int version = 0;
   try {
     version = std::stoi(field("persona.version"));
   } catch (const std::exception&) {
-    fail(ErrorCode::corrupt_data, path, fmt::format("persona.version '{}' is not a number", field("persona.version")));
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.version '{}' is not a number", path.string(),
+                     field("persona.version"));
   }
   if (version > kPersonaAdapterVersion) {
-    fail(ErrorCode::unsupported, path,
-         fmt::format("format version {} is newer than this persona reads (version {})", version,
-                     kPersonaAdapterVersion));
+    PERSONA_THROW_AT("read_persona_adapter", unsupported,
+                     "{}: format version {} is newer than this persona reads (version {})", path.string(), version,
+                     kPersonaAdapterVersion);
   }
   // Verify the data before trusting any of it.
   std::span<const std::byte> data;
@@ -180,13 +177,13 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
   }
   const std::string actual = fmt::format("{:016x}", persona_checksum(data));
   if (field("persona.checksum") != actual) {
-    fail(ErrorCode::corrupt_data, path,
-         fmt::format("checksum mismatch: the file says {} but its data hashes to {}", field("persona.checksum"),
-                     actual));
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
+                     "{}: checksum mismatch: the file says {} but its data hashes to {}", path.string(),
+                     field("persona.checksum"), actual);
   }
   const nlohmann::json description = nlohmann::json::parse(field("persona.adapter"), nullptr, false);
   if (description.is_discarded() || !description.is_object()) {
-    fail(ErrorCode::corrupt_data, path, "persona.adapter is not a JSON object");
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.adapter is not a JSON object", path.string());
   }
   try {
     LoraAdapter adapter(description.at("id").get<std::string>(), description.at("tenant").get<TenantId>());
@@ -203,10 +200,13 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
     }
     return adapter;
   } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::corrupt_data, path, fmt::format("persona.adapter is malformed: {}", e.what()));
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.adapter is malformed: {}", path.string(),
+                     e.what());
   } catch (const Error& e) {
     if (e.message().starts_with(path.string())) throw;
-    fail(e.code() == ErrorCode::not_found ? ErrorCode::corrupt_data : e.code(), path, e.message());
+    // Re-raised under the file's name with the inner error's code (a missing tensor is damage here).
+    throw Error(e.code() == ErrorCode::not_found ? ErrorCode::corrupt_data : e.code(), "read_persona_adapter",
+                fmt::format("{}: {}", path.string(), e.message()));
   }
 }
 

@@ -37,7 +37,7 @@ constexpr std::array<DTypeInfo, 13> kDTypes = {{{SafetensorsDType::F64, "F64", 8
                                                 {SafetensorsDType::BOOL, "BOOL", 1}}};
 
 [[noreturn]] void corrupt(const std::string& source, const std::string& what) {
-  throw Error(ErrorCode::corrupt_data, "SafetensorsReader", fmt::format("{}: {}", source, what));
+  PERSONA_THROW_AT("SafetensorsReader", corrupt_data, "{}: {}", source, what);
 }
 
 // Byte count of a tensor; nullopt-like false if it overflows.
@@ -123,8 +123,8 @@ SafetensorsReader SafetensorsReader::parse(std::span<const std::byte> bytes, std
     const auto known =
         std::find_if(kDTypes.begin(), kDTypes.end(), [&](const DTypeInfo& d) { return d.name == dtype_name; });
     if (known == kDTypes.end()) {
-      throw Error(ErrorCode::unsupported, "SafetensorsReader",
-                  fmt::format("{}: tensor '{}' has dtype '{}', which persona does not read", src, name, dtype_name));
+      PERSONA_THROW_AT("SafetensorsReader", unsupported, "{}: tensor '{}' has dtype '{}', which persona does not read",
+                       src, name, dtype_name);
     }
     SafetensorsTensor tensor{name, known->dtype, {}, {}};
     const auto& shape = entry["shape"];

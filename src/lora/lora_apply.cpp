@@ -13,30 +13,26 @@ namespace {
 void check_batch(TensorView<const float> x, TensorView<float> y, std::span<const LoraModule* const> slots,
                  const LoraBatchPlan& plan, const char* function) {
   if (x.rank() != 2 || y.rank() != 2 || x.dim(0) != y.dim(0)) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("x {} and y {} must be [tokens, in] and [tokens, out]", x.shape().to_string(),
-                            y.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "x {} and y {} must be [tokens, in] and [tokens, out]",
+                     x.shape().to_string(), y.shape().to_string());
   }
   if ((x.dim(1) > 1 && x.stride(1) != 1) || (y.dim(1) > 1 && y.stride(1) != 1)) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("x and y must have contiguous rows, got strides {} and {}", x.strides().to_string(),
-                            y.strides().to_string()));
+    PERSONA_THROW_AT(function, invalid_argument, "x and y must have contiguous rows, got strides {} and {}",
+                     x.strides().to_string(), y.strides().to_string());
   }
   if (plan.token_count != x.dim(0)) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("the plan is for {} tokens but x has {}", plan.token_count, x.dim(0)));
+    PERSONA_THROW_AT(function, shape_mismatch, "the plan is for {} tokens but x has {}", plan.token_count, x.dim(0));
   }
   for (const LoraSegment& s : plan.segments) {
     const auto slot = static_cast<std::size_t>(s.slot);
     if (slot >= slots.size() || slots[slot] == nullptr) {
-      throw Error(ErrorCode::invalid_argument, function,
-                  fmt::format("slot {} has tokens but no module ({} slots given)", slot, slots.size()));
+      PERSONA_THROW_AT(function, invalid_argument, "slot {} has tokens but no module ({} slots given)", slot,
+                       slots.size());
     }
     const LoraModule& m = *slots[slot];
     if (m.in_features() != x.dim(1) || m.out_features() != y.dim(1)) {
-      throw Error(ErrorCode::shape_mismatch, function,
-                  fmt::format("slot {}: the module is [out {}, in {}] but x is {} and y is {}", slot, m.out_features(),
-                              m.in_features(), x.shape().to_string(), y.shape().to_string()));
+      PERSONA_THROW_AT(function, shape_mismatch, "slot {}: the module is [out {}, in {}] but x is {} and y is {}", slot,
+                       m.out_features(), m.in_features(), x.shape().to_string(), y.shape().to_string());
     }
   }
 }

@@ -26,9 +26,8 @@ namespace {
 
 void check_base(TensorView<const float> w, const LoraModule& module, const char* function) {
   if (w.rank() != 2 || w.dim(0) != module.out_features() || w.dim(1) != module.in_features()) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("W has shape {} but the module is [out {}, in {}]", w.shape().to_string(),
-                            module.out_features(), module.in_features()));
+    PERSONA_THROW_AT(function, shape_mismatch, "W has shape {} but the module is [out {}, in {}]",
+                     w.shape().to_string(), module.out_features(), module.in_features());
   }
 }
 

@@ -35,10 +35,9 @@ void check_ffn(const ExpertFfn& f, std::size_t hidden, const char* what, std::si
   const std::size_t ffn = f.gate.rows();
   if (f.gate.cols() != hidden || f.up.rows() != ffn || f.up.cols() != hidden || f.down.rows() != hidden ||
       f.down.cols() != ffn) {
-    throw Error(
-        ErrorCode::shape_mismatch, "moe_ffn",
-        fmt::format("{} {}: gate [{}, {}], up [{}, {}], down [{}, {}] do not form an FFN of hidden {}", what, index,
-                    f.gate.rows(), f.gate.cols(), f.up.rows(), f.up.cols(), f.down.rows(), f.down.cols(), hidden));
+    PERSONA_THROW_AT("moe_ffn", shape_mismatch,
+                     "{} {}: gate [{}, {}], up [{}, {}], down [{}, {}] do not form an FFN of hidden {}", what, index,
+                     f.gate.rows(), f.gate.cols(), f.up.rows(), f.up.cols(), f.down.rows(), f.down.cols(), hidden);
   }
 }
 
@@ -47,9 +46,8 @@ void check_inputs(TensorView<const float> x, const Routing& routing, std::span<c
                   const char* function) {
   if (x.rank() != 2 || y.rank() != 2 || x.dim(0) != y.dim(0) || x.dim(1) != y.dim(1) ||
       (x.dim(1) > 1 && (x.stride(1) != 1 || y.stride(1) != 1))) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("x {} and y {} must both be [tokens, hidden] with contiguous rows", x.shape().to_string(),
-                            y.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "x {} and y {} must both be [tokens, hidden] with contiguous rows",
+                     x.shape().to_string(), y.shape().to_string());
   }
   PERSONA_CHECK_CODE(shape_mismatch, routing.tokens == x.dim(0) && routing.experts.size() == routing.tokens * routing.k,
                      "the routing is for {} tokens but x has {}", routing.tokens, x.dim(0));

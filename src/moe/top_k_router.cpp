@@ -41,26 +41,24 @@ std::vector<const RouterRequest*> requests_by_token(std::size_t tokens, std::siz
   for (std::size_t r = 0; r < requests.size(); ++r) {
     const RouterRequest& q = requests[r];
     if (q.token_begin > q.token_end || q.token_end > tokens) {
-      throw Error(
-          ErrorCode::out_of_range, function,
-          fmt::format("request {} covers tokens [{}, {}) but the batch has {}", r, q.token_begin, q.token_end, tokens));
+      PERSONA_THROW_AT(function, out_of_range, "request {} covers tokens [{}, {}) but the batch has {}", r,
+                       q.token_begin, q.token_end, tokens);
     }
     if ((!q.allowed.empty() && q.allowed.size() != experts) ||
         (!q.bias_offset.empty() && q.bias_offset.size() != experts)) {
-      throw Error(ErrorCode::shape_mismatch, function,
-                  fmt::format("request {}: allowed has {} values and bias_offset {}; each needs {} (E) or none", r,
-                              q.allowed.size(), q.bias_offset.size(), experts));
+      PERSONA_THROW_AT(function, shape_mismatch,
+                       "request {}: allowed has {} values and bias_offset {}; each needs {} (E) or none", r,
+                       q.allowed.size(), q.bias_offset.size(), experts);
     }
     for (std::size_t e = 0; e < q.bias_offset.size(); ++e) {
       if (!std::isfinite(q.bias_offset[e])) {
-        throw Error(ErrorCode::invalid_argument, function,
-                    fmt::format("request {}: bias_offset[{}] is {}", r, e, q.bias_offset[e]));
+        PERSONA_THROW_AT(function, invalid_argument, "request {}: bias_offset[{}] is {}", r, e, q.bias_offset[e]);
       }
     }
     for (std::size_t t = q.token_begin; t < q.token_end; ++t) {
       if (by_token[t] != nullptr) {
-        throw Error(ErrorCode::invalid_argument, function,
-                    fmt::format("token {} is covered by two requests (the second is request {})", t, r));
+        PERSONA_THROW_AT(function, invalid_argument, "token {} is covered by two requests (the second is request {})",
+                         t, r);
       }
       by_token[t] = &q;
     }
@@ -76,8 +74,7 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
   if (!k.router.all_finite(logits, E)) {
     const std::size_t e = static_cast<std::size_t>(
         std::find_if_not(logits, logits + E, [](float v) { return std::isfinite(v); }) - logits);
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("token {}: the logit of expert {} is {}", t, e, logits[e]));
+    PERSONA_THROW_AT(function, invalid_argument, "token {}: the logit of expert {} is {}", t, e, logits[e]);
   }
   // Scores, and the values the selection ranks. Softmax, renormalized and without a bias, needs no full
   // softmax: the renormalized weights are the softmax of the chosen logits (the denominator cancels).
@@ -125,9 +122,9 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
       s.group_score[g] = n == top ? (top == 2 ? best[0] + best[1] : best[0]) : 0.0f;
     }
     if (usable_groups < c.topk_groups) {
-      throw Error(ErrorCode::invalid_argument, function,
-                  fmt::format("token {}: its expert mask leaves {} usable groups; topk_groups is {}", t, usable_groups,
-                              c.topk_groups));
+      PERSONA_THROW_AT(function, invalid_argument,
+                       "token {}: its expert mask leaves {} usable groups; topk_groups is {}", t, usable_groups,
+                       c.topk_groups);
     }
     const std::size_t chosen = k.router.select_top_k(s.group_score.data(), s.group_allowed.data(), c.num_groups,
                                                      c.topk_groups, s.group_ids.data(), s.best.data());
@@ -164,9 +161,8 @@ void route_token(const RouterConfig& c, const Kernels& k, const float* logits, s
                                 ? c.top_k
                                 : k.router.select_top_k(select, allowed, E, c.top_k, out_ids, s.best.data());
   if (count < c.top_k) {
-    throw Error(
-        ErrorCode::invalid_argument, function,
-        fmt::format("token {}: its expert mask leaves {} experts to choose from; top_k is {}", t, count, c.top_k));
+    PERSONA_THROW_AT(function, invalid_argument,
+                     "token {}: its expert mask leaves {} experts to choose from; top_k is {}", t, count, c.top_k);
   }
   // Weights.
   if (chosen_softmax) {
@@ -264,18 +260,17 @@ void route_impl(const RouterConfig& c, const Kernels& k, bool threaded, TensorVi
                 const char* function) {
   const std::size_t E = c.num_experts;
   if (logits.rank() != 2 || logits.dim(1) != E || (logits.dim(1) > 1 && logits.stride(1) != 1)) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("logits {} must be [tokens, {}] with contiguous rows", logits.shape().to_string(), E));
+    PERSONA_THROW_AT(function, shape_mismatch, "logits {} must be [tokens, {}] with contiguous rows",
+                     logits.shape().to_string(), E);
   }
   const std::size_t T = logits.dim(0);
   const bool gated = c.shared_experts > 0 && c.shared_gate == SharedExpertGate::sigmoid;
   if (gated ? (shared_gate_logits.rank() != 2 || shared_gate_logits.dim(0) != T ||
                shared_gate_logits.dim(1) != c.shared_experts)
             : !shared_gate_logits.empty()) {
-    throw Error(
-        ErrorCode::shape_mismatch, function,
-        fmt::format("shared_gate_logits {} must be [{}, {}]{}", shared_gate_logits.shape().to_string(), T,
-                    c.shared_experts, gated ? "" : " or empty: the config has no sigmoid-gated shared experts"));
+    PERSONA_THROW_AT(function, shape_mismatch, "shared_gate_logits {} must be [{}, {}]{}",
+                     shared_gate_logits.shape().to_string(), T, c.shared_experts,
+                     gated ? "" : " or empty: the config has no sigmoid-gated shared experts");
   }
   const std::vector<const RouterRequest*> by_token = requests_by_token(T, E, requests, function);
   out.tokens = T;
@@ -298,8 +293,7 @@ void route_impl(const RouterConfig& c, const Kernels& k, bool threaded, TensorVi
         if (gated) {
           const float g = shared_gate_logits(t, j);
           if (!std::isfinite(g)) {
-            throw Error(ErrorCode::invalid_argument, function,
-                        fmt::format("token {}: shared gate logit {} is {}", t, j, g));
+            PERSONA_THROW_AT(function, invalid_argument, "token {}: shared gate logit {} is {}", t, j, g);
           }
           k.router.sigmoid(&g, &w, 1);
         }

@@ -157,19 +157,19 @@ class GroupQuantizer {
 void check_matrix(TensorView<const float> w, const QuantSpec& spec) {
   spec.validate();
   if (w.rank() != 2) {
-    throw Error(ErrorCode::shape_mismatch, "quantize",
-                fmt::format("the matrix to quantize must have rank 2, got shape {}", w.shape().to_string()));
+    PERSONA_THROW_AT("quantize", shape_mismatch, "the matrix to quantize must have rank 2, got shape {}",
+                     w.shape().to_string());
   }
   if (w.dim(1) > 1 && w.stride(1) != 1) {
-    throw Error(ErrorCode::invalid_argument, "quantize",
-                fmt::format("the matrix to quantize must have contiguous rows, strides {}", w.strides().to_string()));
+    PERSONA_THROW_AT("quantize", invalid_argument, "the matrix to quantize must have contiguous rows, strides {}",
+                     w.strides().to_string());
   }
   for (std::size_t r = 0; r < w.dim(0); ++r) {
     const float* row = w.data() + r * w.stride(0);
     for (std::size_t c = 0; c < w.dim(1); ++c) {
       if (!std::isfinite(row[c])) {
-        throw Error(ErrorCode::invalid_argument, "quantize",
-                    fmt::format("element [{}, {}] is {}: quantizing it would corrupt the weights", r, c, row[c]));
+        PERSONA_THROW_AT("quantize", invalid_argument,
+                         "element [{}, {}] is {}: quantizing it would corrupt the weights", r, c, row[c]);
       }
     }
   }
@@ -193,9 +193,9 @@ QuantizedMatrix quantize(TensorView<const float> w, const QuantSpec& spec, Quant
       for (std::size_t group = 0; group < groups; ++group) {
         const GroupCodes codes = quantizer.quantize(row + group * g, g, method);
         if (!std::isfinite(codes.scale) || !std::isfinite(codes.minimum)) {
-          throw Error(ErrorCode::out_of_range, "quantize",
-                      fmt::format("row {} group {}: scale {} / minimum {} overflow the scale type {}", r, group,
-                                  codes.scale, codes.minimum, name_of(spec.scale_type)));
+          PERSONA_THROW_AT("quantize", out_of_range,
+                           "row {} group {}: scale {} / minimum {} overflow the scale type {}", r, group, codes.scale,
+                           codes.minimum, name_of(spec.scale_type));
         }
         q.set_scale(r, group, codes.scale);
         if (!spec.symmetric) q.set_minimum(r, group, codes.minimum);

@@ -27,8 +27,8 @@ void quantize_activations(const detail::QuantKernelTable& kernels, TensorView<co
     }
     const std::size_t c =
         static_cast<std::size_t>(std::find_if_not(row, row + k, [](float v) { return std::isfinite(v); }) - row);
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("activation [{}, {}] is {}: it cannot be quantized to int8", t, c, row[c]));
+    PERSONA_THROW_AT(function, invalid_argument, "activation [{}, {}] is {}: it cannot be quantized to int8", t, c,
+                     row[c]);
   }
 }
 
@@ -61,24 +61,20 @@ void quantized_product(const QuantKernelTable& kernels, TensorView<const float> 
                        TensorView<float> y, QuantProductPath path, QuantActivationScratch& act, bool threaded,
                        const char* function, bool accumulate, float alpha) {
   if (x.rank() != 2 || y.rank() != 2) {
-    throw Error(
-        ErrorCode::shape_mismatch, function,
-        fmt::format("x and y must have rank 2, got shapes {} and {}", x.shape().to_string(), y.shape().to_string()));
+    PERSONA_THROW_AT(function, shape_mismatch, "x and y must have rank 2, got shapes {} and {}", x.shape().to_string(),
+                     y.shape().to_string());
   }
   if (x.dim(1) != w.cols()) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("x has shape {} but W is [{}, {}]: x needs {} columns", x.shape().to_string(), w.rows(),
-                            w.cols(), w.cols()));
+    PERSONA_THROW_AT(function, shape_mismatch, "x has shape {} but W is [{}, {}]: x needs {} columns",
+                     x.shape().to_string(), w.rows(), w.cols(), w.cols());
   }
   if (y.dim(0) != x.dim(0) || y.dim(1) != w.rows()) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("y has shape {} but x {} times W^T [{}, {}] gives [{}, {}]", y.shape().to_string(),
-                            x.shape().to_string(), w.cols(), w.rows(), x.dim(0), w.rows()));
+    PERSONA_THROW_AT(function, shape_mismatch, "y has shape {} but x {} times W^T [{}, {}] gives [{}, {}]",
+                     y.shape().to_string(), x.shape().to_string(), w.cols(), w.rows(), x.dim(0), w.rows());
   }
   if ((x.dim(1) > 1 && x.stride(1) != 1) || (y.dim(1) > 1 && y.stride(1) != 1)) {
-    throw Error(ErrorCode::invalid_argument, function,
-                fmt::format("x and y must have contiguous rows, got strides {} and {}", x.strides().to_string(),
-                            y.strides().to_string()));
+    PERSONA_THROW_AT(function, invalid_argument, "x and y must have contiguous rows, got strides {} and {}",
+                     x.strides().to_string(), y.strides().to_string());
   }
   const std::size_t m = x.dim(0), n = w.rows();
   if (m == 0 || n == 0) return;
@@ -87,7 +83,7 @@ void quantized_product(const QuantKernelTable& kernels, TensorView<const float> 
   const std::size_t x_bytes = ((m - 1) * x.stride(0) + x.dim(1)) * sizeof(float);
   const std::size_t y_bytes = ((m - 1) * y.stride(0) + n) * sizeof(float);
   if (x.dim(1) > 0 && x_begin < y_begin + y_bytes && y_begin < x_begin + x_bytes) {
-    throw Error(ErrorCode::invalid_argument, function, "y overlaps x: the product cannot be computed in place");
+    PERSONA_THROW_AT(function, invalid_argument, "y overlaps x: the product cannot be computed in place");
   }
 
   const bool int8_path = path == QuantProductPath::int8_activations;

@@ -1,5 +1,6 @@
-// persona::Error, the one exception type thrown at API boundaries, and PERSONA_CHECK, which builds it
-// with a formatted message naming the argument, the value and what was expected.
+// persona::Error, the one exception type thrown at API boundaries, and the one macro family that throws
+// it (PERSONA_CHECK, PERSONA_CHECK_CODE, PERSONA_THROW, and their _AT forms for shared validators), with a
+// formatted message naming the argument, the value and what was expected.
 #pragma once
 
 #include <fmt/format.h>
@@ -68,6 +69,16 @@ template <class... Args>
 
 #define PERSONA_THROW(code, ...) \
   ::persona::detail::throw_error(::persona::ErrorCode::code, static_cast<const char*>(__func__), __VA_ARGS__)
+
+// Explicit-origin variants for shared validators, which report in the name of the public function that
+// called them (`origin`, a const char*): PERSONA_CHECK_AT(function, shape_mismatch, a == b, "...").
+#define PERSONA_CHECK_AT(origin, code, cond, ...)                                                 \
+  do {                                                                                            \
+    if (!(cond)) ::persona::detail::throw_error(::persona::ErrorCode::code, origin, __VA_ARGS__); \
+  } while (false)
+
+#define PERSONA_THROW_AT(origin, code, ...) \
+  ::persona::detail::throw_error(::persona::ErrorCode::code, origin, __VA_ARGS__)
 
 // Broken internal invariants (never caller mistakes): abort in debug builds.
 #define PERSONA_ASSERT(cond) assert(cond)
