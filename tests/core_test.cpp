@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include <persona/core/dtype.hpp>
+#include <persona/core/eigen.hpp>
 #include <persona/core/error.hpp>
 #include <persona/core/ops.hpp>
 
@@ -233,7 +234,7 @@ TEST_CASE("TensorView slicing and checked access", "[core][tensor]") {
   // A column view is strided: span() refuses it, as_eigen() maps it.
   TensorView<float> column(t.data() + 1, {4, 1}, {3, 1}, 11);
   PERSONA_REQUIRE_ERROR(TensorView<float>(t.data(), {4, 2}, {3, 1}, 12).span(), invalid_argument, "contiguous");
-  CHECK(column.as_eigen()(3, 0) == 10.0f);
+  CHECK(as_eigen(column)(3, 0) == 10.0f);
   TensorView<const float> as_const = v;
   CHECK(as_const(0, 1) == 1.0f);
   softmax(v, v);  // a mutable view passes as the op's const input
@@ -242,7 +243,7 @@ TEST_CASE("TensorView slicing and checked access", "[core][tensor]") {
 
 TEST_CASE("Eigen interop is zero-copy both ways", "[core][tensor]") {
   Tensor<float> t({2, 3});
-  auto map = t.view().as_eigen();
+  auto map = as_eigen(t.view());
   map(1, 2) = 5.0f;  // written through Eigen, seen by the tensor
   CHECK(t(1, 2) == 5.0f);
   CHECK(map.data() == t.data());
@@ -257,7 +258,7 @@ TEST_CASE("Eigen interop is zero-copy both ways", "[core][tensor]") {
   row_major.setZero();
   auto block_view = view_of(row_major);
   CHECK(block_view.strides() == Shape{4, 1});
-  PERSONA_REQUIRE_ERROR(TensorView<float>(t.data(), {6}).as_eigen(), shape_mismatch, "rank 2");
+  PERSONA_REQUIRE_ERROR(as_eigen(TensorView<float>(t.data(), {6})), shape_mismatch, "rank 2");
 }
 
 // -------------------------------------------------------------------------------------- SIMD dispatch

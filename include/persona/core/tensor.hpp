@@ -1,5 +1,5 @@
 // Tensor<T> (owning, 64-byte aligned, row-major, rank 0..4) and TensorView<T> (non-owning pointer +
-// shape + strides in elements), with zero-copy Eigen::Map interop. Constructors validate what they are
+// shape + strides in elements); Eigen interop is opt-in (persona/core/eigen.hpp). Constructors validate what they are
 // given (overflowing sizes, null data, strides that reach past the buffer); element access does not.
 #pragma once
 
@@ -7,8 +7,6 @@
 #include "persona/core/error.hpp"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <Eigen/Core>
 
 #include <algorithm>
 #include <array>
@@ -57,7 +55,7 @@ class Shape {
     return n;
   }
 
-  std::string to_string() const { return fmt::format("[{}]", fmt::join(dims(), ", ")); }
+  std::string to_string() const;  // "[2, 3]"
 
   friend bool operator==(const Shape& a, const Shape& b) noexcept {
     return a.rank_ == b.rank_ && std::equal(a.dims_.begin(), a.dims_.begin() + a.rank_, b.dims_.begin());
@@ -198,17 +196,6 @@ class TensorView {
     return {data_, numel()};
   }
 
-  // Zero-copy Eigen view of a rank-2 tensor (row-major, any strides).
-  auto as_eigen() const {
-    PERSONA_CHECK_CODE(shape_mismatch, rank() == 2, "as_eigen() needs rank 2, shape is {}", shape_.to_string());
-    using Matrix = Eigen::Matrix<value_type, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using MapType = std::conditional_t<std::is_const_v<T>, const Matrix, Matrix>;
-    using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
-    return Eigen::Map<MapType, Eigen::Unaligned, Stride>(
-        data_, static_cast<Eigen::Index>(shape_[0]), static_cast<Eigen::Index>(shape_[1]),
-        Stride(static_cast<Eigen::Index>(strides_[0]), static_cast<Eigen::Index>(strides_[1])));
-  }
-
  private:
   template <class U>
   friend class TensorView;
@@ -232,24 +219,6 @@ class TensorView {
   Shape shape_ = Shape{0};  // a default view is empty, not a rank-0 scalar without storage
   Shape strides_ = Shape{1};
 };
-
-// A view of an Eigen matrix or map (any storage order), without copying.
-template <class M>
-requires requires(M& m) {
-  m.data();
-  m.outerStride();
-  m.innerStride();
-}
-auto view_of(M& m) {
-  using T = std::remove_pointer_t<decltype(m.data())>;
-  const auto rows = static_cast<std::size_t>(m.rows());
-  const auto cols = static_cast<std::size_t>(m.cols());
-  const auto outer = static_cast<std::size_t>(m.outerStride());
-  const auto inner = static_cast<std::size_t>(m.innerStride());
-  Shape strides = M::IsRowMajor ? Shape{outer, inner} : Shape{inner, outer};
-  const std::size_t capacity = rows * cols == 0 ? 0 : (rows - 1) * strides[0] + (cols - 1) * strides[1] + 1;
-  return TensorView<T>(m.data(), Shape{rows, cols}, strides, capacity);
-}
 
 namespace detail {
 struct AlignedFree {
