@@ -344,7 +344,7 @@ TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][
     const std::vector<std::int32_t> slots(x.dim(0), 0);
     const LoraPlanInput one{module};
     Tensor<float> y({x.dim(0), w.dim(0)});
-    lora_linear(x, LoraMatrix(w), y, one.slots, plan_lora_batch(slots, 1));
+    lora_linear(x, WeightMatrix(w), y, one.slots, plan_lora_batch(slots, 1));
     // PEFT: y - x W^T = (n - 1) x W^T + n scale B A x. Bound: f32 rounding of every sum involved.
     for (std::size_t t = 0; t < x.dim(0); ++t) {
       for (std::size_t o = 0; o < w.dim(0); ++o) {
@@ -356,7 +356,7 @@ TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][
     // does for quantized layers.
     const QuantizedMatrix wq = quantize(w, QuantSpec{8, 32, true});
     Tensor<float> yq({x.dim(0), w.dim(0)});
-    lora_linear(x, LoraMatrix(wq), yq, one.slots, plan_lora_batch(slots, 1));
+    lora_linear(x, WeightMatrix(wq), yq, one.slots, plan_lora_batch(slots, 1));
     for (std::size_t i = 0; i < y.numel(); ++i) REQUIRE(yq.data()[i] == Approx(y.data()[i]).margin(0.05));
 
     // apply_lora cannot run DoRA (no base weight); merging gives the same layer; unmerging is refused.

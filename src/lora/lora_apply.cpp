@@ -276,13 +276,13 @@ void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<co
   }
 }
 
-void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
+void lora_linear(TensorView<const float> x, const WeightMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan) {
   LoraWorkspace workspace;
   lora_linear(x, base, y, slots, plan, workspace);
 }
 
-void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
+void lora_linear(TensorView<const float> x, const WeightMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan, LoraWorkspace& workspace) {
   check_batch(x, y, slots, plan, "lora_linear");
   PERSONA_CHECK_CODE(shape_mismatch, base.rows() == y.dim(1) && base.cols() == x.dim(1),

@@ -86,9 +86,9 @@ void apply_lora_ref(TensorView<const float> x, TensorView<float> y, std::span<co
 
 // y = x W^T + LoRA(x) in one call, W [out, in] f32 or quantized. y is overwritten. The one call that
 // runs DoRA modules (apply_lora refuses them with Error(unsupported)): their row norms need W.
-void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
+void lora_linear(TensorView<const float> x, const WeightMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan, LoraWorkspace& workspace);
-void lora_linear(TensorView<const float> x, const LoraMatrix& base, TensorView<float> y,
+void lora_linear(TensorView<const float> x, const WeightMatrix& base, TensorView<float> y,
                  std::span<const LoraModule* const> slots, const LoraBatchPlan& plan);
 
 }  // namespace persona
