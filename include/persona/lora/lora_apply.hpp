@@ -64,7 +64,7 @@ class LoraWorkspace {
   std::size_t bytes() const noexcept;
 
  private:
-  friend struct detail::LoraWorkspaceAccess;
+  friend struct detail::LoraWorkspaceAccess;  // the kernels' door into the opaque scratch
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

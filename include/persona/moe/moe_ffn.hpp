@@ -44,7 +44,7 @@ class MoeWorkspace {
   std::size_t bytes() const noexcept;
 
  private:
-  friend struct detail::MoeWorkspaceAccess;
+  friend struct detail::MoeWorkspaceAccess;  // the kernels' door into the opaque scratch
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -20,7 +20,6 @@ struct LoadedAdapter {
 class AdapterHandle {
  public:
   AdapterHandle() = default;
-  explicit AdapterHandle(std::shared_ptr<const LoadedAdapter> loaded) : loaded_(std::move(loaded)) {}
 
   const LoraAdapter& adapter() const noexcept { return loaded_->adapter; }
   const LoraAdapter* operator->() const noexcept { return &loaded_->adapter; }
@@ -32,7 +31,8 @@ class AdapterHandle {
   AdapterVersionId version_id() const noexcept { return {key(), version()}; }
 
  private:
-  friend class AdapterCache;
+  friend class AdapterCache;  // the only maker of non-empty handles
+  explicit AdapterHandle(std::shared_ptr<const LoadedAdapter> loaded) : loaded_(std::move(loaded)) {}
   std::shared_ptr<const LoadedAdapter> loaded_;
 };
 
