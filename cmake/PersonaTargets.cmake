@@ -42,9 +42,14 @@ function(persona_apply_sanitizers target)
   endif()
 endfunction()
 
-# Per-architecture kernel files: each is compiled with its own instruction-set flags and picked at run
-# time by the dispatcher (src/core/kernel_table.cpp). The rest of the library is built for the baseline.
-function(persona_add_arch_kernels target)
+# One kernel family (a component's kernels/ folder), named by the common prefix of its files, e.g.
+# src/quant/kernels/quant: quant_reference.cpp (the scalar oracles) and quant_dispatch.cpp, built for the
+# baseline like the rest of the library, and the per-level files quant_avx2.cpp, quant_avx512.cpp and, where
+# the family has VNNI kernels, quant_avx512_vnni.cpp, each compiled with its level's instruction-set flags
+# and picked at run time by the dispatch file (through src/core/kernel_dispatch.hpp).
+function(persona_add_kernel_family target prefix)
+  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/${prefix}_reference.cpp
+                                   ${PROJECT_SOURCE_DIR}/${prefix}_dispatch.cpp)
   if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     return()
   endif()
@@ -60,22 +65,31 @@ function(persona_add_arch_kernels target)
     # GCC 12's own avx512fintrin.h trips -W(maybe-)uninitialized on _mm512_undefined_*() (a false positive).
     list(APPEND avx512_flags -Wno-maybe-uninitialized -Wno-uninitialized)
   endif()
+  set(avx512_vnni_flags ${avx512_flags} -mavx512vnni)
+  set(levels avx2)
   check_cxx_compiler_flag("${avx512_joined}" PERSONA_COMPILER_HAS_AVX512)
-  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx2.cpp)
-  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx2.cpp PROPERTIES
-    COMPILE_OPTIONS "${avx2_flags}")
-  target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX2_KERNELS=1)
   if(PERSONA_COMPILER_HAS_AVX512 AND PERSONA_AVX512_KERNELS)
-    target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp)
-    set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512.cpp PROPERTIES
-      COMPILE_OPTIONS "${avx512_flags}")
-    target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX512_KERNELS=1)
+    list(APPEND levels avx512)
     check_cxx_compiler_flag("${avx512_joined} -mavx512vnni" PERSONA_COMPILER_HAS_AVX512_VNNI)
     if(PERSONA_COMPILER_HAS_AVX512_VNNI)
-      target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp)
-      set_source_files_properties(${PROJECT_SOURCE_DIR}/src/arch/avx512_vnni.cpp PROPERTIES
-        COMPILE_OPTIONS "${avx512_flags};-mavx512vnni")
-      target_compile_definitions(${target} PRIVATE PERSONA_HAVE_AVX512_VNNI_KERNELS=1)
+      list(APPEND levels avx512_vnni)
     endif()
   endif()
+  # The levels this build compiles, for the CPU probe (which reports none above them) and the dispatchers
+  # (whose tables of other levels do not exist): the same for every family, so defined once per target.
+  get_target_property(defined ${target} PERSONA_KERNEL_LEVELS)
+  if(NOT defined)
+    foreach(level IN LISTS levels)
+      string(TOUPPER ${level} upper)
+      target_compile_definitions(${target} PRIVATE PERSONA_HAVE_${upper}_KERNELS=1)
+    endforeach()
+    set_target_properties(${target} PROPERTIES PERSONA_KERNEL_LEVELS "${levels}")
+  endif()
+  foreach(level IN LISTS levels)
+    set(file ${PROJECT_SOURCE_DIR}/${prefix}_${level}.cpp)
+    if(EXISTS ${file})
+      target_sources(${target} PRIVATE ${file})
+      set_source_files_properties(${file} PROPERTIES COMPILE_OPTIONS "${${level}_flags}")
+    endif()
+  endforeach()
 endfunction()

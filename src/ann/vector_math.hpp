@@ -1,8 +1,8 @@
 // The pieces both indexes use: checking and preparing a vector for a metric, the distance through the
-// core SIMD kernels, and a bounded set of the k best neighbours.
+// core SIMD kernels (core/kernels/core_kernel_table.hpp), and a bounded set of the k best neighbours.
 #pragma once
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/ann/search.hpp"
 #include "persona/core/error.hpp"
 
@@ -16,20 +16,16 @@ namespace persona::detail {
 // Checks the length and values of `vector` and writes what the index stores (normalized for cosine).
 inline void prepare_vector(Metric metric, std::size_t dim, std::span<const float> vector, float* out,
                            const char* function, const char* what) {
-  if (vector.size() != dim) {
-    throw Error(ErrorCode::shape_mismatch, function,
-                fmt::format("{} has {} elements; the index has dim {}", what, vector.size(), dim));
-  }
+  PERSONA_CHECK_AT(function, shape_mismatch, vector.size() == dim, "{} has {} elements; the index has dim {}", what,
+                   vector.size(), dim);
   double norm = 0.0;
   for (std::size_t i = 0; i < dim; ++i) {
-    if (!std::isfinite(vector[i])) {
-      throw Error(ErrorCode::invalid_argument, function,
-                  fmt::format("{} element {} is {}; vectors must be finite", what, i, vector[i]));
-    }
+    PERSONA_CHECK_AT(function, invalid_argument, std::isfinite(vector[i]),
+                     "{} element {} is {}; vectors must be finite", what, i, vector[i]);
     norm += static_cast<double>(vector[i]) * vector[i];
   }
   if (metric == Metric::cosine) {
-    if (norm == 0.0) throw Error(ErrorCode::invalid_argument, function, fmt::format("{} is zero: no cosine", what));
+    PERSONA_CHECK_AT(function, invalid_argument, norm != 0.0, "{} is zero: no cosine", what);
     const double inverse = 1.0 / std::sqrt(norm);
     for (std::size_t i = 0; i < dim; ++i) out[i] = static_cast<float>(vector[i] * inverse);
   } else {

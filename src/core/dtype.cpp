@@ -1,6 +1,6 @@
 #include "persona/core/dtype.hpp"
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/core/error.hpp"
 
 namespace persona {

@@ -1,7 +1,7 @@
 // Validation, threading and dispatch for the dense ops; the arithmetic is in the kernel tables.
 #include "persona/core/ops.hpp"
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/core/threading.hpp"
 
 #include <array>

@@ -1,6 +1,6 @@
 #include "persona/kv/attention.hpp"
 
-#include "kv/attention_kernel_table.hpp"
+#include "kv/kernels/attention_kernel_table.hpp"
 #include "persona/core/error.hpp"
 #include "persona/core/threading.hpp"
 

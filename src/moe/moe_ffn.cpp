@@ -2,7 +2,7 @@
 // then a combine that adds them per token in slot order, so the sum never depends on the schedule.
 #include "persona/moe/moe_ffn.hpp"
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/core/ops.hpp"
 #include "persona/core/threading.hpp"
 #include "persona/quant/quantized_matmul.hpp"

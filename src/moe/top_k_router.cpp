@@ -3,8 +3,8 @@
 // kernels (SIMD sigmoid / softmax and the vector-filtered top-k vs the scalar oracles).
 #include "persona/moe/top_k_router.hpp"
 
-#include "core/kernel_table.hpp"
-#include "moe/router_kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
+#include "moe/kernels/router_kernel_table.hpp"
 #include "persona/core/threading.hpp"
 
 #include <algorithm>

@@ -7,7 +7,7 @@
 #include "persona/quant/quantized_matmul.hpp"
 #include "persona/quant/quantized_matrix.hpp"
 #include "persona/quant/weight_matrix.hpp"
-#include "quant/quant_kernel_table.hpp"
+#include "quant/kernels/quant_kernel_table.hpp"
 
 #include <cstdint>
 #include <vector>

@@ -1,6 +1,6 @@
 #include "persona/quant/weight_matrix.hpp"
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/core/ops.hpp"
 #include "persona/quant/quantize.hpp"
 #include "quant/quant_product.hpp"

@@ -1,4 +1,5 @@
-// The quantized-product kernels one SIMD level provides, over validated, prepared inputs.
+// The quantized-product kernels one SIMD level provides, over validated, prepared inputs. The generic
+// kernels are in quant_kernels.hpp, the oracles in quant_reference.cpp (this folder).
 #pragma once
 
 #include "persona/core/cpu_features.hpp"
@@ -73,7 +74,16 @@ inline ActivationScale activation_scale(float absmax) noexcept {
 bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes, float* scales,
                               std::int32_t* code_sums) noexcept;
 
+// The oracles, which the scalar level runs.
 const QuantKernelTable& reference_quant_kernels() noexcept;
+// The kernels of one level (quant_dispatch.cpp); the level must be in supported_isa_levels().
 const QuantKernelTable& quant_kernels(IsaLevel level) noexcept;
+
+// The table of each level, for quant_dispatch.cpp: the oracles (quant_reference.cpp) and one per
+// quant_<level>.cpp, of which only the levels this build compiles exist.
+extern const QuantKernelTable kQuantReferenceKernels;
+extern const QuantKernelTable kQuantAvx2Kernels;
+extern const QuantKernelTable kQuantAvx512Kernels;
+extern const QuantKernelTable kQuantAvx512VnniKernels;
 
 }  // namespace persona::detail

@@ -1,8 +1,7 @@
 // The scalar oracles of the quantized products. Each output is computed with exactly the operations, in
-// exactly the order, that every SIMD lane performs (src/arch/quant_kernels.hpp), so results agree bit for
-// bit; the scalar level runs these.
-#include "arch/arch_kernels.hpp"
-#include "quant/quant_kernel_table.hpp"
+// exactly the order, that every SIMD lane performs (quant_kernels.hpp), so results agree bit for bit; the
+// scalar level runs these.
+#include "quant/kernels/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
 
 #include <algorithm>
@@ -73,9 +72,9 @@ void product_int8_ref(const QuantProductArgs& a) noexcept {
   }
 }
 
-constexpr QuantKernelTable kReference{product_f32_ref, product_int8_ref, quantize_activations_ref};
-
 }  // namespace
+
+constinit const QuantKernelTable kQuantReferenceKernels{product_f32_ref, product_int8_ref, quantize_activations_ref};
 
 bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes, float* scales,
                               std::int32_t* code_sums) noexcept {
@@ -100,11 +99,6 @@ bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_s
   return true;
 }
 
-const QuantKernelTable& reference_quant_kernels() noexcept { return kReference; }
-
-const QuantKernelTable& quant_kernels(IsaLevel level) noexcept {
-  const ArchKernels* arch = arch_kernels(level);
-  return arch != nullptr ? arch->quant : kReference;
-}
+const QuantKernelTable& reference_quant_kernels() noexcept { return kQuantReferenceKernels; }
 
 }  // namespace persona::detail

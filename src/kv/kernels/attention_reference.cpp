@@ -1,7 +1,6 @@
 // The scalar attention kernel: token by token online softmax in double, the oracle the SIMD kernels are
 // tested against and the scalar level.
-#include "arch/arch_kernels.hpp"
-#include "kv/attention_kernel_table.hpp"
+#include "kv/kernels/attention_kernel_table.hpp"
 #include "kv/kv_storage.hpp"
 
 #include <algorithm>
@@ -38,15 +37,10 @@ void attend_ref(const AttentionHead& head, const AttentionRows& rows) noexcept {
   }
 }
 
-constexpr AttentionKernelTable kReference{attend_ref};
-
 }  // namespace
 
-const AttentionKernelTable& reference_attention_kernels() noexcept { return kReference; }
+constinit const AttentionKernelTable kAttentionReferenceKernels{attend_ref};
 
-const AttentionKernelTable& attention_kernels(IsaLevel level) noexcept {
-  const ArchKernels* arch = arch_kernels(level);
-  return arch != nullptr ? arch->attention : kReference;
-}
+const AttentionKernelTable& reference_attention_kernels() noexcept { return kAttentionReferenceKernels; }
 
 }  // namespace persona::detail

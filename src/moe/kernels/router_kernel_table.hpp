@@ -1,4 +1,5 @@
 // The routing kernels one SIMD level provides: sigmoid scores and top-k selection, over validated input.
+// The generic kernels are in router_kernels.hpp, the oracles in router_reference.cpp (this folder).
 #pragma once
 
 #include "persona/core/cpu_features.hpp"
@@ -39,7 +40,16 @@ inline std::size_t insert_candidate(float value, std::int32_t id, std::size_t co
   return count < k ? count + 1 : count;
 }
 
+// The oracles, which the scalar level runs.
 const RouterKernelTable& reference_router_kernels() noexcept;
+// The kernels of one level (router_dispatch.cpp); the level must be in supported_isa_levels().
 const RouterKernelTable& router_kernels(IsaLevel level) noexcept;
+
+// The table of each level, for router_dispatch.cpp: the oracles (router_reference.cpp) and one per
+// router_<level>.cpp, of which only the levels this build compiles exist. No VNNI table: the avx512_vnni
+// level runs the avx512 one.
+extern const RouterKernelTable kRouterReferenceKernels;
+extern const RouterKernelTable kRouterAvx2Kernels;
+extern const RouterKernelTable kRouterAvx512Kernels;
 
 }  // namespace persona::detail

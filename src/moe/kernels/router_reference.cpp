@@ -1,6 +1,5 @@
 // The scalar routing kernels: the oracle the SIMD ones are tested against, and the scalar level.
-#include "arch/arch_kernels.hpp"
-#include "moe/router_kernel_table.hpp"
+#include "moe/kernels/router_kernel_table.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -34,15 +33,10 @@ std::size_t select_top_k_ref(const float* values, const std::uint8_t* allowed, s
   return count;
 }
 
-constexpr RouterKernelTable kReference{all_finite_ref, sigmoid_ref, select_top_k_ref};
-
 }  // namespace
 
-const RouterKernelTable& reference_router_kernels() noexcept { return kReference; }
+constinit const RouterKernelTable kRouterReferenceKernels{all_finite_ref, sigmoid_ref, select_top_k_ref};
 
-const RouterKernelTable& router_kernels(IsaLevel level) noexcept {
-  const ArchKernels* arch = arch_kernels(level);
-  return arch != nullptr ? arch->router : kReference;
-}
+const RouterKernelTable& reference_router_kernels() noexcept { return kRouterReferenceKernels; }
 
 }  // namespace persona::detail

@@ -1,6 +1,7 @@
-// Eigen's GEMM, compiled into each architecture's file with that file's flags. Each copy lives in its
-// own namespace (PERSONA_ARCH_EIGEN renames `Eigen`): otherwise the linker would merge the identically
-// named template instances of different files and could hand the AVX-512 body to the AVX2 path.
+// Eigen's GEMM, compiled into each of core's level files (core_<level>.cpp, and core_reference.cpp for the
+// scalar level) with that file's flags. Each copy lives in its own namespace (PERSONA_ARCH_EIGEN renames
+// `Eigen`): otherwise the linker would merge the identically named template instances of different files
+// and could hand the AVX-512 body to the AVX2 path.
 #pragma once
 
 #ifndef PERSONA_ARCH_EIGEN
@@ -9,7 +10,7 @@
 #define Eigen PERSONA_ARCH_EIGEN
 #include <Eigen/Core>
 
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 
 namespace persona::detail {
 namespace {

@@ -1,5 +1,6 @@
 // The attention kernel one SIMD level provides: up to kMaxAttentionRows query rows attend to one KV head
-// of one sequence, block by block, with an online softmax. Over validated input only.
+// of one sequence, block by block, with an online softmax. Over validated input only. The generic kernel
+// is in attention_kernels.hpp, the oracle in attention_reference.cpp (this folder).
 #pragma once
 
 #include "persona/core/cpu_features.hpp"
@@ -37,7 +38,16 @@ struct AttentionKernelTable {
   void (*attend)(const AttentionHead& head, const AttentionRows& rows) noexcept;
 };
 
+// The oracle, which the scalar level runs.
 const AttentionKernelTable& reference_attention_kernels() noexcept;
+// The kernel of one level (attention_dispatch.cpp); the level must be in supported_isa_levels().
 const AttentionKernelTable& attention_kernels(IsaLevel level) noexcept;
+
+// The table of each level, for attention_dispatch.cpp: the oracle (attention_reference.cpp) and one per
+// attention_<level>.cpp, of which only the levels this build compiles exist. No VNNI table: the
+// avx512_vnni level runs the avx512 one.
+extern const AttentionKernelTable kAttentionReferenceKernels;
+extern const AttentionKernelTable kAttentionAvx2Kernels;
+extern const AttentionKernelTable kAttentionAvx512Kernels;
 
 }  // namespace persona::detail

@@ -1,13 +1,15 @@
 // The quantized products written once over xsimd batches and the QuantIo primitives of an Arch. Each lane
-// holds one output row; a lane performs exactly the operations of the scalar oracle
-// (src/quant/quant_reference.cpp) in the same order, so every level agrees with it bit for bit.
+// holds one output row; a lane performs exactly the operations of the scalar oracle (quant_reference.cpp)
+// in the same order, so every level agrees with it bit for bit. Each quant_<level>.cpp instantiates the
+// table with make_quant_kernel_table<Arch>().
 //
 // Work is cut into blocks of RowVectors x L rows (L = lanes) and up to QuantIo::kTokenBlock tokens: the
 // codes of a block are loaded and unpacked once and used for every token of the block.
 #pragma once
 
-#include "arch/x86_io.hpp"
-#include "quant/quant_kernel_table.hpp"
+#include "core/kernels/x86_io.hpp"
+#include "quant/kernels/quant_io.hpp"
+#include "quant/kernels/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
 
 #include <algorithm>
@@ -361,7 +363,7 @@ struct QuantKernels {
         finite = finite && (v <= max_finite);  // false for NaN too
         absmax = xsimd::max(absmax, v);
       }
-      scales[g] = Io::reduce_max(absmax);
+      scales[g] = reduce_max<Arch>(absmax);
     }
     if (!xsimd::all(finite)) return false;
     for (std::size_t g = 0; g < groups; ++g) {

@@ -1,10 +1,10 @@
 // The scalar level and the reference oracles: plain loops that define what every SIMD kernel must
 // compute. The scalar level runs these, except matmul, where it uses Eigen built for the baseline ISA.
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
 #include "persona/core/dtype.hpp"
 
 #define PERSONA_ARCH_EIGEN persona_eigen_scalar
-#include "arch/eigen_matmul.hpp"
+#include "core/kernels/eigen_matmul.hpp"
 
 #include <cmath>
 
@@ -105,11 +105,11 @@ constexpr CoreKernelTable with_eigen_matmul(CoreKernelTable table) {
   table.matmul = eigen_matmul;
   return table;
 }
-constexpr CoreKernelTable kScalar = with_eigen_matmul(kReference);
 
 }  // namespace
 
+constinit const CoreKernelTable kCoreScalarKernels = with_eigen_matmul(kReference);
+
 const CoreKernelTable& reference_core_kernels() noexcept { return kReference; }
-const CoreKernelTable& scalar_core_kernels() noexcept { return kScalar; }
 
 }  // namespace persona::detail

@@ -1,5 +1,6 @@
 // The table of core kernels one SIMD level provides. Kernels take validated raw pointers and sizes and
 // are noexcept; the public ops in src/core/ops.cpp validate, split work across threads and call these.
+// The generic kernels are in core_kernels.hpp, the oracles in core_reference.cpp (this folder).
 #pragma once
 
 #include "persona/core/cpu_features.hpp"
@@ -48,8 +49,11 @@ const CoreKernelTable& core_kernels(IsaLevel level) noexcept;
 // The kernels of active_isa_level().
 const CoreKernelTable& core_kernels();
 
-// The scalar level: the oracles with Eigen's matmul (src/arch/scalar.cpp). The SIMD levels' tables are
-// reached through arch_kernels (src/arch/arch_kernels.hpp).
-const CoreKernelTable& scalar_core_kernels() noexcept;
+// The table of each level, for core_dispatch.cpp: the scalar level (the oracles with Eigen's matmul,
+// core_reference.cpp) and one per core_<level>.cpp, of which only the levels this build compiles exist.
+// No VNNI table: the avx512_vnni level runs the avx512 one.
+extern const CoreKernelTable kCoreScalarKernels;
+extern const CoreKernelTable kCoreAvx2Kernels;
+extern const CoreKernelTable kCoreAvx512Kernels;
 
 }  // namespace persona::detail

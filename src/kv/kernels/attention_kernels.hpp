@@ -1,13 +1,13 @@
-// The paged attention kernel written once over xsimd batches; each src/arch/<isa>.cpp instantiates the
-// table with make_attention_kernel_table<Arch>(). The scalar oracle is in src/kv/attention_reference.cpp.
+// The paged attention kernel written once over xsimd batches; each attention_<level>.cpp instantiates the
+// table with make_attention_kernel_table<Arch>(). The scalar oracle is in attention_reference.cpp.
 //
 // Per tile of at most kAttentionTile tokens (rows found through the block table): scores of every row against each K
 // row, the online-softmax update (rescale by exp(old max - new max)), then the V rows weighted into the
 // accumulators. Rows go four at a time so that one K or V load feeds four FMAs.
 #pragma once
 
-#include "arch/x86_io.hpp"
-#include "kv/attention_kernel_table.hpp"
+#include "core/kernels/x86_io.hpp"
+#include "kv/kernels/attention_kernel_table.hpp"
 #include "kv/kv_storage.hpp"
 
 #include <xsimd/xsimd.hpp>
@@ -216,7 +216,7 @@ struct AttentionKernels {
         }
         F tile_max = minus_infinity;
         for (std::size_t j = 0; j < lanes; j += L) tile_max = xsimd::max(tile_max, F::load_aligned(w + j));
-        const float next = std::max(running_max[r], QuantIo<Arch>::reduce_max(tile_max));
+        const float next = std::max(running_max[r], reduce_max<Arch>(tile_max));
         const float correction = std::exp(running_max[r] - next);
         F tile_sum(0.0f);
         for (std::size_t j = 0; j < lanes; j += L) {

@@ -1,9 +1,9 @@
-// The routing kernels written once over xsimd batches; each src/arch/<isa>.cpp instantiates the table
-// with make_router_kernel_table<Arch>(). The scalar oracles are in src/moe/router_reference.cpp.
+// The routing kernels written once over xsimd batches; each router_<level>.cpp instantiates the table
+// with make_router_kernel_table<Arch>(). The scalar oracles are in router_reference.cpp.
 #pragma once
 
-#include "arch/x86_io.hpp"
-#include "moe/router_kernel_table.hpp"
+#include "core/kernels/x86_io.hpp"
+#include "moe/kernels/router_kernel_table.hpp"
 
 #include <xsimd/xsimd.hpp>
 

@@ -1,7 +1,9 @@
-// The x86 primitives the generic kernels build on, for the AVX2 and AVX-512 families: 16-bit loads and
-// stores (HalfIo) and the integer pieces of the quantized products (QuantIo). Included only by the
-// src/arch/<isa>.cpp files, each compiled with its own flags.
+// The integer pieces of the quantized products for the AVX2 and AVX-512 families (QuantIo): the 4-way
+// byte dot products (maddubs, or VNNI's vpdpbusd), int8 packing, 16-entry lookups and register blocking.
+// Included only by the quant_<level>.cpp files, each compiled with its own flags.
 #pragma once
+
+#include "core/kernels/x86_io.hpp"
 
 #include <xsimd/xsimd.hpp>
 
@@ -9,108 +11,13 @@
 
 #include <array>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 namespace persona::detail {
 
-using Avx2Arch = xsimd::fma3<xsimd::avx2>;
-using Avx512Arch = xsimd::avx512bw;
-// AVX-512 with VNNI: its own type, so the instantiations in src/arch/avx512_vnni.cpp (built with
-// -mavx512vnni) never share a symbol with those of src/arch/avx512.cpp.
-struct Avx512VnniArch : xsimd::avx512bw {
-  static constexpr char const* name() noexcept { return "persona_avx512_vnni"; }
-};
-
-template <class Arch>
-concept Avx512Family = std::derived_from<Arch, xsimd::avx512bw>;
-
-// a * b + c rounded once. xsimd 8.1 has no AVX-512 fma: its generic fallback multiplies and adds
-// separately, which would break the bit-for-bit agreement with the scalar oracles (std::fma).
-template <class Arch>
-xsimd::batch<float, Arch> fused_multiply_add(const xsimd::batch<float, Arch>& a, const xsimd::batch<float, Arch>& b,
-                                             const xsimd::batch<float, Arch>& c) noexcept {
-  if constexpr (Avx512Family<Arch>) {
-    return _mm512_fmadd_ps(a, b, c);
-  } else {
-    return xsimd::fma(a, b, c);
-  }
-}
-
-// a * b - c rounded once.
-template <class Arch>
-xsimd::batch<float, Arch> fused_multiply_sub(const xsimd::batch<float, Arch>& a, const xsimd::batch<float, Arch>& b,
-                                             const xsimd::batch<float, Arch>& c) noexcept {
-  if constexpr (Avx512Family<Arch>) {
-    return _mm512_fmsub_ps(a, b, c);
-  } else {
-    return xsimd::fms(a, b, c);
-  }
-}
-
-// Lane i of a float compare as bit i.
-template <class Arch>
-std::uint32_t lane_bits(const xsimd::batch_bool<float, Arch>& mask) noexcept {
-  if constexpr (Avx512Family<Arch>) {
-    return static_cast<std::uint32_t>(static_cast<__mmask16>(mask));
-  } else {
-    return static_cast<std::uint32_t>(_mm256_movemask_ps(mask));
-  }
-}
-
-template <class Arch>
-struct HalfIo;
 template <class Arch>
 struct QuantIo;
-
-template <>
-struct HalfIo<Avx2Arch> {
-  using F = xsimd::batch<float, Avx2Arch>;
-  using U = xsimd::batch<std::uint32_t, Avx2Arch>;
-  static F load_f16(const std::uint16_t* p) noexcept {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-  static void store_f16(std::uint16_t* p, F v) noexcept {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  }
-  static U load_u16(const std::uint16_t* p) noexcept {
-    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-  static void store_u16(std::uint16_t* p, U v) noexcept {
-    // packus works per 128-bit lane; the permute gathers both lanes' results into the low half.
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0b1000);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
-  }
-};
-
-template <Avx512Family Arch>
-struct HalfIo<Arch> {
-  using F = xsimd::batch<float, Arch>;
-  using U = xsimd::batch<std::uint32_t, Arch>;
-  static F load_f16(const std::uint16_t* p) noexcept {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  }
-  static void store_f16(std::uint16_t* p, F v) noexcept {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
-                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-  static U load_u16(const std::uint16_t* p) noexcept {
-    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  }
-  static void store_u16(std::uint16_t* p, U v) noexcept {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
-  }
-};
-
-// Signed bytes widened to float: the int8 KV rows.
-template <class Arch>
-xsimd::batch<float, Arch> load_i8_as_f32(const std::int8_t* p) noexcept {
-  if constexpr (Avx512Family<Arch>) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-  } else {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-  }
-}
 
 // dot4(acc, w, x): each 32-bit lane gets acc + sum_{j<4} (w_j - bias) * x_j for unsigned codes w and
 // signed int8 x. `Wide` codes may exceed 127: the maddubs paths then centre them (bias 128) so the 16-bit
@@ -156,11 +63,6 @@ struct QuantIo<Avx2Arch> {
     const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ordered);
-  }
-  static float reduce_max(F v) noexcept {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
   }
   // Per byte: table[index] for indices 0..15.
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
@@ -222,7 +124,6 @@ struct QuantIo<Arch> {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 32), _mm512_cvtepi32_epi8(c));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 48), _mm512_cvtepi32_epi8(d));
   }
-  static float reduce_max(F v) noexcept { return _mm512_reduce_max_ps(v); }
   static U8 lookup16(U8 index, const std::array<std::uint8_t, 16>& table) noexcept {
     return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table.data()))),
                                index);
@@ -233,13 +134,3 @@ struct QuantIo<Arch> {
 };
 
 }  // namespace persona::detail
-
-#if defined(__AVX512F__)
-namespace xsimd::types {
-template <class T>
-struct get_bool_simd_register<T, persona::detail::Avx512VnniArch> {
-  using type = simd_avx512_bool_register<T>;
-};
-XSIMD_DECLARE_SIMD_REGISTER_ALIAS(persona::detail::Avx512VnniArch, avx512bw);
-}  // namespace xsimd::types
-#endif

@@ -1,11 +1,11 @@
 // The core kernels written once over xsimd::batch<float, Arch>, each with a scalar tail, on the
-// primitives of src/arch/x86_io.hpp. Every src/arch/<isa>.cpp instantiates the table with
-// make_core_kernel_table<Arch>(). The scalar oracles are in src/arch/scalar.cpp.
+// primitives of x86_io.hpp. Each core_<level>.cpp instantiates the table with make_core_kernel_table<Arch>()
+// (and defines PERSONA_ARCH_EIGEN first, for eigen_matmul.hpp). The scalar oracles are in core_reference.cpp.
 #pragma once
 
-#include "arch/eigen_matmul.hpp"
-#include "arch/x86_io.hpp"
-#include "core/kernel_table.hpp"
+#include "core/kernels/core_kernel_table.hpp"
+#include "core/kernels/eigen_matmul.hpp"
+#include "core/kernels/x86_io.hpp"
 #include "persona/core/dtype.hpp"
 
 #include <xsimd/xsimd.hpp>
