@@ -1,5 +1,6 @@
 // Runtime SIMD dispatch: what the CPU offers, which kernel level persona uses, and how to force one.
-// Kernels are compiled once per level in src/arch/ and picked here; nothing is built for the build machine's own CPU.
+// Kernels are compiled once per level (src/<component>/kernels/) and picked by this level; nothing is built for the
+// build machine's own CPU.
 #pragma once
 
 #include <string>

@@ -20,7 +20,7 @@ struct MatmulArgs {
 };
 
 struct CoreKernelTable {
-  IsaLevel level;
+  IsaLevel level;  // the level the kernels are built for (the avx512 table also serves avx512_vnni)
   float (*dot)(const float* a, const float* b, std::size_t n) noexcept;
   // y[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i], i < n; y may equal x.
   void (*rmsnorm)(const float* x, const float* weight, float eps, float* y, std::size_t n) noexcept;
