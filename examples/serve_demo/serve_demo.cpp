@@ -21,7 +21,6 @@
 namespace serve_demo {
 namespace {
 using namespace persona;
-using namespace persona;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -402,7 +401,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       live.prompt.insert(live.prompt.end(), live.request->user_prompt.begin(), live.request->user_prompt.end());
       SequenceSpec spec;
       spec.tenant = live.request->tenant;
-      spec.adapter = registry ? live.request->tenant : 0;
+      spec.adapter = live.adapter.version_id();  // {} without a registry: the base model
       spec.prompt = live.prompt;
       spec.shared_prefix_tokens = kSystemPromptTokens;
       spec.max_tokens = live.prompt.size() + o.new_tokens;

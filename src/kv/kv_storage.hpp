@@ -3,7 +3,6 @@
 #pragma once
 
 #include "persona/core/dtype.hpp"
-#include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/kv_layer_view.hpp"
 
