@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/kv/paged_kv_cache.hpp>
 #include <persona/registry/adapter_cache.hpp>
 #include <persona/registry/adapter_prefetcher.hpp>
 #include <persona/registry/adapter_registry.hpp>
@@ -590,6 +591,20 @@ TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a 
   const VersionedAdapter read = store.read(5, "style");
   CHECK(read.version == 2);
   CHECK(read.file_bytes == fs::file_size(store.path_of(5, "style")));
+  // What the KV prefix cache keys by: a prompt prefilled with the old version is not reused with the new.
+  PagedKvCache kv(KvCacheConfig{1, 1, 2, 4, 16});
+  const std::vector<std::int32_t> prompt{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const auto prefill = [&](const AdapterHandle& handle) {
+    const SequenceId id = kv.create_sequence({.tenant = 5, .adapter = handle.version_id(), .prompt = prompt});
+    const std::size_t cached = kv.sequence_info(id).cached_tokens;
+    Tensor<float> rows({prompt.size() - cached, 1, 2});
+    kv.write_kv(id, 0, rows, rows);
+    return cached;
+  };
+  CHECK(prefill(first) == 0);
+  CHECK(prefill(first) == 8);
+  CHECK(prefill(second) == 0);
+  CHECK(prefill(second) == 8);
 }
 
 TEST_CASE("Eviction policies: LRU order, GDSF keeps small and frequent entries and ages idle ones", "[registry]") {
