@@ -14,15 +14,10 @@
 
 using namespace persona;
 using persona::test::for_each_level_and_threads;
+using persona::test::iota_tokens;
 using persona::test::random_tensor;
 
 namespace {
-
-std::vector<std::int32_t> iota_tokens(std::size_t n, std::int32_t first) {
-  std::vector<std::int32_t> t(n);
-  for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::int32_t>(i);
-  return t;
-}
 
 struct AttentionCase {
   std::size_t block_size, kv_heads, group, head_dim;

@@ -19,15 +19,10 @@
 using namespace persona;
 using persona::test::CountAllocations;
 using persona::test::for_each_level_and_threads;
+using persona::test::iota_tokens;
 using persona::test::random_tensor;
 
 namespace {
-
-std::vector<std::int32_t> iota_tokens(std::size_t n, std::int32_t first) {
-  std::vector<std::int32_t> t(n);
-  for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::int32_t>(i);
-  return t;
-}
 
 // The K/V a model would compute at a position: a function of the tokens up to it and of the key its
 // block is cached under (the tenant and adapter, or public). A block served to the wrong sequence or
