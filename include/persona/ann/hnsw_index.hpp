@@ -16,6 +16,10 @@
 
 namespace persona {
 
+namespace detail {
+struct HnswState;  // src/ann/hnsw_state.hpp
+}  // namespace detail
+
 // How the index keeps its vectors for the graph walk.
 enum class VectorStorage : std::uint8_t {
   f32,   // 4 bytes per element
@@ -104,8 +108,7 @@ class HnswIndex {
   HnswStats stats() const;
 
  private:
-  struct State;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<detail::HnswState> state_;
 };
 
 }  // namespace persona
