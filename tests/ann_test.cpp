@@ -507,6 +507,24 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     PERSONA_REQUIRE_ERROR(HnswIndex::load(write({bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(keep)})),
                           corrupt_data, "bad.hnsw");
   }
+  // Cut inside the upper links behind a recomputed checksum: the reader's own length check refuses it,
+  // in the name of load like every other check. (The reader's range includes the checksum, so the cut is
+  // 12 bytes: 4 more than the checksum the last list reads into.)
+  {
+    const std::size_t body = bytes.size() - sizeof(std::uint64_t) - 12;
+    std::vector<std::byte> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(body));
+    const std::uint64_t sum = persona_checksum(cut);
+    cut.resize(body + sizeof(sum));
+    std::memcpy(cut.data() + body, &sum, sizeof(sum));
+    try {
+      (void)HnswIndex::load(write(cut));
+      FAIL("a truncated file loaded");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::corrupt_data);
+      CHECK(e.function() == "load");
+      CHECK_THAT(e.message(), Catch::Matchers::Contains("truncated: upper links"));
+    }
+  }
   // Damage behind a recomputed checksum (anyone can recompute it): every such file loads, or fails as
   // corrupt_data; none crashes a load or a later search.
   std::mt19937 damage(15);

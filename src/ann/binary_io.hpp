@@ -9,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <span>
-#include <string>
 #include <vector>
 
 namespace persona::detail {
@@ -34,10 +33,12 @@ class BinaryWriter {
   std::vector<std::byte> bytes_;
 };
 
-// Reads with every length checked against what is left; a short file is corrupt_data naming the field.
+// Reads with every length checked against what is left; a short file is corrupt_data naming the file and
+// the field, reported in the name of `origin` (the public function reading, e.g. "load").
 class BinaryReader {
  public:
-  BinaryReader(std::span<std::byte> bytes, const std::filesystem::path& path) : bytes_(bytes), path_(path) {}
+  BinaryReader(std::span<std::byte> bytes, const std::filesystem::path& path, const char* origin)
+      : bytes_(bytes), path_(path), origin_(origin) {}
   template <class T>
   T get(const char* field) {
     T value;
@@ -54,26 +55,26 @@ class BinaryReader {
     return reinterpret_cast<T*>(take(bytes_of<T>(count, field), field));
   }
   void align(std::size_t alignment, const char* field) { take((alignment - at_ % alignment) % alignment, field); }
-  [[noreturn]] void fail(const std::string& what) const { PERSONA_THROW(corrupt_data, "{}: {}", path_.string(), what); }
   std::size_t remaining() const noexcept { return bytes_.size() - at_; }
 
  private:
   template <class T>
   std::size_t bytes_of(std::size_t count, const char* field) const {
     std::size_t bytes = 0;
-    if (__builtin_mul_overflow(count, sizeof(T), &bytes)) fail(fmt::format("{} count {} overflows", field, count));
+    PERSONA_CHECK_AT(origin_, corrupt_data, !__builtin_mul_overflow(count, sizeof(T), &bytes),
+                     "{}: {} count {} overflows", path_.string(), field, count);
     return bytes;
   }
   std::byte* take(std::size_t n, const char* field) {
-    if (n > remaining()) {
-      fail(fmt::format("truncated: {} needs {} bytes at offset {}, {} left", field, n, at_, remaining()));
-    }
+    PERSONA_CHECK_AT(origin_, corrupt_data, n <= remaining(), "{}: truncated: {} needs {} bytes at offset {}, {} left",
+                     path_.string(), field, n, at_, remaining());
     std::byte* p = bytes_.data() + at_;
     at_ += n;
     return p;
   }
   std::span<std::byte> bytes_;
   const std::filesystem::path& path_;
+  const char* origin_;
   std::size_t at_ = 0;
 };
 

@@ -52,25 +52,29 @@ void HnswIndex::save(const std::filesystem::path& path) const {
 HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   std::shared_ptr<MappedFile> file = MappedFile::open(path);
   const std::span<std::byte> bytes = file->bytes();
-  detail::BinaryReader r(bytes, path);
-  if (bytes.size() < sizeof(kMagic) + sizeof(std::uint64_t)) r.fail("too short for an index file");
+  detail::BinaryReader r(bytes, path, "load");
+  PERSONA_CHECK_CODE(corrupt_data, bytes.size() >= sizeof(kMagic) + sizeof(std::uint64_t),
+                     "{}: too short for an index file", path.string());
   std::uint64_t stored = 0;
   std::memcpy(&stored, bytes.data() + bytes.size() - sizeof(stored), sizeof(stored));
   char magic[8];
   r.get_array(magic, 8, "magic");
-  if (std::memcmp(magic, kMagic, 8) != 0) r.fail("not a persona HNSW index (bad magic)");
+  PERSONA_CHECK_CODE(corrupt_data, std::memcmp(magic, kMagic, 8) == 0, "{}: not a persona HNSW index (bad magic)",
+                     path.string());
   const auto version = r.get<std::uint32_t>("version");
   if (version > kFormatVersion) {
     PERSONA_THROW(unsupported, "{}: format version {}; this build reads versions up to {}", path.string(), version,
                   kFormatVersion);
   }
-  if (persona_checksum(bytes.first(bytes.size() - sizeof(stored))) != stored) r.fail("checksum mismatch");
+  PERSONA_CHECK_CODE(corrupt_data, persona_checksum(bytes.first(bytes.size() - sizeof(stored))) == stored,
+                     "{}: checksum mismatch", path.string());
   HnswConfig config;
   const auto metric = r.get<std::uint32_t>("metric");
   const auto storage = r.get<std::uint32_t>("storage");
   const auto keep_f32 = r.get<std::uint32_t>("keep_f32");
-  if (metric > 2) r.fail(fmt::format("metric {} unknown", metric));
-  if (storage > 1 || keep_f32 > 1) r.fail(fmt::format("storage {} / keep_f32 {} unknown", storage, keep_f32));
+  PERSONA_CHECK_CODE(corrupt_data, metric <= 2, "{}: metric {} unknown", path.string(), metric);
+  PERSONA_CHECK_CODE(corrupt_data, storage <= 1 && keep_f32 <= 1, "{}: storage {} / keep_f32 {} unknown", path.string(),
+                     storage, keep_f32);
   config.metric = static_cast<Metric>(metric);
   config.storage = static_cast<VectorStorage>(storage);
   config.keep_f32 = keep_f32 == 1;
@@ -81,11 +85,11 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   config.exact_search_limit = r.get<std::uint64_t>("exact_search_limit");
   config.rerank_factor = r.get<std::uint64_t>("rerank_factor");
   config.seed = r.get<std::uint64_t>("seed");
-  if (config.dim == 0 || config.dim > 65536 || config.M < 2 || config.M > 100 || config.ef_construction == 0 ||
-      config.rerank_factor == 0) {
-    r.fail(fmt::format("config out of range (dim {}, M {}, ef_construction {}, rerank_factor {})", config.dim, config.M,
-                       config.ef_construction, config.rerank_factor));
-  }
+  PERSONA_CHECK_CODE(corrupt_data,
+                     config.dim != 0 && config.dim <= 65536 && config.M >= 2 && config.M <= 100 &&
+                         config.ef_construction != 0 && config.rerank_factor != 0,
+                     "{}: config out of range (dim {}, M {}, ef_construction {}, rerank_factor {})", path.string(),
+                     config.dim, config.M, config.ef_construction, config.rerank_factor);
   HnswIndex index(config);
   detail::HnswState& st = *index.state_;
   const auto count = r.get<std::uint64_t>("count");
@@ -95,9 +99,8 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   // the file is corrupt, not an allocation.
   const std::size_t node_bytes = (st.has_f32 ? config.dim * sizeof(float) : 0) + (st.has_codes ? st.code_stride : 0) +
                                  sizeof(VectorLabel) + sizeof(TenantId) + 2 + st.stride0() * sizeof(Slot);
-  if (count >= 0xffffffffu || count > r.remaining() / node_bytes) {
-    r.fail(fmt::format("count {} does not fit the file", count));
-  }
+  PERSONA_CHECK_CODE(corrupt_data, count < 0xffffffffu && count <= r.remaining() / node_bytes,
+                     "{}: count {} does not fit the file", path.string(), count);
   st.resize_arrays(count, mode == LoadMode::read);
   r.align(kFileAlignment, "padding");
   if (st.has_f32) {
@@ -124,18 +127,19 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   // Links name existing nodes that reach the link's layer.
   const auto check_links = [&](const Slot* list, std::size_t level, std::size_t node) {
     const std::size_t limit = st.max_links_at(level);
-    if (list[0] > limit)
-      r.fail(fmt::format("node {} has {} links on layer {}; at most {}", node, list[0], level, limit));
+    PERSONA_CHECK_AT("load", corrupt_data, list[0] <= limit, "{}: node {} has {} links on layer {}; at most {}",
+                     path.string(), node, list[0], level, limit);
     for (std::size_t i = 0; i < list[0]; ++i) {
-      if (list[1 + i] >= count) r.fail(fmt::format("node {} links to {}; the index has {}", node, list[1 + i], count));
-      if (st.levels[list[1 + i]] < level) {
-        r.fail(fmt::format("node {} links on layer {} to node {}, which stops at layer {}", node, level, list[1 + i],
-                           st.levels[list[1 + i]]));
-      }
+      PERSONA_CHECK_AT("load", corrupt_data, list[1 + i] < count, "{}: node {} links to {}; the index has {}",
+                       path.string(), node, list[1 + i], count);
+      PERSONA_CHECK_AT("load", corrupt_data, st.levels[list[1 + i]] >= level,
+                       "{}: node {} links on layer {} to node {}, which stops at layer {}", path.string(), node, level,
+                       list[1 + i], st.levels[list[1 + i]]);
     }
   };
   for (std::size_t i = 0; i < count; ++i) {
-    if (st.levels[i] > detail::kMaxLevel) r.fail(fmt::format("node {} has level {}", i, st.levels[i]));
+    PERSONA_CHECK_CODE(corrupt_data, st.levels[i] <= detail::kMaxLevel, "{}: node {} has level {}", path.string(), i,
+                       st.levels[i]);
     check_links(st.links0.data() + i * st.stride0(), 0, i);
     if (st.levels[i] > 0) {
       st.upper[i] = std::make_unique<Slot[]>(st.levels[i] * st.stride());
@@ -147,16 +151,18 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
     if (deleted[i] != 0) {
       st.free_slots.push_back(slot);
     } else {
-      if (!st.slots.emplace(st.labels[i], slot).second) r.fail(fmt::format("label {} appears twice", st.labels[i]));
+      const bool unique = st.slots.emplace(st.labels[i], slot).second;
+      PERSONA_CHECK_CODE(corrupt_data, unique, "{}: label {} appears twice", path.string(), st.labels[i]);
       st.tenant_lists.add(slot, st.tenants[i]);
     }
   }
-  if (r.remaining() != sizeof(stored)) r.fail(fmt::format("{} bytes after the links", r.remaining() - sizeof(stored)));
-  if (count == 0 ? entry != -1 || top != -1
-                 : (entry < 0 || static_cast<std::uint64_t>(entry) >= count ||
-                    top != st.levels[static_cast<std::size_t>(entry)])) {
-    r.fail(fmt::format("entry point {} at level {} does not match the nodes", entry, top));
-  }
+  PERSONA_CHECK_CODE(corrupt_data, r.remaining() == sizeof(stored), "{}: {} bytes after the links", path.string(),
+                     r.remaining() - sizeof(stored));
+  const bool entry_matches = count == 0 ? entry == -1 && top == -1
+                                        : entry >= 0 && static_cast<std::uint64_t>(entry) < count &&
+                                              top == st.levels[static_cast<std::size_t>(entry)];
+  PERSONA_CHECK_CODE(corrupt_data, entry_matches, "{}: entry point {} at level {} does not match the nodes",
+                     path.string(), entry, top);
   st.entry.store(entry);
   st.top_level.store(static_cast<int>(top));
   st.next_slot = count;
