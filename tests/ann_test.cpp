@@ -26,7 +26,6 @@
 #include <vector>
 
 using namespace persona;
-using namespace persona;
 
 namespace {
 
