@@ -31,7 +31,6 @@
 namespace {
 
 using namespace persona;
-using namespace persona;
 namespace bench = persona::bench;
 
 constexpr std::size_t kK = 10, kM = 16, kEfConstruction = 200, kQueries = 1000;

@@ -7,6 +7,8 @@
 
 #include <persona/persona.hpp>
 
+#include "kv/block_pool.hpp"
+
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
@@ -19,7 +21,6 @@
 
 namespace {
 
-using namespace persona;
 using namespace persona;
 namespace bench = persona::bench;
 
@@ -71,7 +72,7 @@ DecodeFixture& fixture(const DecodeCase& c) {
   KvCacheConfig config{layers, kKvHeads, kHeadDim, block, 0, 0, c.storage, c.layout};
   config.num_blocks = c.batch * ((c.context + block - 1) / block);
   f.cache = std::make_unique<PagedKvCache>(config);
-  for (std::size_t i = 0; i < c.batch; ++i) f.ids.push_back(f.cache->create_sequence({0, i, {}, 0, c.context}));
+  for (std::size_t i = 0; i < c.batch; ++i) f.ids.push_back(f.cache->create_sequence({0, {i, 1}, {}, 0, c.context}));
   // Appended round-robin in uneven steps: each sequence's blocks scatter over the pool.
   constexpr std::size_t kMaxStep = 48;
   std::mt19937 rng(7);
@@ -113,7 +114,7 @@ constexpr std::size_t kPoolBlocks = 1 << 20;
 
 // Allocate every block, then release every one: ns per operation.
 void run_pool_allocate_release(benchmark::State& state) {
-  BlockPool pool(kPoolBlocks);
+  detail::BlockPool pool(kPoolBlocks);
   std::vector<BlockId> blocks(kPoolBlocks);
   bench::timed(state, [&] {
     for (BlockId& b : blocks) b = pool.allocate().block;
@@ -125,7 +126,7 @@ void run_pool_allocate_release(benchmark::State& state) {
 // Touch: a prefix-cache hit revives a cached block (unlinking it from the middle of the LRU list) and the
 // release puts it back at the most recent end; blocks visited in random order.
 void run_pool_touch(benchmark::State& state) {
-  BlockPool pool(kPoolBlocks);
+  detail::BlockPool pool(kPoolBlocks);
   std::vector<BlockId> order(kPoolBlocks);
   for (BlockId& b : order) {
     b = pool.allocate().block;
@@ -158,7 +159,7 @@ Waste measure_waste(std::size_t block_size) {
   for (std::size_t i = 0; i < kSequences; ++i) {
     const std::size_t n = length(rng);
     total += n;
-    const SequenceId id = cache.create_sequence({i, 0});
+    const SequenceId id = cache.create_sequence({i, {}});
     cache.append_tokens(id, std::span(tokens).first(n));
   }
   return Waste{block_size, cache.stats().waste(),

@@ -1,12 +1,10 @@
 // Tests of the paged KV cache: the block pool, random operation sequences against a simple model,
-// prefix caching with tenant isolation, quotas, pins, bad input, and paged attention against the dense
-// reference at every SIMD level and thread count.
+// prefix caching with tenant and adapter-version isolation, quotas, pins and bad input. Paged attention:
+// kv_attention_test.cpp.
 #include "allocation_counter.hpp"
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
-#include <persona/kv/attention.hpp>
-#include <persona/kv/block_pool.hpp>
 #include <persona/kv/paged_kv_cache.hpp>
 
 #include <algorithm>
@@ -19,25 +17,20 @@
 #include <vector>
 
 using namespace persona;
-using namespace persona;
 using persona::test::CountAllocations;
 using persona::test::for_each_level_and_threads;
+using persona::test::iota_tokens;
 using persona::test::random_tensor;
 
 namespace {
-
-std::vector<std::int32_t> iota_tokens(std::size_t n, std::int32_t first) {
-  std::vector<std::int32_t> t(n);
-  for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::int32_t>(i);
-  return t;
-}
 
 // The K/V a model would compute at a position: a function of the tokens up to it and of the key its
 // block is cached under (the tenant and adapter, or public). A block served to the wrong sequence or
 // tenant therefore reads back wrong values.
 struct ModelSequence {
   SequenceId id;
-  std::uint64_t tenant = 0, adapter = 0;
+  TenantId tenant = 0;
+  AdapterVersionId adapter = {};
   std::size_t shared = 0;
   std::vector<std::int32_t> tokens;
   bool pinned = false;
@@ -46,7 +39,7 @@ struct ModelSequence {
 float model_value(const ModelSequence& s, std::size_t position, std::size_t block_size, std::size_t layer,
                   std::size_t head, std::size_t d, bool is_value) {
   const bool is_public = (position / block_size + 1) * block_size <= s.shared;
-  std::uint64_t h = is_public ? 77 : (s.tenant * 1000003u + s.adapter * 7919u + 13);
+  std::uint64_t h = is_public ? 77 : (s.tenant * 1000003u + s.adapter.key * 7919u + s.adapter.version * 104729u + 13);
   for (std::size_t p = 0; p <= position; ++p) h = (h ^ static_cast<std::uint32_t>(s.tokens[p])) * 0x100000001b3ull;
   h = (h ^ (layer * 131 + head * 17 + d * 3 + (is_value ? 1 : 0))) * 0x9e3779b97f4a7c15ull;
   return static_cast<float>(static_cast<int>((h >> 40) % 2001) - 1000) / 100.0f;
@@ -127,46 +120,6 @@ void check_against_model(const PagedKvCache& cache, const std::vector<ModelSeque
 
 }  // namespace
 
-TEST_CASE("BlockPool hands out free blocks first, then evicts cached ones least recently used", "[kv]") {
-  BlockPool pool(4);
-  std::vector<BlockId> got;
-  for (int i = 0; i < 4; ++i) {
-    const auto a = pool.allocate();
-    CHECK_FALSE(a.evicted);
-    got.push_back(a.block);
-  }
-  CHECK(got == std::vector<BlockId>{0, 1, 2, 3});
-  CHECK(pool.allocate().block == kNoBlock);
-  CHECK(pool.used() == 4);
-  for (BlockId b : got) pool.set_cacheable(b, b % 2 == 0);  // 0 and 2 keep a cached prefix
-  pool.release(2);
-  pool.release(0);
-  pool.release(1);
-  CHECK(pool.free() == 1);
-  CHECK(pool.cached() == 2);
-  CHECK(pool.used() == 1);
-  pool.retain(2);  // a hit revives 2: it leaves the cached list
-  CHECK(pool.cached() == 1);
-  CHECK(pool.ref_count(2) == 1);
-  pool.release(2);  // now 0 is least recently used, then 2
-  auto a = pool.allocate();
-  CHECK(a.block == 1);  // the free one first
-  CHECK_FALSE(a.evicted);
-  a = pool.allocate();
-  CHECK(a.block == 0);
-  CHECK(a.evicted);
-  a = pool.allocate();
-  CHECK(a.block == 2);
-  CHECK(a.evicted);
-  CHECK(pool.allocate().block == kNoBlock);
-  pool.release(0);
-  CHECK(pool.ref_count(0) == 0);
-  CHECK(pool.free() == 1);  // allocate cleared the cacheable flag
-  pool.retain(1);
-  CHECK(pool.release(1) == 1);
-  PERSONA_REQUIRE_ERROR(BlockPool(0), invalid_argument, "num_blocks is 0");
-}
-
 TEST_CASE("KvCacheConfig errors name the field", "[kv]") {
   KvCacheConfig c{2, 2, 8, 16, 4};
   CHECK_NOTHROW(PagedKvCache(c));
@@ -184,11 +137,11 @@ TEST_CASE("KvCacheConfig errors name the field", "[kv]") {
   bad = c;
   bad.num_blocks = 0;
   PERSONA_REQUIRE_ERROR(PagedKvCache(bad), invalid_argument, "neither num_blocks nor a byte_budget");
-  bad.byte_budget = 3 * block_bytes(c) + 5;
+  bad.byte_budget = 3 * c.block_bytes() + 5;
   CHECK(PagedKvCache(bad).num_blocks() == 3);
   bad = c;
   bad.storage = DType::i8;
-  CHECK(block_bytes(bad) == 2 * 2 * 16 * 2 * (8 + 4));
+  CHECK(bad.block_bytes() == 2 * 2 * 16 * 2 * (8 + 4));
 }
 
 TEST_CASE("Random operation sequences keep the cache equal to a simple model", "[kv]") {
@@ -210,7 +163,8 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
             if (op == 0) {  // create: a public system prompt, a tenant prompt, a random tail
               ModelSequence s;
               s.tenant = pick(3);
-              s.adapter = pick(2);
+              const std::size_t adapter = pick(4);  // two adapters, two versions each
+              s.adapter = AdapterVersionId{adapter / 2, adapter % 2 + 1};
               const std::size_t declared = std::array<std::size_t, 3>{system.size(), 0, 1000}[pick(3)];
               s.tokens = system;
               const auto own = iota_tokens(pick(2) * block_size, static_cast<std::int32_t>(s.tenant * 100));
@@ -285,7 +239,7 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
 TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shared last block)", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 2, 2, 4, 8, 0, DType::f32, KvLayout::hnd});
   ModelSequence parent{
-      cache.create_sequence({1, 0, std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}}), 1, 0, 0, {1, 2, 3, 4, 5, 6}};
+      cache.create_sequence({1, {}, std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}}), 1, {}, 0, {1, 2, 3, 4, 5, 6}};
   write_model_kv(cache, parent, 0);
   ModelSequence child = parent;
   child.id = cache.fork(parent.id);
@@ -314,18 +268,18 @@ TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shar
 TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is declared public", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 64});
   const std::vector<std::int32_t> prompt = iota_tokens(13, 1);  // 3 full blocks and one token
-  auto run = [&](std::uint64_t tenant, std::uint64_t adapter, std::size_t shared) {
+  auto run = [&](TenantId tenant, AdapterVersionId adapter, std::size_t shared) {
     ModelSequence s{cache.create_sequence({tenant, adapter, prompt, shared}), tenant, adapter, shared, prompt};
     write_model_kv(cache, s, cache.sequence_info(s.id).cached_tokens);
     return s;
   };
-  const ModelSequence a1 = run(1, 0, 0);
+  const ModelSequence a1 = run(1, {}, 0);
   CHECK(cache.sequence_info(a1.id).cached_tokens == 0);
-  const ModelSequence a2 = run(1, 0, 0);  // same tenant, same adapter: every full block reused
+  const ModelSequence a2 = run(1, {}, 0);  // same tenant, same adapter: every full block reused
   CHECK(cache.sequence_info(a2.id).cached_tokens == 12);
-  const ModelSequence b = run(2, 0, 0);  // same prompt, other tenant: nothing
+  const ModelSequence b = run(2, {}, 0);  // same prompt, other tenant: nothing
   CHECK(cache.sequence_info(b.id).cached_tokens == 0);
-  const ModelSequence a3 = run(1, 5, 0);  // same tenant, other adapter: nothing
+  const ModelSequence a3 = run(1, {5, 1}, 0);  // same tenant, other adapter: nothing
   CHECK(cache.sequence_info(a3.id).cached_tokens == 0);
   for (std::size_t i = 0; i < 3; ++i) {
     CHECK(cache.blocks(a1.id)[i] == cache.blocks(a2.id)[i]);
@@ -334,9 +288,9 @@ TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is decla
   }
   // A declared public prefix of 9 tokens: blocks 0 and 1 lie inside it and are shared by every tenant;
   // block 2 (tokens 8..11) straddles its end and stays the tenant's own.
-  const ModelSequence p1 = run(3, 0, 9);
+  const ModelSequence p1 = run(3, {}, 9);
   CHECK(cache.sequence_info(p1.id).cached_tokens == 0);
-  const ModelSequence p2 = run(4, 1, 9);
+  const ModelSequence p2 = run(4, {1, 1}, 9);
   CHECK(cache.sequence_info(p2.id).cached_tokens == 8);
   CHECK(cache.blocks(p1.id)[1] == cache.blocks(p2.id)[1]);
   CHECK(cache.blocks(p1.id)[2] != cache.blocks(p2.id)[2]);
@@ -347,8 +301,50 @@ TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is decla
   CHECK(stats.hit_rate() == Approx(20.0 / 78.0));
   // A prompt of exactly one full block: the last token is always computed, so nothing is reused.
   const std::vector<std::int32_t> four = iota_tokens(4, 1);
-  const SequenceId whole = cache.create_sequence({1, 0, four});
+  const SequenceId whole = cache.create_sequence({1, {}, four});
   CHECK(cache.sequence_info(whole).cached_tokens == 0);
+}
+
+TEST_CASE("Prefix-cache blocks are keyed by the adapter's version: K/V of an old version are never reused", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 64});
+  const std::vector<std::int32_t> prompt = iota_tokens(13, 1);  // 3 full blocks and one token
+  auto run = [&](TenantId tenant, AdapterVersionId adapter, std::size_t shared) {
+    ModelSequence s{cache.create_sequence({.tenant = tenant,
+                                           .adapter = adapter,
+                                           .prompt = prompt,
+                                           .shared_prefix_tokens = shared,
+                                           .shared_prefix_adapter = shared > 0 ? adapter : AdapterVersionId{}}),
+                    tenant, adapter, shared, prompt};
+    write_model_kv(cache, s, cache.sequence_info(s.id).cached_tokens);
+    return s;
+  };
+  // What AdapterHandle::version_id() names before and after a put of a new version of adapter 7.
+  const AdapterVersionId v1{7, 1}, v2{7, 2};
+  const ModelSequence old1 = run(1, v1, 0);
+  const ModelSequence old2 = run(1, v1, 0);
+  CHECK(cache.sequence_info(old2.id).cached_tokens == 12);  // the same version: reused
+  const ModelSequence new1 = run(1, v2, 0);
+  CHECK(cache.sequence_info(new1.id).cached_tokens == 0);  // a new version: computed afresh
+  CHECK(cache.sequence_info(new1.id).adapter == v2);
+  const ModelSequence new2 = run(1, v2, 0);
+  CHECK(cache.sequence_info(new2.id).cached_tokens == 12);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(cache.blocks(new1.id)[i] != cache.blocks(old1.id)[i]);
+    CHECK(cache.blocks(new2.id)[i] == cache.blocks(new1.id)[i]);
+  }
+  // The old version's blocks, once unreferenced, stay cached but are still never served for v2.
+  cache.free_sequence(old1.id);
+  cache.free_sequence(old2.id);
+  const ModelSequence new3 = run(1, v2, 0);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(cache.blocks(new3.id)[i] == cache.blocks(new1.id)[i]);
+  // A public prefix computed with a public adapter's old version is not shared with one computed with
+  // its new version either.
+  const ModelSequence p1 = run(2, {9, 1}, 9);
+  const ModelSequence p2 = run(3, {9, 2}, 9);
+  CHECK(cache.sequence_info(p2.id).cached_tokens == 0);
+  const ModelSequence p3 = run(4, {9, 2}, 9);
+  CHECK(cache.sequence_info(p3.id).cached_tokens == 8);
+  check_against_model(cache, {new1, new2, new3, p1, p2, p3});
 }
 
 TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that computed them", "[kv]") {
@@ -376,9 +372,11 @@ TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that com
   CHECK(cache.sequence_info(d).cached_tokens == 4);
   // The public key carries the adapter the prefix was computed with.
   const std::vector<std::int32_t> system = iota_tokens(9, 300);
-  const auto with_adapter = [&](std::uint64_t tenant, std::uint64_t adapter) {
-    const SequenceId id = cache.create_sequence(
-        {.tenant = tenant, .prompt = system, .shared_prefix_tokens = 8, .shared_prefix_adapter = adapter});
+  const auto with_adapter = [&](TenantId tenant, AdapterKey adapter) {
+    const SequenceId id = cache.create_sequence({.tenant = tenant,
+                                                 .prompt = system,
+                                                 .shared_prefix_tokens = 8,
+                                                 .shared_prefix_adapter = {adapter, adapter == 0 ? 0u : 1u}});
     Tensor<float> rows({9 - cache.sequence_info(id).cached_tokens, 1, 1});
     cache.write_kv(id, 0, rows, rows);
     return cache.sequence_info(id).cached_tokens;
@@ -433,7 +431,7 @@ TEST_CASE("1,000 tenants with identical prompts share only the declared public p
   std::set<BlockId> public_blocks;
   for (std::uint64_t tenant = 0; tenant < 1000; ++tenant) {
     for (int repeat = 0; repeat < 2; ++repeat) {
-      const SequenceId id = cache.create_sequence({tenant, 0, prompt, 32});
+      const SequenceId id = cache.create_sequence({tenant, {}, prompt, 32});
       // The first tenant computes everything; later ones find the public blocks 0 and 1, and a tenant's
       // second request also its own block 2 (block 3 holds the last token: always computed).
       CHECK(cache.sequence_info(id).cached_tokens == (repeat == 1 ? 48u : (tenant == 0 ? 0u : 32u)));
@@ -461,7 +459,7 @@ TEST_CASE("Eviction takes the least recently used cached blocks; pinned prefixes
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 2, 8});
   auto create = [&](std::uint64_t tenant, std::int32_t first) {
     const std::vector<std::int32_t> prompt = iota_tokens(5, first);  // 2 full blocks + 1
-    const SequenceId id = cache.create_sequence({tenant, 0, prompt});
+    const SequenceId id = cache.create_sequence({tenant, {}, prompt});
     Tensor<float> k({5 - cache.sequence_info(id).cached_tokens, 1, 1});
     cache.write_kv(id, 0, k, k);
     return id;
@@ -492,20 +490,20 @@ TEST_CASE("Eviction takes the least recently used cached blocks; pinned prefixes
 TEST_CASE("Tenant quotas are enforced at allocation and refusals change nothing", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 32});
   cache.set_tenant_quota(7, 3);
-  const SequenceId s = cache.create_sequence({7, 0, iota_tokens(9, 0)});  // 3 blocks
+  const SequenceId s = cache.create_sequence({7, {}, iota_tokens(9, 0)});  // 3 blocks
   CHECK(cache.tenant_usage(7).blocks == 3);
   CHECK(cache.tenant_usage(7).quota == 3);
   const KvCacheStats before = cache.stats();
   PERSONA_REQUIRE_ERROR(cache.append_tokens(s, iota_tokens(4, 0)), capacity_exhausted,
                         "tenant 7 holds 3 blocks and needs 1 more: over its quota of 3");
-  PERSONA_REQUIRE_ERROR(cache.create_sequence({7, 0, iota_tokens(1, 0)}), capacity_exhausted, "quota of 3");
+  PERSONA_REQUIRE_ERROR(cache.create_sequence({7, {}, iota_tokens(1, 0)}), capacity_exhausted, "quota of 3");
   CHECK(cache.stats().used_blocks == before.used_blocks);
   CHECK(cache.sequence_info(s).length == 9);
   CHECK(cache.append_tokens(s, iota_tokens(3, 0)) == 9);  // fits the last block
   // Other tenants are not limited by tenant 7's quota, only by the pool.
-  const SequenceId other = cache.create_sequence({8, 0, iota_tokens(100, 0)});
+  const SequenceId other = cache.create_sequence({8, {}, iota_tokens(100, 0)});
   CHECK(cache.tenant_usage(8).blocks == 25);
-  PERSONA_REQUIRE_ERROR(cache.create_sequence({9, 0, iota_tokens(20, 0)}), capacity_exhausted,
+  PERSONA_REQUIRE_ERROR(cache.create_sequence({9, {}, iota_tokens(20, 0)}), capacity_exhausted,
                         "5 more blocks needed but 4 of 32 are available (28 used); tenant 9 holds 0 blocks (quota "
                         "none)");
   cache.free_sequence(other);
@@ -517,9 +515,9 @@ TEST_CASE("Tenant quotas are enforced at allocation and refusals change nothing"
 
 TEST_CASE("Truncate rolls back tokens and never disturbs a cached block another sequence holds", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 16});
-  ModelSequence a{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  ModelSequence a{cache.create_sequence({1, {}, iota_tokens(9, 0)}), 1, {}, 0, iota_tokens(9, 0)};
   write_model_kv(cache, a, 0);
-  ModelSequence b{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  ModelSequence b{cache.create_sequence({1, {}, iota_tokens(9, 0)}), 1, {}, 0, iota_tokens(9, 0)};
   CHECK(cache.sequence_info(b.id).cached_tokens == 8);
   write_model_kv(cache, b, 8);
   cache.truncate(a.id, 3);  // into block 1, which is full, cached, and b's too
@@ -533,7 +531,7 @@ TEST_CASE("Truncate rolls back tokens and never disturbs a cached block another 
   CHECK(cache.blocks(a.id)[1] != shared_block);  // copied before the write
   CHECK(cache.blocks(b.id)[1] == shared_block);
   // The original block still serves its prefix to a new sequence.
-  ModelSequence c{cache.create_sequence({1, 0, iota_tokens(9, 0)}), 1, 0, 0, iota_tokens(9, 0)};
+  ModelSequence c{cache.create_sequence({1, {}, iota_tokens(9, 0)}), 1, {}, 0, iota_tokens(9, 0)};
   CHECK(cache.sequence_info(c.id).cached_tokens == 8);
   write_model_kv(cache, c, 8);
   CHECK(cache.blocks(c.id)[1] == shared_block);
@@ -546,7 +544,7 @@ TEST_CASE("Truncate rolls back tokens and never disturbs a cached block another 
 
 TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
   PagedKvCache cache(KvCacheConfig{2, 2, 4, 4, 8});
-  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(3, 0)});
+  const SequenceId s = cache.create_sequence({1, {}, iota_tokens(3, 0)});
   Tensor<float> good({3, 2, 4}), wrong({3, 2, 5});
   PERSONA_REQUIRE_ERROR(cache.write_kv(s, 0, wrong, wrong), shape_mismatch, "expected contiguous [tokens, 2, 4]");
   PERSONA_REQUIRE_ERROR(cache.write_kv(s, 2, good, good), out_of_range, "layer 2 of a cache with 2 layers");
@@ -558,13 +556,13 @@ TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
   Tensor<float> all({2, 1, 2, 4});
   PERSONA_REQUIRE_ERROR(cache.append(s, iota_tokens(2, 0), all, all), shape_mismatch,
                         "expected contiguous [2, 2, 2, 4]");
-  const SequenceId freed = cache.create_sequence({1, 0, {}});
+  const SequenceId freed = cache.create_sequence({1, {}, {}});
   cache.free_sequence(freed);
   PERSONA_REQUIRE_ERROR(cache.append_tokens(freed, iota_tokens(1, 0)), not_found, "unknown or freed sequence id");
   PERSONA_REQUIRE_ERROR(cache.free_sequence(freed), not_found, "unknown or freed");
   PERSONA_REQUIRE_ERROR(cache.fork(freed), not_found, "unknown or freed");
   // A freed slot is reused under a new id; the old id stays unknown.
-  const SequenceId reused = cache.create_sequence({1, 0, {}});
+  const SequenceId reused = cache.create_sequence({1, {}, {}});
   CHECK((reused.value & 0xffffffffu) == (freed.value & 0xffffffffu));
   CHECK_FALSE(cache.contains(freed));
   PERSONA_REQUIRE_ERROR(cache.pin_prefix(s, 3), out_of_range, "pin of 3 tokens but sequence");
@@ -575,9 +573,9 @@ TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
 
 TEST_CASE("Page tables in CSR form and statistics of waste", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 16});
-  const SequenceId a = cache.create_sequence({1, 0, iota_tokens(5, 0)});
-  const SequenceId b = cache.create_sequence({2, 0, iota_tokens(8, 0)});
-  const SequenceId c = cache.create_sequence({3, 0, {}});
+  const SequenceId a = cache.create_sequence({1, {}, iota_tokens(5, 0)});
+  const SequenceId b = cache.create_sequence({2, {}, iota_tokens(8, 0)});
+  const SequenceId c = cache.create_sequence({3, {}, {}});
   const PageTable table = cache.page_table(std::vector<SequenceId>{a, b, c});
   CHECK(table.indptr == std::vector<std::int32_t>{0, 2, 4, 4});
   CHECK(table.indices == std::vector<std::int32_t>{0, 1, 2, 3});
@@ -606,153 +604,4 @@ TEST_CASE("Decode appends allocate nothing once a sequence reserved its length",
     CHECK(counter.count() == 0);
   }
   CHECK(cache.sequence_info(s).length == 105);
-}
-
-namespace {
-
-struct AttentionCase {
-  std::size_t block_size, kv_heads, group, head_dim;
-  DType storage;
-  KvLayout layout = KvLayout::nhd;
-};
-
-// A cache whose sequences (one per context length) were appended round-robin in uneven steps, so their
-// blocks interleave across the pool: a fragmented page table.
-PagedKvCache fragmented_cache(const AttentionCase& c, const std::vector<std::size_t>& contexts,
-                              std::vector<SequenceId>& ids, std::uint32_t seed) {
-  std::size_t total = 0;
-  for (std::size_t n : contexts) total += (n + c.block_size - 1) / c.block_size + 1;
-  PagedKvCache cache(KvCacheConfig{1, c.kv_heads, c.head_dim, c.block_size, total + 4, 0, c.storage, c.layout});
-  std::mt19937 rng(seed);
-  ids.clear();
-  std::vector<std::size_t> done(contexts.size(), 0);
-  for (std::size_t i = 0; i < contexts.size(); ++i) ids.push_back(cache.create_sequence({1, i}));
-  for (bool more = true; more;) {
-    more = false;
-    for (std::size_t i = 0; i < contexts.size(); ++i) {
-      const std::size_t step = std::min(contexts[i] - done[i], 1 + rng() % (2 * c.block_size + 5));
-      if (step == 0) continue;
-      more = true;
-      const Tensor<float> k = random_tensor({1, step, c.kv_heads, c.head_dim}, static_cast<std::uint32_t>(rng()));
-      const Tensor<float> v = random_tensor({1, step, c.kv_heads, c.head_dim}, static_cast<std::uint32_t>(rng()));
-      cache.append(ids[i], std::vector<std::int32_t>(step, 3), k, v);
-      done[i] += step;
-    }
-  }
-  return cache;
-}
-
-float max_abs_difference(const Tensor<float>& a, const Tensor<float>& b) {
-  float worst = 0.0f;
-  for (std::size_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::fabs(a.data()[i] - b.data()[i]));
-  return worst;
-}
-
-}  // namespace
-
-TEST_CASE("Paged decode attention equals dense attention over a contiguous copy", "[kv]") {
-  const std::vector<std::size_t> contexts{1, 2, 15, 16, 17, 33, 100, 513, 4096};
-  std::vector<AttentionCase> cases;
-  for (std::size_t block_size : {1u, 16u, 32u}) {
-    for (std::size_t group : {1u, 4u, 8u}) {
-      for (DType storage : {DType::f32, DType::i8}) cases.push_back({block_size, 2, group, 128, storage});
-    }
-  }
-  cases.push_back({16, 2, 4, 128, DType::f16});
-  cases.push_back({16, 2, 4, 128, DType::bf16});
-  cases.push_back({16, 1, 32, 20, DType::f32});  // 32 query heads on one KV head: two row chunks; dim tails
-  cases.push_back({4, 3, 2, 13, DType::i8});
-  // The head-major layout: a head's rows of a block contiguous.
-  cases.push_back({16, 2, 4, 128, DType::f32, KvLayout::hnd});
-  cases.push_back({1, 2, 8, 128, DType::i8, KvLayout::hnd});
-  cases.push_back({32, 3, 2, 13, DType::bf16, KvLayout::hnd});
-  cases.push_back({4, 2, 4, 20, DType::f16, KvLayout::hnd});
-  std::uint32_t seed = 1;
-  for (const AttentionCase& c : cases) {
-    DYNAMIC_SECTION("block " << c.block_size << ", gqa " << c.group << ", dim " << c.head_dim << ", "
-                             << name_of(c.storage) << (c.layout == KvLayout::nhd ? ", nhd" : ", hnd")) {
-      std::vector<SequenceId> ids;
-      const PagedKvCache cache = fragmented_cache(c, contexts, ids, ++seed);
-      const AttentionConfig config{c.kv_heads * c.group};
-      const Tensor<float> q = random_tensor({ids.size(), config.q_heads, c.head_dim}, ++seed);
-      Tensor<float> expected(q.shape());
-      paged_decode_attention_ref(cache, 0, ids, q, expected, config);
-      for_each_level_and_threads([&](IsaLevel, int) {
-        Tensor<float> out(q.shape());
-        paged_decode_attention(cache, 0, ids, q, out, config);
-        CHECK(max_abs_difference(out, expected) < 2e-5f);
-      });
-    }
-  }
-}
-
-TEST_CASE("Paged prefill attention is causal over the cached prefix and the new tokens", "[kv]") {
-  for (const auto& [storage, layout] : {std::pair{DType::f32, KvLayout::nhd}, std::pair{DType::i8, KvLayout::hnd}}) {
-    DYNAMIC_SECTION(name_of(storage)) {
-      const AttentionCase c{16, 2, 4, 64, storage, layout};
-      std::vector<SequenceId> ids;
-      const std::vector<std::size_t> contexts{5, 40, 300};
-      const PagedKvCache cache = fragmented_cache(c, contexts, ids, 99);
-      const std::vector<std::size_t> queries{5, 17, 33};  // the first: a prompt with no cached prefix
-      const AttentionConfig config{8, 0.2f};
-      const Tensor<float> q = random_tensor({55, 8, 64}, 5);
-      Tensor<float> expected(q.shape());
-      paged_prefill_attention_ref(cache, 0, ids, queries, q, expected, config);
-      // Causality: the first query of a sequence with no prefix sees one position: its V row exactly.
-      Tensor<float> k({5, 2, 64}), v({5, 2, 64});
-      cache.read_kv(ids[0], 0, k, v);
-      for (std::size_t d = 0; d < 64; ++d) CHECK(expected(0, 0, d) == Approx(v(0, 0, d)).margin(1e-6));
-      for_each_level_and_threads([&](IsaLevel, int) {
-        Tensor<float> out(q.shape());
-        paged_prefill_attention(cache, 0, ids, queries, q, out, config);
-        CHECK(max_abs_difference(out, expected) < 2e-5f);
-        // The last query of each sequence is its decode query.
-        Tensor<float> last({3, 8, 64}), decoded({3, 8, 64});
-        std::size_t row = 0;
-        for (std::size_t i = 0; i < 3; ++i) {
-          row += queries[i];
-          std::copy_n(&q(row - 1, 0, 0), 8 * 64, &last(i, 0, 0));
-        }
-        paged_decode_attention(cache, 0, ids, last, decoded, config);
-        row = 0;
-        for (std::size_t i = 0; i < 3; ++i) {
-          row += queries[i];
-          for (std::size_t j = 0; j < 8 * 64; ++j) CHECK((&decoded(i, 0, 0))[j] == (&out(row - 1, 0, 0))[j]);
-        }
-      });
-    }
-  }
-}
-
-TEST_CASE("Bad input to attention is a clear Error", "[kv]") {
-  PagedKvCache cache(KvCacheConfig{1, 2, 8, 4, 8});
-  const SequenceId s = cache.create_sequence({1, 0, iota_tokens(3, 0)});
-  const std::vector<SequenceId> ids{s};
-  Tensor<float> q({1, 4, 8}), out({1, 4, 8});
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {4}), invalid_argument,
-                        "K/V written for 0 of its 3 positions in layer 0");
-  Tensor<float> kv({3, 2, 8});
-  cache.write_kv(s, 0, kv, kv);
-  CHECK_NOTHROW(paged_decode_attention(cache, 0, ids, q, out, {4}));
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {3}), invalid_argument,
-                        "q_heads is 3; expected a positive multiple of the cache's 2 KV heads");
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 1, ids, q, out, {4}), out_of_range, "layer 1 of a cache");
-  Tensor<float> wide({1, 4, 9});
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, wide, out, {4}), shape_mismatch,
-                        "q has shape [1, 4, 9]; expected contiguous [1, 4, 8]");
-  q(0, 1, 1) = INFINITY;
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, ids, q, out, {4}), invalid_argument, "q holds a NaN");
-  q(0, 1, 1) = 0.0f;
-  const std::vector<std::size_t> too_many{4};
-  Tensor<float> q4({4, 4, 8}), out4({4, 4, 8});
-  PERSONA_REQUIRE_ERROR(paged_prefill_attention(cache, 0, ids, too_many, q4, out4, {4}), out_of_range,
-                        "has 3 tokens; 4 queries");
-  const SequenceId empty = cache.create_sequence({1, 0, {}});
-  const std::vector<SequenceId> with_empty{empty};
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), out_of_range, "has 0 tokens");
-  cache.free_sequence(empty);
-  PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), not_found, "unknown or freed");
-  // An empty batch does nothing.
-  Tensor<float> none({0, 4, 8});
-  CHECK_NOTHROW(paged_decode_attention(cache, 0, {}, none, none, {4}));
 }

@@ -1,9 +1,12 @@
 // Tests of the adapter registry: AdapterStore round trips, versions and pruning, ids, quantizing on the
 // way in, damaged and misplaced files, a failed put (file size limit, as a full disk) and writers killed
-// at many points of a put.
+// at many points of a put; AdapterRegistry pins, ownership, loads and versions. The RAM tier
+// (AdapterCache, eviction policies, the prefetcher): registry_cache_test.cpp.
+#include "registry_support.hpp"
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/kv/paged_kv_cache.hpp>
 #include <persona/registry/adapter_cache.hpp>
 #include <persona/registry/adapter_prefetcher.hpp>
 #include <persona/registry/adapter_registry.hpp>
@@ -27,64 +30,9 @@
 #include <thread>
 
 using namespace persona;
+using namespace persona::test;
 using persona::test::random_tensor;
 namespace fs = std::filesystem;
-
-namespace {
-
-// An adapter whose every element encodes `tag`: A[i] = tag + i / 2^20, B likewise, so that a torn or
-// mixed file would show.
-LoraAdapter tagged_adapter(const std::string& id, TenantId tenant, float tag, std::size_t width = 256,
-                           std::size_t rank = 8) {
-  LoraAdapter adapter(id, tenant);
-  for (std::size_t layer = 0; layer < 2; ++layer) {
-    for (const char* module : {"self_attn.q_proj", "self_attn.v_proj"}) {
-      Tensor<float> a({rank, width}), b({width, rank});
-      for (std::size_t i = 0; i < a.numel(); ++i) a.data()[i] = tag + static_cast<float>(i) / (1 << 20);
-      for (std::size_t i = 0; i < b.numel(); ++i) b.data()[i] = -tag - static_cast<float>(i) / (1 << 20);
-      adapter.add({layer, module}, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), 16.0f));
-    }
-  }
-  return adapter;
-}
-
-// Whether every element agrees with the tag in the first one (no assertions: usable from any thread).
-bool whole(const LoraAdapter& adapter, float& tag) {
-  const Tensor<float>* first = adapter.modules().begin()->second.a().f32();
-  if (first == nullptr) return false;
-  tag = first->data()[0];
-  for (const auto& [target, module] : adapter.modules()) {
-    const Tensor<float>* a = module.a().f32();
-    const Tensor<float>* b = module.b().f32();
-    if (a == nullptr || b == nullptr) return false;
-    for (std::size_t i = 0; i < a->numel(); ++i) {
-      if (a->data()[i] != tag + static_cast<float>(i) / (1 << 20)) return false;
-    }
-    for (std::size_t i = 0; i < b->numel(); ++i) {
-      if (b->data()[i] != -tag - static_cast<float>(i) / (1 << 20)) return false;
-    }
-  }
-  return true;
-}
-
-// The tag of a stored adapter, after checking that every element agrees with it.
-float tag_of(const LoraAdapter& adapter) {
-  float tag = 0.0f;
-  REQUIRE(whole(adapter, tag));
-  return tag;
-}
-
-struct TempFolder {
-  fs::path path = fs::temp_directory_path() / fmt::format("persona_registry_{}_{}", ::getpid(), counter()++);
-  TempFolder() { fs::create_directories(path); }
-  ~TempFolder() { fs::remove_all(path); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
-
-}  // namespace
 
 TEST_CASE("AdapterStore keeps versions per tenant and adapter; unknown keys and bad ids are clear Errors",
           "[registry]") {
@@ -467,108 +415,6 @@ TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and rem
   CHECK(done > 100);
 }
 
-TEST_CASE("AdapterCache: keys per adapter, budget, pins, single-flight loads, invalidation", "[registry]") {
-  // A loader over a map of versions, counting its calls; `gate` holds loads until released.
-  std::mutex mutex;
-  std::map<std::string, AdapterVersion> stored{{"a", 1}, {"b", 1}, {"c", 1}};
-  std::atomic<int> calls{0};
-  std::promise<void> gate_open;
-  std::shared_future<void> gate = gate_open.get_future().share();
-  std::atomic<bool> gated{false};
-  AdapterCache::Loader loader = [&](const AdapterRef& ref) {
-    ++calls;
-    if (gated) gate.wait();
-    std::lock_guard lock(mutex);
-    const auto it = stored.find(ref.id);
-    if (it == stored.end()) PERSONA_THROW(not_found, "no adapter '{}'", ref.id);
-    return AdapterCache::Loaded{tagged_adapter(ref.id, ref.owner, static_cast<float>(it->second)), it->second, 100};
-  };
-  const std::size_t one = tagged_adapter("a", 1, 1.0f).bytes();
-  AdapterCache cache(AdapterCacheConfig{2 * one + one / 2, EvictionPolicyKind::lru}, loader);
-
-  const AdapterRef a{1, "a"}, b{1, "b"}, c{1, "c"}, other_a{2, "a"};
-  AdapterHandle ha = cache.get(a);
-  REQUIRE(ha);
-  CHECK(ha.key() != kNoAdapter);
-  CHECK(ha.version() == 1);
-  CHECK(ha.version_id() == AdapterVersionId{ha.key(), 1});
-  CHECK(cache.key_of(a) == ha.key());
-  CHECK(cache.ref_of(ha.key()) == a);
-  CHECK_FALSE(cache.ref_of(9999).has_value());
-  // Another tenant's adapter of the same id is another adapter with another key.
-  const AdapterHandle hoa = cache.get(other_a);
-  CHECK(hoa.key() != ha.key());
-  CHECK(hoa->tenant() == 2);
-  CHECK(cache.get(a).key() == ha.key());  // a hit keeps the key
-  CHECK(calls == 2);
-
-  // Held adapters are never evicted; released ones go in LRU order when the budget needs room.
-  {
-    const AdapterHandle hb = cache.get(b);
-    const AdapterHandle hc = cache.get(c);  // a, other_a, b, c held: all over the budget, nothing evicted
-    CHECK(cache.stats().resident_adapters == 4);
-    CHECK(cache.stats().over_budget_bytes > 0);
-  }
-  ha = AdapterHandle();
-  {
-    const AdapterCacheStats s = cache.stats();  // other_a still held; a, b, c released: a and b go
-    CHECK(s.over_budget_bytes == 0);
-    CHECK(s.resident_bytes <= 2 * one + one / 2);
-  }
-  CHECK_FALSE(cache.find(a));
-  CHECK(cache.find(other_a));
-  CHECK(cache.find(c));
-  CHECK(cache.last_bytes(cache.key_of(b)) == one);
-
-  // A resident pin keeps an adapter without a handle.
-  REQUIRE(cache.set_resident_pin(c, true));
-  CHECK_FALSE(cache.set_resident_pin(a, true));  // not resident
-  (void)cache.get(a);
-  (void)cache.get(b);
-  CHECK(cache.find(c));
-  cache.set_resident_pin(c, false);
-
-  // Single flight: 4 threads asking for a cold adapter share one load.
-  cache.invalidate(b);
-  calls = 0;
-  gated = true;
-  const std::uint64_t misses = cache.stats().misses;
-  std::vector<std::future<AdapterHandle>> waiters;
-  for (int i = 0; i < 4; ++i) waiters.push_back(std::async(std::launch::async, [&] { return cache.get(b); }));
-  // Every thread has missed (and so joined the one load) before the load may finish.
-  for (int i = 0; i < 5000 && cache.stats().misses < misses + 4; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  CHECK(cache.stats().misses == misses + 4);
-  CHECK(cache.holds(b));
-  // A new version stored while that load is in flight: the load's result never enters the cache.
-  {
-    std::lock_guard lock(mutex);
-    stored["b"] = 2;
-  }
-  const std::uint64_t epoch = cache.epoch(b);
-  cache.invalidate(b);
-  CHECK(cache.epoch(b) == epoch + 1);
-  gate_open.set_value();
-  for (auto& w : waiters) CHECK(w.get());
-  gated = false;
-  CHECK(calls == 1);
-  CHECK_FALSE(cache.find(b));
-  const AdapterHandle hb2 = cache.get(b);
-  CHECK(hb2.version() == 2);
-  CHECK(hb2.key() == cache.key_of(b));  // a new version keeps the adapter's key
-
-  // Loader errors reach the caller and the cache stays usable; an adapter above the whole budget is
-  // capacity_exhausted.
-  PERSONA_REQUIRE_ERROR(cache.get(AdapterRef{1, "missing"}), not_found, "no adapter 'missing'");
-  CHECK(cache.key_of(AdapterRef{1, "missing"}) == kNoAdapter);  // failed loads get no key
-  AdapterCache tiny(AdapterCacheConfig{one / 2, EvictionPolicyKind::lru}, loader);
-  PERSONA_REQUIRE_ERROR(tiny.get(a), capacity_exhausted, "the RAM budget is");
-  CHECK(cache.stats().load_failures == 1);
-  PERSONA_REQUIRE_ERROR(AdapterCache(AdapterCacheConfig{0, EvictionPolicyKind::lru}, loader), invalid_argument,
-                        "ram_budget_bytes is 0");
-}
-
 TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a put moves the version on",
           "[registry]") {
   const TempFolder root;
@@ -590,95 +436,18 @@ TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a 
   const VersionedAdapter read = store.read(5, "style");
   CHECK(read.version == 2);
   CHECK(read.file_bytes == fs::file_size(store.path_of(5, "style")));
-}
-
-TEST_CASE("Eviction policies: LRU order, GDSF keeps small and frequent entries and ages idle ones", "[registry]") {
-  const auto none = [](std::uint64_t) { return false; };
-  auto lru = make_eviction_policy(EvictionPolicyKind::lru);
-  for (std::uint64_t k = 1; k <= 4; ++k) lru->insert(k, 100);
-  lru->hit(1);
-  CHECK(lru->victim(none) == 2u);
-  CHECK(lru->victim([](std::uint64_t k) { return k == 2; }) == 3u);  // pinned ones are skipped
-  lru->evict(2);
-  CHECK(lru->victim(none) == 3u);
-  CHECK(lru->size() == 3);
-  CHECK_FALSE(lru->victim([](std::uint64_t) { return true; }).has_value());
-  PERSONA_REQUIRE_ERROR(lru->insert(1, 100), invalid_argument, "entry 1 is already held");
-  PERSONA_REQUIRE_ERROR(lru->insert(9, 0), invalid_argument, "entry 9 has 0 bytes");
-
-  auto gdsf = make_eviction_policy(EvictionPolicyKind::gdsf);
-  gdsf->insert(1, 100);  // small
-  gdsf->insert(2, 400);  // large, same hits: goes first
-  CHECK(gdsf->victim(none) == 2u);
-  for (int i = 0; i < 8; ++i) gdsf->hit(2);  // 9 hits / 400 bytes beats 1 / 100
-  CHECK(gdsf->victim(none) == 1u);
-  gdsf->evict(1);  // inflation rises to the evicted priority
-  gdsf->insert(3, 100);
-  CHECK(gdsf->victim(none) == 3u);           // newcomer: inflation + 1 / 100 < 2's priority
-  for (std::uint64_t k = 10; k < 20; ++k) {  // a stream of one-hit entries: each evicted ages the rest
-    gdsf->insert(k, 100);
-    gdsf->evict(*gdsf->victim(none));
-  }
-  CHECK(gdsf->size() == 2);
-  CHECK(to_string(EvictionPolicyKind::gdsf) == "gdsf");
-}
-
-TEST_CASE("AdapterPrefetcher learns daily rhythms and successors", "[registry]") {
-  AdapterPrefetcher prefetcher;
-  constexpr double kHour = 3600.0, kDay = 24 * kHour;
-  // Key 7 arrives every morning at 8, key 9 every evening at 20; after 3 comes 4.
-  for (int day = 0; day < 3; ++day) {
-    for (int i = 0; i < 5; ++i) prefetcher.record(7, day * kDay + 8 * kHour + i * 60);
-    for (int i = 0; i < 5; ++i) prefetcher.record(9, day * kDay + 20 * kHour + i * 60);
-  }
-  const auto morning = prefetcher.predict(3 * kDay + 7.5 * kHour, kHour, 1);
-  CHECK(morning == std::vector<std::uint64_t>{7});
-  const auto evening = prefetcher.predict(3 * kDay + 19.5 * kHour, kHour, 1);
-  CHECK(evening == std::vector<std::uint64_t>{9});
-  CHECK(prefetcher.predict(3 * kDay + 13 * kHour, 0.5 * kHour, 5).size() <= 1);  // nobody at 13:00 but the successor
-  AdapterPrefetcher chain;
-  for (int i = 0; i < 10; ++i) {
-    chain.record(3, 100.0 * i);
-    chain.record(4, 100.0 * i + 1);
-    chain.record(5 + static_cast<std::uint64_t>(i), 100.0 * i + 2);
-  }
-  chain.record(3, 2000.0);
-  const auto next = chain.predict(2000.0 + 12 * kHour, 60.0, 2);  // no rhythm at that hour: successors of 3
-  REQUIRE_FALSE(next.empty());
-  CHECK(next.front() == 4);
-  PERSONA_REQUIRE_ERROR(chain.record(3, 10.0), invalid_argument, "before the last recorded time");
-  PERSONA_REQUIRE_ERROR(AdapterPrefetcher({.slots = 0}), invalid_argument, "slots is 0");
-  CHECK(chain.predict(0.0, 60.0, 0).empty());
-}
-
-TEST_CASE("AdapterRegistry::prefetch_ahead warms what the history predicts, within its byte budget", "[registry]") {
-  TempFolder folder;
-  AdapterStore store(folder.path);
-  for (int i = 0; i < 6; ++i) store.put(tagged_adapter(fmt::format("t{}", i), 1, static_cast<float>(i)));
-  const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
-  double clock = 0.0;
-  AdapterRegistry registry(store, {.ram_budget_bytes = 2 * one, .clock = [&clock] { return clock; }});
-  constexpr double kHour = 3600.0, kDay = 24 * kHour;
-  // t0 every morning at 8; the rest of the day others push it out of the two-adapter budget.
-  for (int day = 0; day < 3; ++day) {
-    clock = day * kDay + 8 * kHour;
-    (void)registry.acquire(1, AdapterRef{1, "t0"});
-    for (int i = 1; i < 6; ++i) {
-      clock = day * kDay + (10 + i) * kHour;
-      (void)registry.acquire(1, AdapterRef{1, fmt::format("t{}", i)});
-    }
-  }
-  clock = 3 * kDay + 7.5 * kHour;
-  CHECK(registry.prefetch_ahead(kHour, 0) == 0);  // no budget, nothing warmed
-  const std::uint64_t before = registry.metrics().loads;
-  CHECK(registry.prefetch_ahead(kHour, one) == 1);
-  for (int i = 0; i < 5000 && registry.metrics().loads == before; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  CHECK(registry.metrics().prefetches == 1);
-  clock = 3 * kDay + 8 * kHour;
-  const std::uint64_t loads = registry.metrics().loads;
-  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "t0"}).adapter()) == 0.0f);
-  CHECK(registry.metrics().loads == loads);  // served by the prefetch
-  CHECK(registry.metrics().prefetch_hits == 1);
+  // What the KV prefix cache keys by: a prompt prefilled with the old version is not reused with the new.
+  PagedKvCache kv(KvCacheConfig{1, 1, 2, 4, 16});
+  const std::vector<std::int32_t> prompt{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const auto prefill = [&](const AdapterHandle& handle) {
+    const SequenceId id = kv.create_sequence({.tenant = 5, .adapter = handle.version_id(), .prompt = prompt});
+    const std::size_t cached = kv.sequence_info(id).cached_tokens;
+    Tensor<float> rows({prompt.size() - cached, 1, 2});
+    kv.write_kv(id, 0, rows, rows);
+    return cached;
+  };
+  CHECK(prefill(first) == 0);
+  CHECK(prefill(first) == 8);
+  CHECK(prefill(second) == 0);
+  CHECK(prefill(second) == 8);
 }

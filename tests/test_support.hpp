@@ -11,6 +11,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace persona::test {
 
@@ -19,6 +20,13 @@ inline Tensor<float> random_tensor(Shape shape, std::uint32_t seed, float scale 
   std::normal_distribution<float> normal(0.0f, scale);
   Tensor<float> t(shape);
   for (float& v : t.span()) v = normal(rng);
+  return t;
+}
+
+// Token ids first, first + 1, ..., n of them.
+inline std::vector<std::int32_t> iota_tokens(std::size_t n, std::int32_t first) {
+  std::vector<std::int32_t> t(n);
+  for (std::size_t i = 0; i < n; ++i) t[i] = first + static_cast<std::int32_t>(i);
   return t;
 }
 

@@ -17,7 +17,6 @@
 #include "persona/io/persona_adapter.hpp"
 #include "persona/io/safetensors.hpp"
 #include "persona/kv/attention.hpp"
-#include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/kv_layer_view.hpp"
 #include "persona/kv/page_table.hpp"

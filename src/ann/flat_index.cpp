@@ -1,7 +1,10 @@
+// FlatIndex: adds, removes, the exact scan and its memory. Its file format is in flat_index_io.cpp.
 #include "persona/ann/flat_index.hpp"
 
 #include "ann/vector_math.hpp"
 #include "persona/core/cpu_features.hpp"
+
+#include <exception>
 
 namespace persona {
 
@@ -24,6 +27,26 @@ void FlatIndex::add(VectorLabel label, std::span<const float> vector, TenantId t
   labels_.push_back(label);
   tenants_.push_back(tenant);
   slots_.emplace(label, slot);
+}
+
+void FlatIndex::add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
+                    std::span<const TenantId> tenants) {
+  PERSONA_CHECK_CODE(
+      shape_mismatch,
+      vectors.rank() == 2 && vectors.dim(0) == labels.size() && vectors.dim(1) == dim_ && vectors.is_contiguous(),
+      "vectors have shape {}; expected contiguous [{}, {}]", vectors.shape().to_string(), labels.size(), dim_);
+  PERSONA_CHECK_CODE(shape_mismatch, tenants.empty() || tenants.size() == labels.size(), "{} tenants for {} labels",
+                     tenants.size(), labels.size());
+  // Every row that can go in does, as HnswIndex's parallel batch does; the first refusal is rethrown.
+  std::exception_ptr failure;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    try {
+      add(labels[i], {vectors.data() + i * dim_, dim_}, tenants.empty() ? 0 : tenants[i]);
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 void FlatIndex::remove(VectorLabel label) {
@@ -55,6 +78,13 @@ std::vector<Neighbor> FlatIndex::search(std::span<const float> query, std::size_
     best.offer({labels_[slot], detail::distance(kernels, metric_, q.data(), vectors_.data() + slot * dim_, dim_)});
   }
   return std::move(best).sorted();
+}
+
+std::size_t FlatIndex::memory_bytes() const {
+  // A map entry: its node (key, value, next pointer) and its share of the bucket array.
+  const std::size_t map_entry = sizeof(VectorLabel) + sizeof(std::size_t) + 2 * sizeof(void*);
+  return vectors_.capacity() * sizeof(float) + labels_.capacity() * sizeof(VectorLabel) +
+         tenants_.capacity() * sizeof(TenantId) + slots_.size() * map_entry + sizeof(*this);
 }
 
 }  // namespace persona

@@ -36,24 +36,16 @@ AttentionBatch validate_batch(const PagedKvCache& cache, std::size_t layer, std:
                               TensorView<float> out, const AttentionConfig& config, const char* function) {
   const KvCacheConfig& c = cache.config();
   AttentionBatch batch{&cache, layer, sequences, query_counts, {}, q, out};
-  auto fail = [&](ErrorCode code, std::string message) { throw Error(code, function, std::move(message)); };
-  if (layer >= c.layers)
-    fail(ErrorCode::out_of_range, fmt::format("layer {} of a cache with {} layers", layer, c.layers));
-  if (config.q_heads == 0 || config.q_heads % c.kv_heads != 0) {
-    fail(ErrorCode::invalid_argument, fmt::format("q_heads is {}; expected a positive multiple of the cache's {} "
-                                                  "KV heads",
-                                                  config.q_heads, c.kv_heads));
-  }
-  if (!(config.scale >= 0.0f) || !std::isfinite(config.scale)) {
-    fail(ErrorCode::invalid_argument,
-         fmt::format("scale is {}; expected finite and >= 0 (0: 1/sqrt(head_dim))", config.scale));
-  }
+  PERSONA_CHECK_AT(function, out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
+  PERSONA_CHECK_AT(function, invalid_argument, config.q_heads != 0 && config.q_heads % c.kv_heads == 0,
+                   "q_heads is {}; expected a positive multiple of the cache's {} KV heads", config.q_heads,
+                   c.kv_heads);
+  PERSONA_CHECK_AT(function, invalid_argument, config.scale >= 0.0f && std::isfinite(config.scale),
+                   "scale is {}; expected finite and >= 0 (0: 1/sqrt(head_dim))", config.scale);
   std::size_t total = sequences.size();
   if (prefill) {
-    if (query_counts.size() != sequences.size()) {
-      fail(ErrorCode::shape_mismatch,
-           fmt::format("{} query counts for {} sequences", query_counts.size(), sequences.size()));
-    }
+    PERSONA_CHECK_AT(function, shape_mismatch, query_counts.size() == sequences.size(),
+                     "{} query counts for {} sequences", query_counts.size(), sequences.size());
     total = 0;
     batch.first_query.resize(sequences.size());
     for (std::size_t i = 0; i < sequences.size(); ++i) {
@@ -62,31 +54,23 @@ AttentionBatch validate_batch(const PagedKvCache& cache, std::size_t layer, std:
     }
   }
   const auto expected = Shape{total, config.q_heads, c.head_dim};
-  if (!(q.shape() == expected) || !q.is_contiguous()) {
-    fail(ErrorCode::shape_mismatch,
-         fmt::format("q has shape {}; expected contiguous {}", q.shape().to_string(), expected.to_string()));
-  }
-  if (!(out.shape() == expected) || !out.is_contiguous()) {
-    fail(ErrorCode::shape_mismatch,
-         fmt::format("out has shape {}; expected contiguous {}", out.shape().to_string(), expected.to_string()));
-  }
+  PERSONA_CHECK_AT(function, shape_mismatch, q.shape() == expected && q.is_contiguous(),
+                   "q has shape {}; expected contiguous {}", q.shape().to_string(), expected.to_string());
+  PERSONA_CHECK_AT(function, shape_mismatch, out.shape() == expected && out.is_contiguous(),
+                   "out has shape {}; expected contiguous {}", out.shape().to_string(), expected.to_string());
   for (const float x : q.span()) {
-    if (!std::isfinite(x)) fail(ErrorCode::invalid_argument, "q holds a NaN or infinite value");
+    PERSONA_CHECK_AT(function, invalid_argument, std::isfinite(x), "q holds a NaN or infinite value");
   }
   for (std::size_t i = 0; i < sequences.size(); ++i) {
     const SequenceInfo info = cache.sequence_info(sequences[i]);
     const std::size_t written = cache.written_tokens(sequences[i], layer);
     const std::size_t n = batch.queries(i);
-    if (info.length == 0 || n > info.length) {
-      fail(ErrorCode::out_of_range, fmt::format("sequence {} (id {:#x}) has {} tokens; {} queries need at least {} "
-                                                "and 1",
-                                                i, sequences[i].value, info.length, n, n));
-    }
-    if (written < info.length) {
-      fail(ErrorCode::invalid_argument, fmt::format("sequence {} (id {:#x}) has K/V written for {} of its {} "
-                                                    "positions in layer {}",
-                                                    i, sequences[i].value, written, info.length, layer));
-    }
+    PERSONA_CHECK_AT(function, out_of_range, info.length != 0 && n <= info.length,
+                     "sequence {} (id {:#x}) has {} tokens; {} queries need at least {} and 1", i, sequences[i].value,
+                     info.length, n, n);
+    PERSONA_CHECK_AT(function, invalid_argument, written >= info.length,
+                     "sequence {} (id {:#x}) has K/V written for {} of its {} positions in layer {}", i,
+                     sequences[i].value, written, info.length, layer);
   }
   batch.group = config.q_heads / c.kv_heads;
   batch.scale = config.scale > 0.0f ? config.scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));

@@ -1,10 +1,10 @@
-#include "persona/kv/block_pool.hpp"
+#include "kv/block_pool.hpp"
 
 #include "persona/core/error.hpp"
 
 #include <limits>
 
-namespace persona {
+namespace persona::detail {
 
 BlockPool::BlockPool(std::size_t num_blocks) : nodes_(num_blocks) {
   PERSONA_CHECK(num_blocks > 0 && num_blocks <= static_cast<std::size_t>(std::numeric_limits<BlockId>::max()),
@@ -103,4 +103,4 @@ void BlockPool::uncache(BlockId block) noexcept {
   push_free(block);
 }
 
-}  // namespace persona
+}  // namespace persona::detail

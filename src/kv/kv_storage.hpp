@@ -3,7 +3,6 @@
 #pragma once
 
 #include "persona/core/dtype.hpp"
-#include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/kv_layer_view.hpp"
 
@@ -50,6 +49,12 @@ inline void kv_load_row(const KvLayerView& layer, const std::byte* base, const f
 
 // Stores `in` ([head_dim], finite) as row `index`; int8 rows get scale absmax / 127 and codes
 // nearbyint(x * 127 / absmax), computed in double.
+// Why symmetric per (token, head) and not the codecs of quant or ann: K and V are roughly zero-centred,
+// a zero point would cost attention a subtraction per element on the hot path, and one scale per row
+// written once keeps appends independent of each other (no group spanning tokens). quant's activation
+// quantizer (absmax / 127 per group, with code sums for the weights' minima) is built for the int8
+// product and runs per call; ann's codec (min/max, 255 levels) serves vectors stored once and compared
+// often, where the extra level and the offset pay for themselves.
 inline void kv_store_row(const KvLayerView& layer, std::byte* base, float* scales, std::size_t index,
                          const float* in) noexcept {
   std::byte* row = base + index * layer.head_dim * size_of(layer.storage);

@@ -1,50 +1,16 @@
 #include "persona/kv/paged_kv_cache.hpp"
 
-#include "core/huge_page_memory.hpp"
 #include "kv/kv_storage.hpp"
-#include "kv/prefix_index.hpp"
+#include "kv/paged_kv_cache_state.hpp"
 #include "persona/core/error.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <unordered_map>
 #include <utility>
 
 namespace persona {
 namespace {
-
-constexpr std::uint32_t kNoTenant = std::numeric_limits<std::uint32_t>::max();
-constexpr std::uint64_t kRootHash = 0x243f6a8885a308d3ull;  // the parent hash of a sequence's first block
-
-// 64x64 -> 128 multiply folded to 64 bits: the mixing step of the chained block hash.
-std::uint64_t mix(std::uint64_t a, std::uint64_t b) noexcept {
-  const __uint128_t product = static_cast<__uint128_t>(a ^ 0xa0761d6478bd642full) * (b ^ 0xe7037ed1a0b428dbull);
-  return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
-}
-
-// The prefix-cache key a block is stored under besides its tokens: the tenant and adapter, or public
-// (no tenant) with the adapter the shared prefix was computed with.
-struct BlockKey {
-  bool is_public = true;
-  std::uint64_t tenant = 0;
-  std::uint64_t adapter = 0;
-  friend bool operator==(const BlockKey&, const BlockKey&) = default;
-};
-
-std::uint64_t chain_hash(std::uint64_t parent, const BlockKey& key, std::span<const std::int32_t> tokens) noexcept {
-  std::uint64_t h = mix(parent, key.is_public ? mix(1, key.adapter) : mix(key.tenant, key.adapter + 2));
-  std::size_t i = 0;
-  for (; i + 2 <= tokens.size(); i += 2) {
-    const std::uint64_t pair = static_cast<std::uint32_t>(tokens[i]) |
-                               (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tokens[i + 1])) << 32);
-    h = mix(h, pair);
-  }
-  if (i < tokens.size()) h = mix(h, static_cast<std::uint32_t>(tokens[i]));
-  return mix(h, tokens.size());
-}
 
 // K/V ([tokens, kv_heads, head_dim] in `k` and `v`) must be finite and, stored as `storage`, stay finite.
 void check_storable(DType storage, std::span<const float> k, std::span<const float> v, std::size_t layer,
@@ -55,307 +21,17 @@ void check_storable(DType storage, std::span<const float> k, std::span<const flo
                                                : std::numeric_limits<float>::max();
   for (const auto& [values, name] : {std::pair{k, "K"}, std::pair{v, "V"}}) {
     for (std::size_t i = 0; i < values.size(); ++i) {
-      if (!(std::fabs(values[i]) <= limit)) {
-        throw Error(ErrorCode::invalid_argument, function,
-                    fmt::format("{} of layer {} at token {}, head {}, element {} is {}: not finite{}", name, layer,
-                                i / row_elements, i % row_elements / head_dim, i % head_dim, values[i],
-                                storage == DType::f16 || storage == DType::bf16
-                                    ? fmt::format(" or beyond {} storage (|x| <= {})", name_of(storage), limit)
-                                    : ""));
-      }
+      PERSONA_CHECK_AT(function, invalid_argument, std::fabs(values[i]) <= limit,
+                       "{} of layer {} at token {}, head {}, element {} is {}: not finite{}", name, layer,
+                       i / row_elements, i % row_elements / head_dim, i % head_dim, values[i],
+                       storage == DType::f16 || storage == DType::bf16
+                           ? fmt::format(" or beyond {} storage (|x| <= {})", name_of(storage), limit)
+                           : "");
     }
   }
 }
 
-struct Sequence {
-  std::uint32_t generation = 1;
-  bool alive = false;
-  bool pinned = false;
-  std::uint32_t tenant_slot = kNoTenant;
-  std::uint64_t tenant = 0;
-  std::uint64_t adapter = 0;
-  std::size_t shared_prefix_tokens = 0;
-  std::uint64_t shared_prefix_adapter = 0;
-  std::size_t length = 0;
-  std::size_t cached_tokens = 0;
-  std::size_t hashed_blocks = 0;     // leading full blocks whose chain hash is set
-  std::vector<std::size_t> written;  // [layers]: positions whose K/V are written, per layer
-  std::vector<BlockId> blocks;
-};
-
-struct Tenant {
-  std::uint64_t id = 0;
-  std::size_t blocks = 0;
-  std::size_t quota = 0;
-};
-
-struct BlockMeta {
-  std::uint64_t hash = 0;  // chain hash; set once the block is full and written in every layer
-  std::uint64_t parent_hash = 0;
-  BlockKey key;
-  bool registered = false;  // in the prefix index
-  std::uint32_t owner = kNoTenant;
-};
-
 }  // namespace
-
-struct PagedKvCache::State {
-  KvCacheConfig config;
-  std::size_t block_shift = 0;
-  std::size_t block_mask = 0;
-  std::size_t blocks = 0;
-  std::size_t row_elements = 0;       // kv_heads * head_dim: one token's K (or V) in one layer
-  std::size_t layer_elements = 0;     // num_blocks * block_size * row_elements
-  detail::HugePageMemory k, v;        // [layers, num_blocks, block_size, kv_heads, head_dim] of storage
-  Tensor<float> k_scale, v_scale;     // [layers, num_blocks, block_size, kv_heads], int8 only
-  Tensor<std::int32_t> block_tokens;  // [num_blocks, block_size]
-  std::vector<BlockMeta> meta;
-  BlockPool pool;
-  detail::PrefixIndex index;
-  std::vector<Sequence> sequences;
-  std::vector<std::uint32_t> free_slots;
-  std::vector<Tenant> tenants;
-  std::unordered_map<std::uint64_t, std::uint32_t> tenant_slots;
-  std::vector<BlockId> hits;  // scratch of create_sequence
-  std::size_t prompt_tokens = 0, hit_tokens = 0, evictions = 0;
-
-  State(const KvCacheConfig& c, std::size_t num_blocks)
-      : config(c),
-        block_shift(static_cast<std::size_t>(std::countr_zero(c.block_size))),
-        block_mask(c.block_size - 1),
-        blocks(num_blocks),
-        row_elements(c.kv_heads * c.head_dim),
-        layer_elements(num_blocks * c.block_size * c.kv_heads * c.head_dim),
-        k(c.layers * layer_elements * size_of(c.storage)),
-        v(c.layers * layer_elements * size_of(c.storage)),
-        k_scale(Shape{c.storage == DType::i8 ? c.layers * num_blocks * c.block_size * c.kv_heads : 0}),
-        v_scale(Shape{c.storage == DType::i8 ? c.layers * num_blocks * c.block_size * c.kv_heads : 0}),
-        block_tokens(Shape{num_blocks * c.block_size}),
-        meta(num_blocks),
-        pool(num_blocks),
-        index(num_blocks) {}
-
-  KvLayerView layer(std::size_t l) const noexcept {
-    const std::size_t scale_elements = blocks * config.block_size * config.kv_heads;
-    const bool int8 = config.storage == DType::i8;
-    return KvLayerView{k.data() + l * layer_elements * size_of(config.storage),
-                       v.data() + l * layer_elements * size_of(config.storage),
-                       int8 ? k_scale.data() + l * scale_elements : nullptr,
-                       int8 ? v_scale.data() + l * scale_elements : nullptr,
-                       config.storage,
-                       config.layout,
-                       config.block_size,
-                       config.kv_heads,
-                       config.head_dim};
-  }
-
-  std::size_t row_of(const KvLayerView& view, const Sequence& s, std::size_t position,
-                     std::size_t head) const noexcept {
-    return view.row_index(static_cast<std::size_t>(s.blocks[position >> block_shift]), position & block_mask, head);
-  }
-  std::int32_t* tokens_of(BlockId b) noexcept {
-    return block_tokens.data() + static_cast<std::size_t>(b) * config.block_size;
-  }
-  const std::int32_t* tokens_of(BlockId b) const noexcept {
-    return block_tokens.data() + static_cast<std::size_t>(b) * config.block_size;
-  }
-
-  const Sequence* find(SequenceId id) const noexcept {
-    const std::size_t slot = id.value & 0xffffffffu;
-    const auto generation = static_cast<std::uint32_t>(id.value >> 32);
-    if (slot >= sequences.size() || !sequences[slot].alive || sequences[slot].generation != generation) return nullptr;
-    return &sequences[slot];
-  }
-  const Sequence& get(SequenceId id, const char* function) const {
-    const Sequence* s = find(id);
-    if (s == nullptr) {
-      throw Error(ErrorCode::not_found, function, fmt::format("unknown or freed sequence id {:#x}", id.value));
-    }
-    return *s;
-  }
-  Sequence& get(SequenceId id, const char* function) {
-    return const_cast<Sequence&>(std::as_const(*this).get(id, function));
-  }
-
-  std::uint32_t tenant_slot(std::uint64_t tenant) {
-    if (const auto it = tenant_slots.find(tenant); it != tenant_slots.end()) return it->second;
-    tenants.push_back(Tenant{tenant, 0, 0});
-    try {
-      tenant_slots.emplace(tenant, static_cast<std::uint32_t>(tenants.size() - 1));
-    } catch (...) {
-      tenants.pop_back();
-      throw;
-    }
-    return static_cast<std::uint32_t>(tenants.size() - 1);
-  }
-
-  BlockKey key_for(const Sequence& s, std::size_t block_index) const noexcept {
-    if ((block_index + 1) * config.block_size <= s.shared_prefix_tokens) {
-      return BlockKey{true, 0, s.shared_prefix_adapter};
-    }
-    return BlockKey{false, s.tenant, s.adapter};
-  }
-
-  std::uint32_t take_slot() {
-    if (!free_slots.empty()) {
-      const std::uint32_t slot = free_slots.back();
-      free_slots.pop_back();
-      return slot;
-    }
-    PERSONA_CHECK_CODE(capacity_exhausted, sequences.size() < 0xffffffffu, "{} sequences exist; no more ids",
-                       sequences.size());
-    sequences.emplace_back();
-    return static_cast<std::uint32_t>(sequences.size() - 1);
-  }
-
-  // Gives `s` (a fork or pin sharing existing blocks) a slot and takes a reference to each of its blocks.
-  SequenceId adopt(Sequence s) {
-    const std::uint32_t slot = take_slot();
-    Sequence& target = sequences[slot];
-    s.generation = target.generation;
-    s.alive = true;
-    target = std::move(s);
-    for (const BlockId b : target.blocks) retain(b, target.tenant_slot);
-    return SequenceId{(static_cast<std::uint64_t>(target.generation) << 32) | slot};
-  }
-
-  // Error capacity_exhausted unless `count` more blocks fit in the pool and the tenant's quota.
-  void require_blocks(std::uint32_t tenant, std::size_t count, const char* function) const {
-    const Tenant& t = tenants[tenant];
-    if (count > pool.available()) {
-      throw Error(ErrorCode::capacity_exhausted, function,
-                  fmt::format("{} more blocks needed but {} of {} are available ({} used); tenant {} holds {} "
-                              "blocks (quota {})",
-                              count, pool.available(), blocks, pool.used(), t.id, t.blocks,
-                              t.quota == 0 ? std::string("none") : std::to_string(t.quota)));
-    }
-    if (t.quota != 0 && t.blocks + count > t.quota) {
-      throw Error(ErrorCode::capacity_exhausted, function,
-                  fmt::format("tenant {} holds {} blocks and needs {} more: over its quota of {} ({} of {} blocks "
-                              "in use)",
-                              t.id, t.blocks, count, t.quota, pool.used(), blocks));
-    }
-  }
-
-  // A block for tenant `owner`, reference count 1 (capacity checked by the caller).
-  BlockId acquire(std::uint32_t owner) noexcept {
-    const BlockPool::Allocation a = pool.allocate();
-    BlockMeta& m = meta[static_cast<std::size_t>(a.block)];
-    if (a.evicted) {
-      index.erase(m.hash);
-      ++evictions;
-    }
-    m = BlockMeta{};
-    m.owner = owner;
-    ++tenants[owner].blocks;
-    return a.block;
-  }
-
-  void retain(BlockId b, std::uint32_t owner) noexcept {
-    if (pool.ref_count(b) == 0) {
-      meta[static_cast<std::size_t>(b)].owner = owner;
-      ++tenants[owner].blocks;
-    }
-    pool.retain(b);
-  }
-
-  void release(BlockId b) noexcept {
-    if (pool.release(b) == 0) {
-      BlockMeta& m = meta[static_cast<std::size_t>(b)];
-      --tenants[m.owner].blocks;
-      m.owner = kNoTenant;
-    }
-  }
-
-  void copy_block(BlockId from, BlockId to, std::size_t slots) noexcept {
-    const std::size_t row_bytes = config.head_dim * size_of(config.storage);
-    for (std::size_t l = 0; l < config.layers; ++l) {
-      const KvLayerView view = layer(l);
-      for (std::size_t s = 0; s < slots; ++s) {
-        for (std::size_t h = 0; h < config.kv_heads; ++h) {
-          const std::size_t from_row = view.row_index(static_cast<std::size_t>(from), s, h);
-          const std::size_t to_row = view.row_index(static_cast<std::size_t>(to), s, h);
-          std::memcpy(const_cast<std::byte*>(view.k) + to_row * row_bytes, view.k + from_row * row_bytes, row_bytes);
-          std::memcpy(const_cast<std::byte*>(view.v) + to_row * row_bytes, view.v + from_row * row_bytes, row_bytes);
-          if (config.storage == DType::i8) {
-            const_cast<float*>(view.k_scale)[to_row] = view.k_scale[from_row];
-            const_cast<float*>(view.v_scale)[to_row] = view.v_scale[from_row];
-          }
-        }
-      }
-    }
-    std::memcpy(tokens_of(to), tokens_of(from), slots * sizeof(std::int32_t));
-  }
-
-  // Sets the chain hash of every full block written in all layers, and enters it in the prefix index
-  // unless an equal block is there already.
-  void hash_written_blocks(Sequence& s) noexcept {
-    const std::size_t written = *std::min_element(s.written.begin(), s.written.end());
-    for (std::size_t i = s.hashed_blocks; (i + 1) * config.block_size <= written; ++i) {
-      const BlockId b = s.blocks[i];
-      BlockMeta& m = meta[static_cast<std::size_t>(b)];
-      m.parent_hash = i == 0 ? kRootHash : meta[static_cast<std::size_t>(s.blocks[i - 1])].hash;
-      m.key = key_for(s, i);
-      m.hash = chain_hash(m.parent_hash, m.key, {tokens_of(b), config.block_size});
-      if (!m.registered && index.insert(m.hash, b)) {
-        m.registered = true;
-        pool.set_cacheable(b, true);
-      }
-      s.hashed_blocks = i + 1;
-    }
-  }
-
-  // The block holding `tokens` after parent `parent` under `key`, or kNoBlock. A hash match is confirmed
-  // against the block's parent hash, key and tokens: a collision is a miss, never another tenant's block.
-  BlockId lookup(std::uint64_t parent, const BlockKey& key, std::span<const std::int32_t> tokens,
-                 std::uint64_t& hash) const noexcept {
-    hash = chain_hash(parent, key, tokens);
-    const BlockId b = index.find(hash);
-    if (b == kNoBlock) return kNoBlock;
-    const BlockMeta& m = meta[static_cast<std::size_t>(b)];
-    if (m.parent_hash != parent || !(m.key == key) || !std::equal(tokens.begin(), tokens.end(), tokens_of(b))) {
-      return kNoBlock;
-    }
-    return b;
-  }
-
-  std::size_t reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens, const char* function) {
-    const std::size_t n = tokens.size(), start = s.length, bs = config.block_size;
-    if (n == 0) return start;
-    const std::size_t fill = start & block_mask;
-    const std::size_t have = (start + bs - 1) >> block_shift, need_total = (start + n + bs - 1) >> block_shift;
-    bool copy_last = false, uncache_last = false;
-    if (fill != 0) {
-      const BlockId last = s.blocks.back();
-      copy_last = pool.ref_count(last) > 1;
-      uncache_last = !copy_last && meta[static_cast<std::size_t>(last)].registered;
-    }
-    require_blocks(s.tenant_slot, need_total - have + (copy_last ? 1 : 0), function);
-    s.blocks.reserve(need_total);
-    if (uncache_last) {
-      // A rolled-back block this sequence alone holds but the prefix cache lists: it leaves the cache and
-      // is written in place (a copy would need a spare block, and quota, just to roll back).
-      BlockMeta& m = meta[static_cast<std::size_t>(s.blocks.back())];
-      index.erase(m.hash);
-      m.registered = false;
-      pool.set_cacheable(s.blocks.back(), false);
-    }
-    if (copy_last) {
-      const BlockId old = s.blocks.back();
-      const BlockId copy = acquire(s.tenant_slot);
-      copy_block(old, copy, fill);
-      release(old);
-      s.blocks.back() = copy;
-    }
-    for (std::size_t i = have; i < need_total; ++i) s.blocks.push_back(acquire(s.tenant_slot));
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t position = start + i;
-      tokens_of(s.blocks[position >> block_shift])[position & block_mask] = tokens[i];
-    }
-    s.length = start + n;
-    return start;
-  }
-};
 
 double KvCacheStats::waste() const noexcept {
   const std::size_t slots = used_blocks * block_size;
@@ -363,14 +39,14 @@ double KvCacheStats::waste() const noexcept {
 }
 
 PagedKvCache::PagedKvCache(const KvCacheConfig& config) {
-  validate(config);
-  const std::size_t num_blocks = config.num_blocks != 0 ? config.num_blocks : config.byte_budget / block_bytes(config);
+  config.validate();
+  const std::size_t num_blocks = config.num_blocks != 0 ? config.num_blocks : config.byte_budget / config.block_bytes();
   PERSONA_CHECK(num_blocks > 0 && num_blocks <= static_cast<std::size_t>(std::numeric_limits<BlockId>::max()),
                 "{} blocks requested; expected 1..{}", num_blocks, std::numeric_limits<BlockId>::max());
   std::size_t bytes = 0;
   PERSONA_CHECK_CODE(capacity_exhausted,
-                     !__builtin_mul_overflow(num_blocks, block_bytes(config), &bytes) && bytes <= (SIZE_MAX >> 2),
-                     "{} blocks of {} bytes overflow the address space", num_blocks, block_bytes(config));
+                     !__builtin_mul_overflow(num_blocks, config.block_bytes(), &bytes) && bytes <= (SIZE_MAX >> 2),
+                     "{} blocks of {} bytes overflow the address space", num_blocks, config.block_bytes());
   state_ = std::make_unique<State>(config, num_blocks);
   state_->config.num_blocks = num_blocks;
 }
@@ -392,7 +68,7 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   State& st = *state_;
   const std::size_t bs = st.config.block_size;
   const std::uint32_t tenant = st.tenant_slot(spec.tenant);
-  Sequence probe;  // the new sequence's keys, before it has a slot
+  detail::Sequence probe;  // the new sequence's keys, before it has a slot
   probe.tenant = spec.tenant;
   probe.adapter = spec.adapter;
   probe.shared_prefix_tokens = std::min(spec.shared_prefix_tokens, spec.prompt.size());
@@ -401,7 +77,7 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   // Longest cached run of full prompt blocks, leaving at least the last token to compute.
   st.hits.clear();
   const std::size_t max_hits = spec.prompt.empty() ? 0 : (spec.prompt.size() - 1) >> st.block_shift;
-  std::uint64_t parent = kRootHash;
+  std::uint64_t parent = detail::kRootHash;
   std::size_t revived = 0;
   for (std::size_t i = 0; i < max_hits; ++i) {
     std::uint64_t hash = 0;
@@ -415,7 +91,7 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   st.require_blocks(tenant, revived + (spec.prompt.size() - cached + bs - 1) / bs, "create_sequence");
 
   const std::uint32_t slot = st.take_slot();
-  Sequence& s = st.sequences[slot];
+  detail::Sequence& s = st.sequences[slot];
   s.pinned = false;
   s.tenant = spec.tenant;
   s.adapter = spec.adapter;
@@ -440,26 +116,26 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
 
 SequenceId PagedKvCache::fork(SequenceId parent_id) {
   State& st = *state_;
-  const Sequence& parent = st.get(parent_id, "fork");
+  const detail::Sequence& parent = st.get(parent_id, "fork");
   PERSONA_CHECK(!parent.pinned, "sequence {:#x} is a pin; fork the sequence it was made from", parent_id.value);
   const std::size_t written = *std::min_element(parent.written.begin(), parent.written.end());
   PERSONA_CHECK(written == parent.length,
                 "sequence {:#x} has {} tokens but K/V written for only {} in every layer; write them before forking",
                 parent_id.value, parent.length, written);
-  Sequence copy = parent;  // before take_slot, which may move the parent
+  detail::Sequence copy = parent;  // before take_slot, which may move the parent
   copy.cached_tokens = 0;
   return st.adopt(std::move(copy));
 }
 
 SequenceId PagedKvCache::pin_prefix(SequenceId source_id, std::size_t tokens) {
   State& st = *state_;
-  const Sequence& source = st.get(source_id, "pin_prefix");
+  const detail::Sequence& source = st.get(source_id, "pin_prefix");
   const std::size_t written = *std::min_element(source.written.begin(), source.written.end());
   PERSONA_CHECK_CODE(out_of_range, tokens <= written,
                      "pin of {} tokens but sequence {:#x} has K/V written for {} (length {})", tokens, source_id.value,
                      written, source.length);
   const std::size_t full = tokens >> st.block_shift;
-  Sequence pin = source;
+  detail::Sequence pin = source;
   pin.blocks.resize(full);
   pin.length = full * st.config.block_size;
   pin.cached_tokens = 0;
@@ -471,7 +147,7 @@ SequenceId PagedKvCache::pin_prefix(SequenceId source_id, std::size_t tokens) {
 
 void PagedKvCache::free_sequence(SequenceId id) {
   State& st = *state_;
-  Sequence& s = st.get(id, "free_sequence");
+  detail::Sequence& s = st.get(id, "free_sequence");
   // Last block first: the cached list then evicts a prefix's tail before its head.
   for (std::size_t i = s.blocks.size(); i-- > 0;) st.release(s.blocks[i]);
   s.blocks.clear();
@@ -483,14 +159,14 @@ void PagedKvCache::free_sequence(SequenceId id) {
 
 std::size_t PagedKvCache::append_tokens(SequenceId id, std::span<const std::int32_t> tokens) {
   State& st = *state_;
-  Sequence& s = st.get(id, "append_tokens");
+  detail::Sequence& s = st.get(id, "append_tokens");
   PERSONA_CHECK(!s.pinned, "sequence {:#x} is a pin made by pin_prefix; pins cannot grow", id.value);
   return st.reserve_tokens(s, tokens, "append_tokens");
 }
 
 void PagedKvCache::write_kv(SequenceId id, std::size_t layer, TensorView<const float> k, TensorView<const float> v) {
   State& st = *state_;
-  Sequence& s = st.get(id, "write_kv");
+  detail::Sequence& s = st.get(id, "write_kv");
   const KvCacheConfig& c = st.config;
   PERSONA_CHECK_CODE(out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
   PERSONA_CHECK_CODE(
@@ -527,7 +203,7 @@ void PagedKvCache::append(SequenceId id, std::span<const std::int32_t> tokens, T
                      k.shape() == expected && v.shape() == expected && k.is_contiguous() && v.is_contiguous(),
                      "k has shape {} and v {}; expected contiguous {}", k.shape().to_string(), v.shape().to_string(),
                      expected.to_string());
-  Sequence& s = state_->get(id, "append");
+  detail::Sequence& s = state_->get(id, "append");
   PERSONA_CHECK(!s.pinned, "sequence {:#x} is a pin made by pin_prefix; pins cannot grow", id.value);
   for (std::size_t l = 0; l < c.layers; ++l) {
     check_storable(c.storage, k.row(l).span(), v.row(l).span(), l, c.kv_heads, c.head_dim, "append");
@@ -544,7 +220,7 @@ void PagedKvCache::append(SequenceId id, std::span<const std::int32_t> tokens, T
 
 void PagedKvCache::truncate(SequenceId id, std::size_t tokens) {
   State& st = *state_;
-  Sequence& s = st.get(id, "truncate");
+  detail::Sequence& s = st.get(id, "truncate");
   PERSONA_CHECK(!s.pinned, "sequence {:#x} is a pin; free it instead", id.value);
   PERSONA_CHECK_CODE(out_of_range, tokens <= s.length, "truncate of {} tokens but sequence {:#x} has {}", tokens,
                      id.value, s.length);
@@ -562,14 +238,14 @@ void PagedKvCache::truncate(SequenceId id, std::size_t tokens) {
 }
 
 SequenceInfo PagedKvCache::sequence_info(SequenceId id) const {
-  const Sequence& s = state_->get(id, "sequence_info");
+  const detail::Sequence& s = state_->get(id, "sequence_info");
   return SequenceInfo{s.tenant, s.adapter, s.length, s.cached_tokens, s.pinned};
 }
 
 bool PagedKvCache::contains(SequenceId id) const noexcept { return state_->find(id) != nullptr; }
 
 std::size_t PagedKvCache::written_tokens(SequenceId id, std::size_t layer) const {
-  const Sequence& s = state_->get(id, "written_tokens");
+  const detail::Sequence& s = state_->get(id, "written_tokens");
   PERSONA_CHECK_CODE(out_of_range, layer < state_->config.layers, "layer {} of a cache with {} layers", layer,
                      state_->config.layers);
   return s.written[layer];
@@ -579,7 +255,7 @@ std::span<const BlockId> PagedKvCache::blocks(SequenceId id) const { return stat
 
 std::vector<std::int32_t> PagedKvCache::tokens(SequenceId id) const {
   const State& st = *state_;
-  const Sequence& s = st.get(id, "tokens");
+  const detail::Sequence& s = st.get(id, "tokens");
   std::vector<std::int32_t> out(s.length);
   for (std::size_t p = 0; p < s.length; ++p) out[p] = st.tokens_of(s.blocks[p >> st.block_shift])[p & st.block_mask];
   return out;
@@ -591,7 +267,7 @@ PageTable PagedKvCache::page_table(std::span<const SequenceId> ids) const {
   table.indptr.reserve(ids.size() + 1);
   table.indptr.push_back(0);
   for (const SequenceId id : ids) {
-    const Sequence& s = st.get(id, "page_table");
+    const detail::Sequence& s = st.get(id, "page_table");
     table.indices.insert(table.indices.end(), s.blocks.begin(), s.blocks.end());
     table.indptr.push_back(static_cast<std::int32_t>(table.indices.size()));
     const std::size_t fill = s.length & st.block_mask;
@@ -603,7 +279,7 @@ PageTable PagedKvCache::page_table(std::span<const SequenceId> ids) const {
 
 void PagedKvCache::read_kv(SequenceId id, std::size_t layer, TensorView<float> k, TensorView<float> v) const {
   const State& st = *state_;
-  const Sequence& s = st.get(id, "read_kv");
+  const detail::Sequence& s = st.get(id, "read_kv");
   const KvCacheConfig& c = st.config;
   PERSONA_CHECK_CODE(out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
   const auto expected = Shape{s.length, c.kv_heads, c.head_dim};
@@ -636,7 +312,7 @@ TenantUsage PagedKvCache::tenant_usage(TenantId tenant) const {
   const State& st = *state_;
   const auto it = st.tenant_slots.find(tenant);
   if (it == st.tenant_slots.end()) return {};
-  const Tenant& t = st.tenants[it->second];
+  const detail::Tenant& t = st.tenants[it->second];
   return TenantUsage{t.blocks, t.quota};
 }
 
@@ -654,7 +330,7 @@ KvCacheStats PagedKvCache::stats() const {
   out.bytes = st.k.bytes() + st.v.bytes() + (st.k_scale.numel() + st.v_scale.numel()) * sizeof(float);
   // Slots of a used block that no sequence reaches; a block shared by several counts once.
   std::vector<std::uint32_t> filled(st.blocks, 0);
-  for (const Sequence& s : st.sequences) {
+  for (const detail::Sequence& s : st.sequences) {
     if (!s.alive) continue;
     if (!s.pinned) {
       ++out.sequences;

@@ -2,7 +2,7 @@
 // linear probing, sized once for the pool (at most one entry per block), so inserts never allocate.
 #pragma once
 
-#include "persona/kv/block_pool.hpp"
+#include "persona/kv/kv_layer_view.hpp"
 
 #include <bit>
 #include <cstddef>

@@ -16,6 +16,9 @@ namespace {
 constexpr std::size_t kPanelGrain = 4;
 
 // Per token and group (see quantize_activations_ref); the first non-finite activation is named.
+// Symmetric absmax / 127 with one scale per weight group, not kv's per-row or ann's min/max codec: the
+// groups must line up with the weights' so that each group's integer dot product is scaled once, and the
+// code sums let asymmetric weights fold their minima in without a zero point on the activations.
 void quantize_activations(const detail::QuantKernelTable& kernels, TensorView<const float> x, std::size_t group_size,
                           detail::QuantActivationScratch& out, const char* function) {
   const std::size_t m = x.dim(0), k = x.dim(1), groups = k / group_size;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "persona/ann/search.hpp"
+#include "persona/ann/vector_index.hpp"
 #include "persona/core/tensor.hpp"
 
 #include <cstddef>
@@ -15,6 +16,10 @@
 #include <vector>
 
 namespace persona {
+
+namespace detail {
+struct HnswState;  // src/ann/hnsw_state.hpp
+}  // namespace detail
 
 // How the index keeps its vectors for the graph walk.
 enum class VectorStorage : std::uint8_t {
@@ -59,7 +64,7 @@ struct HnswStats {
   }
 };
 
-class HnswIndex {
+class HnswIndex final : public VectorIndex {
  public:
   explicit HnswIndex(const HnswConfig& config);
   ~HnswIndex();
@@ -70,7 +75,7 @@ class HnswIndex {
 
   // Writes the index to `path` atomically (temporary file, fsync, rename): the format of docs/formats.md,
   // versioned and checksummed. Not while another thread adds or removes.
-  void save(const std::filesystem::path& path) const;
+  void save(const std::filesystem::path& path) const override;
   // Reads an index written by save. Error io_error (unreadable), corrupt_data (truncated, checksum
   // mismatch, any count, level, link or label out of range), unsupported (a newer format version, naming
   // both).
@@ -79,33 +84,41 @@ class HnswIndex {
   // Safe to call from several threads at once, and while other threads search. Error shape_mismatch for
   // a vector of another length, invalid_argument for NaN or infinity, a label already present, or a zero
   // vector under cosine.
-  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
-  // vectors [n, dim], one label (and tenant, or all 0 when empty) per row; inserted on oneTBB workers.
+  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0) override;
+  // vectors [n, dim], one label (and tenant, or all 0 when empty) per row; inserted on oneTBB workers. A
+  // row add refuses throws (one of them) after the other rows are in.
   void add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
-           std::span<const TenantId> tenants = {});
+           std::span<const TenantId> tenants = {}) override;
   // Marks the vector deleted: searches skip it; it keeps routing the graph until a later add reuses its
   // slot or compact() drops it. Error not_found if unknown.
-  void remove(VectorLabel label);
+  void remove(VectorLabel label) override;
   // Replaces the vector (and tenant) of `label` and relinks it. A search running meanwhile may miss the
   // label; it never sees a half-written vector. Errors as add, and not_found if the label is unknown.
   void update(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
   // Drops the deleted vectors: repairs the links that ran through them and moves the live ones together,
   // giving the memory back. Blocks searches and inserts while it runs.
   void compact();
-  bool contains(VectorLabel label) const;
+  bool contains(VectorLabel label) const override;
 
-  // The k nearest live vectors passing the filter, closest first; fewer when fewer exist. ef = 0 uses
-  // config().ef_search. Safe from many threads, also while add runs.
-  std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter = {},
-                               std::size_t ef = 0) const;
+  // The k nearest live vectors passing the filter, closest first (ties: lower label first); fewer when
+  // fewer exist. Keeps ef candidates on the walk; ef = 0 uses config().ef_search. Safe from many threads,
+  // also while add runs.
+  std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter,
+                               std::size_t ef) const;
+  std::vector<Neighbor> search(std::span<const float> query, std::size_t k,
+                               const SearchFilter& filter = {}) const override {
+    return search(query, k, filter, 0);
+  }
 
   const HnswConfig& config() const noexcept;
-  std::size_t size() const noexcept;  // live vectors
+  std::size_t dim() const noexcept override { return config().dim; }
+  Metric metric() const noexcept override { return config().metric; }
+  std::size_t size() const noexcept override;  // live vectors
   HnswStats stats() const;
+  std::size_t memory_bytes() const override { return stats().bytes; }
 
  private:
-  struct State;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<detail::HnswState> state_;
 };
 
 }  // namespace persona

@@ -27,14 +27,13 @@ struct KvCacheConfig {
   // f32, f16, bf16, or i8 (codes with one f32 scale per token and KV head: absmax / 127).
   DType storage = DType::f32;
   KvLayout layout = KvLayout::nhd;
+
+  // Bytes one block takes over all layers, keys and values (and int8 scales): the unit of byte_budget.
+  std::size_t block_bytes() const noexcept;
+  // Throws Error(invalid_argument) naming the first field out of range.
+  void validate() const;
 };
 
 inline constexpr std::size_t kMaxHeadDim = 512;
-
-// Bytes one block takes over all layers, keys and values (and int8 scales): the unit of byte_budget.
-std::size_t block_bytes(const KvCacheConfig& config);
-
-// Throws Error(invalid_argument) naming the first field out of range.
-void validate(const KvCacheConfig& config);
 
 }  // namespace persona

@@ -5,8 +5,13 @@
 #include "persona/kv/kv_cache_config.hpp"
 
 #include <cstddef>
+#include <cstdint>
 
 namespace persona {
+
+// A block of a PagedKvCache's pool, by index; kNoBlock where there is none.
+using BlockId = std::int32_t;
+inline constexpr BlockId kNoBlock = -1;
 
 // What the attention kernels read: one layer's pool. Shapes per layer, by layout:
 //   k, v      nhd [num_blocks, block_size, kv_heads, head_dim], hnd [num_blocks, kv_heads, block_size,

@@ -5,7 +5,6 @@
 
 #include "persona/core/ids.hpp"
 #include "persona/core/tensor.hpp"
-#include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/kv_layer_view.hpp"
 #include "persona/kv/page_table.hpp"
@@ -19,7 +18,9 @@ namespace persona {
 
 struct SequenceSpec {
   TenantId tenant = kPublicTenant;
-  std::uint64_t adapter = 0;  // the adapter the K/V are computed with: part of the prefix-cache key
+  // The adapter version the K/V are computed with (AdapterHandle::version_id(); {} for the base model):
+  // part of the prefix-cache key, so K/V computed with an older version of the adapter are never reused.
+  AdapterVersionId adapter = {};
   // Prompt tokens, appended at creation. Full blocks found in the prefix cache are reused (their K/V need
   // no computing); at most prompt.size() - 1 tokens come from the cache, so the last token is always
   // computed (its logits start decoding). sequence_info().cached_tokens says how many were found.
@@ -27,17 +28,17 @@ struct SequenceSpec {
   // The first shared_prefix_tokens tokens of the prompt are a declared public prefix (a common system
   // prompt): blocks that lie wholly inside it are cached without the tenant's key and shared by every
   // tenant. Their K/V must not depend on the tenant: the caller computes them with
-  // shared_prefix_adapter (0: the base model), which keys them instead. Clamped to the prompt's length,
-  // and to the sequence's length by truncate.
+  // shared_prefix_adapter (a public adapter's version, or {} for the base model), which keys them
+  // instead. Clamped to the prompt's length, and to the sequence's length by truncate.
   std::size_t shared_prefix_tokens = 0;
-  std::uint64_t shared_prefix_adapter = 0;
+  AdapterVersionId shared_prefix_adapter = {};
   // Reserves room for this many tokens (at most the pool's), so that appends up to it never allocate.
   std::size_t max_tokens = 0;
 };
 
 struct SequenceInfo {
   TenantId tenant = kPublicTenant;
-  std::uint64_t adapter = 0;
+  AdapterVersionId adapter = {};
   std::size_t length = 0;         // tokens appended (the positions 0..length-1)
   std::size_t cached_tokens = 0;  // of the prompt, found in the prefix cache at creation
   bool pinned = false;            // a pin made by pin_prefix
@@ -126,7 +127,8 @@ class PagedKvCache {
   void set_tenant_quota(TenantId tenant, std::size_t max_blocks);
   TenantUsage tenant_usage(TenantId tenant) const;
   KvCacheStats stats() const;
-  // Reference count of a block (for tests and tools).
+  // Advanced (tests and tools): how many sequences and pins hold `block`; 0 for a free or merely cached
+  // block. Error out_of_range for a block outside the pool.
   std::uint32_t block_ref_count(BlockId block) const;
 
  private:

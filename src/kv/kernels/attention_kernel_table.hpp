@@ -4,7 +4,6 @@
 #pragma once
 
 #include "persona/core/cpu_features.hpp"
-#include "persona/kv/block_pool.hpp"
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/kv_layer_view.hpp"
 

@@ -3,14 +3,13 @@
 // Allocate, retain, release and touch are O(1) (intrusive lists) and never allocate memory.
 #pragma once
 
+#include "persona/kv/kv_layer_view.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-namespace persona {
-
-using BlockId = std::int32_t;
-inline constexpr BlockId kNoBlock = -1;
+namespace persona::detail {
 
 class BlockPool {
  public:
@@ -61,4 +60,4 @@ class BlockPool {
   std::size_t free_ = 0;
 };
 
-}  // namespace persona
+}  // namespace persona::detail
