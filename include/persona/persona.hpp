@@ -1,6 +1,7 @@
 // Everything persona offers, in one include.
 #pragma once
 
+#include "persona/ann/distance.hpp"
 #include "persona/ann/flat_index.hpp"
 #include "persona/ann/hnsw_index.hpp"
 #include "persona/ann/search.hpp"

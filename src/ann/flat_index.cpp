@@ -70,7 +70,7 @@ std::vector<Neighbor> FlatIndex::search(std::span<const float> query, std::size_
   PERSONA_CHECK(k > 0, "k is 0; expected at least 1");
   std::vector<float> q(dim_);
   detail::prepare_vector(metric_, dim_, query, q.data(), "search", "query");
-  const auto& kernels = persona::detail::core_kernels(active_isa_level());
+  const auto& kernels = persona::detail::distance_kernels(active_isa_level());
   detail::TopK best(k);
   for (std::size_t slot = 0; slot < labels_.size(); ++slot) {
     if (filter.tenant && tenants_[slot] != *filter.tenant) continue;

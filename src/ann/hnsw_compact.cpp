@@ -8,7 +8,7 @@
 namespace persona::detail {
 
 void HnswState::compact() {
-  const auto& k = core_kernels(active_isa_level());
+  const auto& k = distance_kernels(active_isa_level());
   const std::size_t count = next_slot;
   const auto dead = [&](Slot s) { return deleted[s].load(std::memory_order_relaxed); };
   // Every live node whose links run through deleted ones takes those nodes' live links as candidates

@@ -88,7 +88,7 @@ void search_layer(const HnswState& st, const QueryDistance& dist, Candidate star
 
 // hnswlib's neighbour heuristic: keep a candidate (nearest first) only if it is closer to the new node
 // than to every neighbour kept so far, up to `limit`.
-void select_neighbors(const HnswState& st, const CoreKernelTable& k, std::vector<Candidate>& candidates,
+void select_neighbors(const HnswState& st, const DistanceKernelTable& k, std::vector<Candidate>& candidates,
                       std::size_t limit) {
   std::sort(candidates.begin(), candidates.end(),
             [](const Candidate& a, const Candidate& b) { return a.distance < b.distance; });
@@ -110,7 +110,7 @@ void select_neighbors(const HnswState& st, const CoreKernelTable& k, std::vector
 }
 
 // Adds `from` to the links of `to` at `level`, pruning with the heuristic when the list is full.
-void add_link(HnswState& st, const CoreKernelTable& k, Slot to, Slot from, std::size_t level) {
+void add_link(HnswState& st, const DistanceKernelTable& k, Slot to, Slot from, std::size_t level) {
   std::lock_guard lock(st.locks[to]);
   Slot* list = st.links(to, level);
   for (std::size_t i = 0; i < list[0]; ++i) {
@@ -127,7 +127,7 @@ void add_link(HnswState& st, const CoreKernelTable& k, Slot to, Slot from, std::
 
 }  // namespace
 
-void HnswState::relink_from(const CoreKernelTable& k, Slot to, std::size_t level, std::span<const Slot> extra) {
+void HnswState::relink_from(const DistanceKernelTable& k, Slot to, std::size_t level, std::span<const Slot> extra) {
   Slot* list = links(to, level);
   std::vector<Slot> pool(list + 1, list + 1 + list[0]);
   pool.insert(pool.end(), extra.begin(), extra.end());
@@ -144,7 +144,7 @@ void HnswState::relink_from(const CoreKernelTable& k, Slot to, std::size_t level
   store_link(list, static_cast<Slot>(candidates.size()));
 }
 
-void HnswState::repair_around(const CoreKernelTable& k, Slot slot, std::size_t level) {
+void HnswState::repair_around(const DistanceKernelTable& k, Slot slot, std::size_t level) {
   for (std::size_t l = 0; l <= level; ++l) {
     std::vector<Slot> old;
     {
@@ -161,7 +161,7 @@ void HnswState::repair_around(const CoreKernelTable& k, Slot slot, std::size_t l
 }
 
 void HnswState::link(Slot slot, std::size_t level, const float* q) {
-  const auto& k = core_kernels(active_isa_level());
+  const auto& k = distance_kernels(active_isa_level());
   std::unique_lock entry_lock(entry_mutex, std::defer_lock);
   int top = top_level.load(std::memory_order_acquire);
   if (static_cast<int>(level) > top) entry_lock.lock();  // may become the entry point: one at a time
@@ -210,7 +210,7 @@ void HnswState::link(Slot slot, std::size_t level, const float* q) {
 
 std::vector<Neighbor> HnswState::search(const float* q, std::size_t k, const SearchFilter& filter,
                                         std::size_t ef) const {
-  const auto& kernels = core_kernels(active_isa_level());
+  const auto& kernels = distance_kernels(active_isa_level());
   std::shared_lock growth_lock(growth);
   const auto accept = [&](Slot s) {
     if (deleted[s].load(std::memory_order_acquire)) return false;

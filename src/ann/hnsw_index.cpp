@@ -90,7 +90,7 @@ void HnswIndex::add(VectorLabel label, std::span<const float> vector, TenantId t
         level = st.levels[slot];
       }
       std::shared_lock lock(st.growth);
-      st.repair_around(persona::detail::core_kernels(active_isa_level()), slot, level);
+      st.repair_around(persona::detail::distance_kernels(active_isa_level()), slot, level);
       st.link(slot, level, prepared.data());
       st.deleted[slot].store(false, std::memory_order_release);
     } else {
@@ -182,7 +182,7 @@ void HnswIndex::update(VectorLabel label, std::span<const float> vector, TenantI
   };
   try {
     std::shared_lock lock(st.growth);
-    st.repair_around(persona::detail::core_kernels(active_isa_level()), slot, level);
+    st.repair_around(persona::detail::distance_kernels(active_isa_level()), slot, level);
     st.link(slot, level, prepared.data());
   } catch (...) {
     finish();  // out of memory while relinking: the new vector stays, reachable through its old links

@@ -78,7 +78,7 @@ struct HnswState {
   // Distances from one float vector to stored rows: through the int8 codes, or through the f32 rows.
   struct QueryDistance {
     const HnswState* st;
-    const CoreKernelTable* k;
+    const DistanceKernelTable* k;
     const float* q;
     bool use_codes;
     float q_norm = 0.0f, q_sum = 0.0f;
@@ -101,7 +101,7 @@ struct HnswState {
     }
   };
   // For a walk (use_codes: the int8 rows when the index has them) or for building and re-ranking (f32).
-  QueryDistance distance_from(const CoreKernelTable& k, const float* q, bool use_codes) const {
+  QueryDistance distance_from(const DistanceKernelTable& k, const float* q, bool use_codes) const {
     QueryDistance d{this, &k, q, use_codes && has_codes};
     if (d.use_codes) {
       d.q_norm = k.dot(q, q, config.dim);
@@ -110,7 +110,9 @@ struct HnswState {
     return d;
   }
   // Building uses the f32 rows when kept, else the codes.
-  QueryDistance build_distance(const CoreKernelTable& k, const float* q) const { return distance_from(k, q, !has_f32); }
+  QueryDistance build_distance(const DistanceKernelTable& k, const float* q) const {
+    return distance_from(k, q, !has_f32);
+  }
   // A stored vector as floats: its f32 row, or its codes decoded into `buffer`.
   const float* vector_of(Slot s, std::vector<float>& buffer) const;
 
@@ -123,10 +125,10 @@ struct HnswState {
 
   // The graph (hnsw_graph.cpp). Replaces the links of `to` at `level` with the best of its own and
   // `extra` by the neighbour heuristic; the caller holds to's lock.
-  void relink_from(const CoreKernelTable& k, Slot to, std::size_t level, std::span<const Slot> extra);
+  void relink_from(const DistanceKernelTable& k, Slot to, std::size_t level, std::span<const Slot> extra);
   // A reused slot's old neighbours lose the node that joined them: each reconsiders its links together
   // with the others (hnswlib's updatePoint, one hop).
-  void repair_around(const CoreKernelTable& k, Slot slot, std::size_t level);
+  void repair_around(const DistanceKernelTable& k, Slot slot, std::size_t level);
   // Links `slot` (vector q, at `level`) into the graph; a reused slot may already be reachable.
   void link(Slot slot, std::size_t level, const float* q);
   // The k nearest live vectors to the prepared query q passing the filter, closest first; ef as

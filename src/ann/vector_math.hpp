@@ -1,8 +1,8 @@
-// The pieces both indexes use: checking and preparing a vector for a metric, the distance through the
-// core SIMD kernels (core/kernels/core_kernel_table.hpp), and a bounded set of the k best neighbours.
+// The pieces both indexes use: checking and preparing a vector for a metric, the distance through ann's
+// SIMD distance kernels (ann/kernels/distance_kernel_table.hpp), and a bounded set of the k best neighbours.
 #pragma once
 
-#include "core/kernels/core_kernel_table.hpp"
+#include "ann/kernels/distance_kernel_table.hpp"
 #include "persona/ann/search.hpp"
 #include "persona/core/error.hpp"
 
@@ -33,7 +33,7 @@ inline void prepare_vector(Metric metric, std::size_t dim, std::span<const float
   }
 }
 
-inline float distance(const persona::detail::CoreKernelTable& k, Metric metric, const float* a, const float* b,
+inline float distance(const persona::detail::DistanceKernelTable& k, Metric metric, const float* a, const float* b,
                       std::size_t dim) noexcept {
   return metric == Metric::l2 ? k.squared_l2(a, b, dim) : 1.0f - k.dot(a, b, dim);
 }

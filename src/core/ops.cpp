@@ -261,18 +261,6 @@ void matmul_ref(TensorView<const float> a, TensorView<const float> b, TensorView
 
 float dot(std::span<const float> a, std::span<const float> b) { return pair_impl(fast().dot, a, b, "dot"); }
 float dot_ref(std::span<const float> a, std::span<const float> b) { return pair_impl(ref().dot, a, b, "dot_ref"); }
-float squared_l2(std::span<const float> a, std::span<const float> b) {
-  return pair_impl(fast().squared_l2, a, b, "squared_l2");
-}
-float squared_l2_ref(std::span<const float> a, std::span<const float> b) {
-  return pair_impl(ref().squared_l2, a, b, "squared_l2_ref");
-}
-float dot_i8(std::span<const float> a, std::span<const std::int8_t> b) {
-  return pair_impl(fast().dot_i8, a, b, "dot_i8");
-}
-float dot_i8_ref(std::span<const float> a, std::span<const std::int8_t> b) {
-  return pair_impl(ref().dot_i8, a, b, "dot_i8_ref");
-}
 
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out) {
   rmsnorm_impl(fast(), true, x, weight, eps, out, "rmsnorm");

@@ -25,12 +25,6 @@ void matmul_ref(TensorView<const float> a, TensorView<const float> b, TensorView
 
 float dot(std::span<const float> a, std::span<const float> b);
 float dot_ref(std::span<const float> a, std::span<const float> b);
-// sum (a[i] - b[i])^2; Error shape_mismatch for different lengths.
-float squared_l2(std::span<const float> a, std::span<const float> b);
-float squared_l2_ref(std::span<const float> a, std::span<const float> b);
-// sum a[i] * b[i] over float a and signed bytes b (the int8 rows of the vector indexes).
-float dot_i8(std::span<const float> a, std::span<const std::int8_t> b);
-float dot_i8_ref(std::span<const float> a, std::span<const std::int8_t> b);
 
 // out[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * weight[i]   (Llama RMSNorm)
 void rmsnorm(TensorView<const float> x, std::span<const float> weight, float eps, TensorView<float> out);

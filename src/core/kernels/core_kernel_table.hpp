@@ -36,11 +36,10 @@ struct CoreKernelTable {
   void (*f32_to_bf16)(const float* in, std::uint16_t* out, std::size_t n) noexcept;
   void (*bf16_to_f32)(const std::uint16_t* in, float* out, std::size_t n) noexcept;
   void (*matmul)(const MatmulArgs& args) noexcept;
-  // sum (a[i] - b[i])^2, i < n: the L2 distance of the vector indexes, squared.
-  float (*squared_l2)(const float* a, const float* b, std::size_t n) noexcept;
-  // sum a[i] * b[i], i < n, over float a and signed bytes b: the int8 rows of the vector indexes.
-  float (*dot_i8)(const float* a, const std::int8_t* b, std::size_t n) noexcept;
 };
+
+// The dot oracle (in double), also the inner product of ann's reference distance table.
+float dot_ref(const float* a, const float* b, std::size_t n) noexcept;
 
 // The plain scalar oracles (matmul is a triple loop); what the *_ref public functions run.
 const CoreKernelTable& reference_core_kernels() noexcept;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/kernels/core_kernel_table.hpp"
+#include "core/kernels/dot_kernel.hpp"
 #include "core/kernels/eigen_matmul.hpp"
 #include "core/kernels/x86_io.hpp"
 #include "persona/core/dtype.hpp"
@@ -21,57 +22,7 @@ struct CoreKernels {
   using U = xsimd::batch<std::uint32_t, Arch>;
   static constexpr std::size_t W = F::size;
 
-  // Four independent accumulators hide the FMA latency.
-  static float dot(const float* a, const float* b, std::size_t n) noexcept {
-    F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
-    std::size_t i = 0;
-    for (; i + 4 * W <= n; i += 4 * W) {
-      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
-      acc1 = fused_multiply_add<Arch>(F::load_unaligned(a + i + W), F::load_unaligned(b + i + W), acc1);
-      acc2 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 2 * W), F::load_unaligned(b + i + 2 * W), acc2);
-      acc3 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 3 * W), F::load_unaligned(b + i + 3 * W), acc3);
-    }
-    for (; i + W <= n; i += W)
-      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), F::load_unaligned(b + i), acc0);
-    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
-    for (; i < n; ++i) sum += a[i] * b[i];
-    return sum;
-  }
-
-  static float squared_l2(const float* a, const float* b, std::size_t n) noexcept {
-    F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
-    std::size_t i = 0;
-    const auto step = [&](F& acc, std::size_t at) {
-      const F d = F::load_unaligned(a + at) - F::load_unaligned(b + at);
-      acc = fused_multiply_add<Arch>(d, d, acc);
-    };
-    for (; i + 4 * W <= n; i += 4 * W) {
-      step(acc0, i);
-      step(acc1, i + W);
-      step(acc2, i + 2 * W);
-      step(acc3, i + 3 * W);
-    }
-    for (; i + W <= n; i += W) step(acc0, i);
-    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
-    for (; i < n; ++i) sum += (a[i] - b[i]) * (a[i] - b[i]);
-    return sum;
-  }
-
-  static float dot_i8(const float* a, const std::int8_t* b, std::size_t n) noexcept {
-    F acc0(0.0f), acc1(0.0f), acc2(0.0f), acc3(0.0f);
-    std::size_t i = 0;
-    for (; i + 4 * W <= n; i += 4 * W) {
-      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), load_i8_as_f32<Arch>(b + i), acc0);
-      acc1 = fused_multiply_add<Arch>(F::load_unaligned(a + i + W), load_i8_as_f32<Arch>(b + i + W), acc1);
-      acc2 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 2 * W), load_i8_as_f32<Arch>(b + i + 2 * W), acc2);
-      acc3 = fused_multiply_add<Arch>(F::load_unaligned(a + i + 3 * W), load_i8_as_f32<Arch>(b + i + 3 * W), acc3);
-    }
-    for (; i + W <= n; i += W)
-      acc0 = fused_multiply_add<Arch>(F::load_unaligned(a + i), load_i8_as_f32<Arch>(b + i), acc0);
-    float sum = xsimd::hadd((acc0 + acc1) + (acc2 + acc3));
-    for (; i < n; ++i) sum += a[i] * static_cast<float>(b[i]);
-    return sum;
-  }
+  static float dot(const float* a, const float* b, std::size_t n) noexcept { return dot_kernel<Arch>(a, b, n); }
 
   static void rmsnorm(const float* x, const float* weight, float eps, float* y, std::size_t n) noexcept {
     const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
@@ -185,9 +136,8 @@ struct CoreKernels {
 template <class Arch>
 constexpr CoreKernelTable make_core_kernel_table(IsaLevel level) {
   using K = CoreKernels<Arch>;
-  return CoreKernelTable{level,          K::dot,       K::rmsnorm,    K::softmax,    K::silu,
-                         K::swiglu,      K::rope,      K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16,
-                         K::bf16_to_f32, eigen_matmul, K::squared_l2, K::dot_i8};
+  return CoreKernelTable{level,   K::dot,        K::rmsnorm,    K::softmax,     K::silu,        K::swiglu,
+                         K::rope, K::f32_to_f16, K::f16_to_f32, K::f32_to_bf16, K::bf16_to_f32, eigen_matmul};
 }
 
 }  // namespace persona::detail

@@ -9,7 +9,6 @@
 #include <cmath>
 
 namespace persona::detail {
-namespace {
 
 // Reductions accumulate in double: the oracle should be more accurate than what it checks.
 float dot_ref(const float* a, const float* b, std::size_t n) noexcept {
@@ -18,20 +17,7 @@ float dot_ref(const float* a, const float* b, std::size_t n) noexcept {
   return static_cast<float>(sum);
 }
 
-float squared_l2_ref(const float* a, const float* b, std::size_t n) noexcept {
-  double sum = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    sum += d * d;
-  }
-  return static_cast<float>(sum);
-}
-
-float dot_i8_ref(const float* a, const std::int8_t* b, std::size_t n) noexcept {
-  double sum = 0.0;
-  for (std::size_t i = 0; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
-  return static_cast<float>(sum);
-}
+namespace {
 
 void rmsnorm_ref(const float* x, const float* weight, float eps, float* y, std::size_t n) noexcept {
   double sum = 0.0;
@@ -97,9 +83,9 @@ void matmul_ref(const MatmulArgs& p) noexcept {
   }
 }
 
-constexpr CoreKernelTable kReference{IsaLevel::scalar, dot_ref,    rmsnorm_ref,    softmax_ref,    silu_ref,
-                                     swiglu_ref,       rope_ref,   f32_to_f16_ref, f16_to_f32_ref, f32_to_bf16_ref,
-                                     bf16_to_f32_ref,  matmul_ref, squared_l2_ref, dot_i8_ref};
+constexpr CoreKernelTable kReference{IsaLevel::scalar, dot_ref,         rmsnorm_ref,     softmax_ref,
+                                     silu_ref,         swiglu_ref,      rope_ref,        f32_to_f16_ref,
+                                     f16_to_f32_ref,   f32_to_bf16_ref, bf16_to_f32_ref, matmul_ref};
 
 constexpr CoreKernelTable with_eigen_matmul(CoreKernelTable table) {
   table.matmul = eigen_matmul;
