@@ -8,6 +8,8 @@
 // Names read `format/path/level/MxNxK[/threads:2]`, `f32_eigen/MxNxK`, `f32_matmul/level/MxNxK[/threads:2]`
 // and `read/NxK` (the probe run before that shape), each followed by "/manual_time", so anchor a filter at
 // the start only, e.g. --benchmark_filter='^(read|int4_g32/int8_act/avx512_vnni)/(1x)?4096x4096/'.
+// About 600 lines in one file on purpose: the summary table and the targets at the end read the results of
+// every case registered above them.
 #include "bench_support.hpp"
 #include "persona/core/cpu_features.hpp"
 #include "persona/core/dtype.hpp"

@@ -11,16 +11,13 @@
 
 using namespace persona;
 using persona::test::for_each_level_and_threads;
+using persona::test::kTailSizes;
+using persona::test::kUnitRoundoff;
 using persona::test::random_tensor;
-
-namespace {
-constexpr float kUnitRoundoff = 0x1p-24f;  // u = 2^-24 for float32 round to nearest
-const std::vector<std::size_t> kSizes = {0, 1, 7, 8, 15, 16, 17, 1000, 4097};
-}  // namespace
 
 TEST_CASE("squared_l2 matches the reference within the summation error bound", "[ann]") {
   for_each_level_and_threads([](IsaLevel, int) {
-    for (std::size_t n : kSizes) {
+    for (std::size_t n : kTailSizes) {
       const Tensor<float> a = random_tensor({n}, 3), b = random_tensor({n}, 4);
       const double exact = squared_l2_ref(a.span(), b.span());
       // Each squared difference is rounded twice (difference, product) and the sum recursively.
@@ -37,7 +34,7 @@ TEST_CASE("squared_l2 matches the reference within the summation error bound", "
 
 TEST_CASE("dot_i8 matches the reference within the summation error bound", "[ann]") {
   for_each_level_and_threads([](IsaLevel, int) {
-    for (std::size_t n : kSizes) {
+    for (std::size_t n : kTailSizes) {
       const Tensor<float> a = random_tensor({n}, 3);
       std::vector<std::int8_t> b(n);
       for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::int8_t>(static_cast<int>((i * 37 + 11) % 256) - 128);

@@ -9,11 +9,17 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstddef>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace persona::test {
+
+// u = 2^-24 for float32 round to nearest: the unit of the kernels' error bounds.
+inline constexpr float kUnitRoundoff = 0x1p-24f;
+// Vector lengths that hit every SIMD tail (empty, below one lane, one lane +- 1, long and odd).
+inline const std::vector<std::size_t> kTailSizes = {0, 1, 7, 8, 15, 16, 17, 1000, 4097};
 
 inline Tensor<float> random_tensor(Shape shape, std::uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);

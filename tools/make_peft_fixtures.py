@@ -35,8 +35,9 @@ VARIANTS = {
         rank_pattern={"model.layers.1.self_attn.q_proj": 2, "down_proj": 4},
         alpha_pattern={"v_proj": 32},
     ),
-    # Variants persona must refuse with an Error naming the field.
+    # DoRA: persona applies it (magnitude vector and the base weight's row norms) and must match PEFT.
     "dora": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj"]),
+    # A variant persona must refuse with an Error naming the field.
     "modules_to_save": dict(r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=["lm_head"]),
 }
 

@@ -167,8 +167,8 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     if (!parse_key(t.name, key)) {
       if (options.skip_unsupported) continue;
       PERSONA_THROW_AT("read_peft_adapter", unsupported,
-                       "{}: tensor '{}' is not a LoRA A or B matrix of a decoder layer (modules_to_save, bias or "
-                       "DoRA tensors are not supported)",
+                       "{}: tensor '{}' is not a LoRA A or B matrix or a DoRA magnitude of a decoder layer "
+                       "(modules_to_save and bias tensors are not supported)",
                        weights_path.string(), t.name);
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
