@@ -30,11 +30,14 @@ ctest --test-dir build/release --output-on-failure -j "$jobs"
 fuzz_seconds=${PERSONA_FUZZ_SECONDS:-30}
 cmake -S tests/fuzz -B build/fuzz -G Ninja "${instrumented[@]}" -DCMAKE_CXX_COMPILER=clang++-14
 cmake --build build/fuzz -j "$jobs"
-for target in safetensors peft; do
+build/fuzz/make_fuzz_seeds build/fuzz/seeds
+for target in safetensors peft persona_adapter hnsw_index; do
   mkdir -p "build/fuzz/corpus-$target"
+  seeds=()
+  for folder in "tests/fuzz/corpus/$target" "build/fuzz/seeds/$target"; do [ -d "$folder" ] && seeds+=("$folder"); done
   status=0
   "build/fuzz/fuzz_$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 "build/fuzz/corpus-$target" \
-    "tests/fuzz/corpus/$target" > "build/fuzz/fuzz_$target.log" 2>&1 || status=$?
+    "${seeds[@]}" > "build/fuzz/fuzz_$target.log" 2>&1 || status=$?
   grep -E "^Done|ERROR|SUMMARY" "build/fuzz/fuzz_$target.log" || true
   if [ "$status" -ne 0 ]; then
     tail -n 60 "build/fuzz/fuzz_$target.log"

@@ -413,7 +413,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
   {
     const std::size_t body = bytes.size() - sizeof(std::uint64_t) - 12;
     std::vector<std::byte> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(body));
-    const std::uint64_t sum = persona_checksum(cut);
+    const std::uint64_t sum = file_checksum(cut);
     cut.resize(body + sizeof(sum));
     std::memcpy(cut.data() + body, &sum, sizeof(sum));
     try {
@@ -434,7 +434,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     const std::size_t body = bytes.size() - sizeof(std::uint64_t);
     const std::size_t at = trial < 150 ? body - 1 - damage() % (body / 3) : damage() % 128;  // links or header
     bad[at] = static_cast<std::byte>(damage());
-    const std::uint64_t sum = persona_checksum(std::span<const std::byte>(bad.data(), body));
+    const std::uint64_t sum = file_checksum(std::span<const std::byte>(bad.data(), body));
     std::memcpy(bad.data() + body, &sum, sizeof(sum));
     try {
       const HnswIndex odd = HnswIndex::load(write(bad));
@@ -446,10 +446,16 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     }
   }
   CHECK(refused > 0);
-  auto newer = bytes;
-  newer[8] = std::byte{2};  // the version field
-  PERSONA_REQUIRE_ERROR(HnswIndex::load(write(newer)), unsupported,
-                        "format version 2; this build reads versions up to 1");
+  // Versions: a newer one and the FNV-checksummed version 1 are refused naming both; 0 does not exist.
+  const auto with_version = [&](std::uint8_t version) {
+    auto b = bytes;
+    b[8] = std::byte{version};  // the version field (a u32 after the magic)
+    return write(b);
+  };
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(3)), unsupported, "format version 3; this build reads version 2");
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(1)), unsupported,
+                        "format version 1 is no longer read (its checksum misses damage); this build reads version 2");
+  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(0)), corrupt_data, "format version 0 does not exist");
   PERSONA_REQUIRE_ERROR(HnswIndex::load(folder / "missing.hnsw"), io_error, "missing.hnsw");
   // Mapped: the same answers, the vectors read from the file; writes copy pages and leave the file alone.
   {

@@ -261,11 +261,11 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
         std::filesystem::file_size(kData / "patterns" / "adapter_model.safetensors"));
 
   // f16 and bf16 storage of the unquantized matrices: each element reads back as its rounding to 16 bits
-  // (the scalar conversion is the oracle), quantized ones byte for byte; the file says version 2.
+  // (the scalar conversion is the oracle), quantized ones byte for byte.
   for (const DType storage : {DType::f16, DType::bf16}) {
     const auto narrow_path = dir / fmt::format("{}.persona", name_of(storage));
     write_persona_adapter(mixed, narrow_path, storage);
-    CHECK(SafetensorsReader::open(narrow_path).metadata().at("persona.version") == "2");
+    CHECK(SafetensorsReader::open(narrow_path).metadata().at("persona.version") == "3");
     const LoraAdapter narrowed = read_persona_adapter(narrow_path);
     for (const auto& [target, m] : mixed.modules()) {
       const LoraModule* b = narrowed.find(target.layer, target.module);
@@ -296,7 +296,7 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
     write_persona_adapter(big, dir / "big.persona", DType::bf16);  // bf16 has f32's range
     CHECK(read_persona_adapter(dir / "big.persona").find(0, "q")->b().to_f32().data()[3] == 70144.0f);
   }
-  CHECK(SafetensorsReader::open(path).metadata().at("persona.version") == "1");  // f32 files stay readable by v1
+  CHECK(SafetensorsReader::open(path).metadata().at("persona.version") == "3");
 
   // Any flipped byte in the data section is caught.
   std::vector<char> bytes(std::filesystem::file_size(path));
@@ -314,7 +314,7 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
   newer.set_metadata("persona.version", "7");
   newer.write(dir / "newer.persona");
   PERSONA_REQUIRE_ERROR(read_persona_adapter(dir / "newer.persona"), unsupported,
-                        "version 7 is newer than this persona reads (version 2)");
+                        "version 7 is newer than this persona reads (version 3)");
   PERSONA_REQUIRE_ERROR(read_persona_adapter(kData / "plain" / "adapter_model.safetensors"), corrupt_data,
                         "__metadata__ has no 'persona.format'");
   std::filesystem::remove_all(dir);

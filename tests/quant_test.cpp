@@ -138,6 +138,30 @@ TEST_CASE("Codes and parameters land where docs/formats.md says", "[quant]") {
                         "cols = 100 is not a multiple of the group size 64");
 }
 
+TEST_CASE("QuantizedMatrix sizes are overflow-checked; plane_sizes gives them without allocating", "[quant]") {
+  for (const QuantSpec& spec : {QuantSpec{4, 32, false}, QuantSpec{8, 64, true, DType::f32}, QuantSpec::nf4(32),
+                                QuantSpec{2, 128, false, DType::bf16}}) {
+    INFO(spec.to_string());
+    for (const std::size_t rows : {std::size_t{1}, std::size_t{17}, std::size_t{64}}) {
+      const QuantizedMatrix q(rows, 256, spec);
+      const QuantizedPlaneSizes sizes = QuantizedMatrix::plane_sizes(rows, 256, spec);
+      CHECK(sizes.codes == q.codes().size());
+      CHECK(sizes.scales == q.scales().size());
+      CHECK(sizes.minima == q.minima().size());
+      CHECK(sizes.codes + sizes.scales + sizes.minima == q.bytes());
+    }
+  }
+  // Rank 2^63 once wrapped both planes to 0 bytes; rows near 2^64 wrapped the panel count.
+  for (const std::size_t rows : {std::size_t{1} << 63, ~std::size_t{0}, ~std::size_t{0} - 14}) {
+    PERSONA_REQUIRE_ERROR(QuantizedMatrix::plane_sizes(rows, 64, QuantSpec{4, 32}), out_of_range,
+                          "needs more bytes than size_t holds");
+    PERSONA_REQUIRE_ERROR(QuantizedMatrix(rows, 64, QuantSpec{4, 32}), out_of_range,
+                          "needs more bytes than size_t holds");
+  }
+  PERSONA_REQUIRE_ERROR(QuantizedMatrix::plane_sizes(16, std::size_t{1} << 62, QuantSpec{8, 64}), out_of_range,
+                        "needs more bytes than size_t holds");
+}
+
 TEST_CASE("Round trips stay within the error bound of each format", "[quant]") {
   const Tensor<float> gaussian = random_tensor({33, 256}, 21);
   const Tensor<float> heavy = heavy_tailed({33, 256}, 22);

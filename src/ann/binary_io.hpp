@@ -6,6 +6,7 @@
 #include "persona/core/error.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <span>
@@ -77,5 +78,22 @@ class BinaryReader {
   const char* origin_;
   std::size_t at_ = 0;
 };
+
+// The index files' version rule: `current` is the one version read. Older versions carried the FNV
+// checksum, which misses whole classes of damage, so they are refused (naming both versions), not trusted.
+inline void check_index_version(std::uint32_t version, std::uint32_t current, const std::filesystem::path& path,
+                                const char* origin) {
+  if (version > current) {
+    PERSONA_THROW_AT(origin, unsupported, "{}: format version {}; this build reads version {}", path.string(), version,
+                     current);
+  }
+  PERSONA_CHECK_AT(origin, corrupt_data, version != 0, "{}: format version 0 does not exist", path.string());
+  if (version < current) {
+    PERSONA_THROW_AT(origin, unsupported,
+                     "{}: format version {} is no longer read (its checksum misses damage); this build reads version "
+                     "{}: build the index again and save it",
+                     path.string(), version, current);
+  }
+}
 
 }  // namespace persona::detail

@@ -1,5 +1,5 @@
 // FlatIndex::save and FlatIndex::load: the flat index file of docs/formats.md ("Flat index file,
-// version 1"): a header, then labels, tenants and vectors as the index holds them, then a checksum.
+// version 2"): a header, then labels, tenants and vectors as the index holds them, then a checksum.
 #include "ann/binary_io.hpp"
 #include "persona/ann/flat_index.hpp"
 #include "persona/core/file_io.hpp"
@@ -12,7 +12,7 @@ namespace persona {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'R', 'S', 'N', 'F', 'L', 'A', 'T'};
-constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::uint32_t kFormatVersion = 2;
 // magic, version, metric, dim, count
 constexpr std::size_t kHeaderBytes = sizeof(kMagic) + 2 * sizeof(std::uint32_t) + 2 * sizeof(std::uint64_t);
 
@@ -28,7 +28,7 @@ void FlatIndex::save(const std::filesystem::path& path) const {
   w.put_array(labels_.data(), labels_.size());
   w.put_array(tenants_.data(), tenants_.size());
   w.put_array(vectors_.data(), vectors_.size());
-  w.put(persona_checksum(w.bytes()));
+  w.put(file_checksum(w.bytes()));
   write_file_atomically(path, w.bytes());
 }
 
@@ -46,12 +46,8 @@ FlatIndex FlatIndex::load(const std::filesystem::path& path) {
   PERSONA_CHECK_CODE(corrupt_data, std::memcmp(magic, kMagic, 8) == 0, "{}: not a persona flat index (bad magic)",
                      path.string());
   const auto version = r.get<std::uint32_t>("version");
-  if (version > kFormatVersion) {
-    PERSONA_THROW(unsupported, "{}: format version {}; this build reads versions up to {}", path.string(), version,
-                  kFormatVersion);
-  }
-  PERSONA_CHECK_CODE(corrupt_data, version != 0, "{}: format version 0", path.string());
-  PERSONA_CHECK_CODE(corrupt_data, persona_checksum(body) == stored, "{}: checksum mismatch", path.string());
+  detail::check_index_version(version, kFormatVersion, path, "load");
+  PERSONA_CHECK_CODE(corrupt_data, file_checksum(body) == stored, "{}: checksum mismatch", path.string());
   const auto metric = r.get<std::uint32_t>("metric");
   const auto dim = r.get<std::uint64_t>("dim");
   const auto count = r.get<std::uint64_t>("count");

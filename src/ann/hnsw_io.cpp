@@ -1,4 +1,4 @@
-// HnswIndex::save and HnswIndex::load: the index file of docs/formats.md ("HNSW index file, version 1").
+// HnswIndex::save and HnswIndex::load: the index file of docs/formats.md ("HNSW index file, version 2").
 #include "ann/binary_io.hpp"
 #include "ann/hnsw_state.hpp"
 #include "persona/core/file_io.hpp"
@@ -9,7 +9,7 @@ namespace {
 using detail::Slot;
 
 constexpr char kMagic[8] = {'P', 'R', 'S', 'N', 'H', 'N', 'S', 'W'};
-constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::uint32_t kFormatVersion = 2;
 constexpr std::size_t kFileAlignment = 64;  // of the vector sections, so that they can be mapped in place
 
 }  // namespace
@@ -45,7 +45,7 @@ void HnswIndex::save(const std::filesystem::path& path) const {
   for (std::size_t i = 0; i < count; ++i) {
     if (st.levels[i] > 0) w.put_array(st.upper[i].get(), st.levels[i] * st.stride());
   }
-  w.put(persona_checksum(w.bytes()));
+  w.put(file_checksum(w.bytes()));
   write_file_atomically(path, w.bytes());
 }
 
@@ -53,8 +53,9 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   std::shared_ptr<MappedFile> file = MappedFile::open(path);
   const std::span<std::byte> bytes = file->bytes();
   detail::BinaryReader r(bytes, path, "load");
-  PERSONA_CHECK_CODE(corrupt_data, bytes.size() >= sizeof(kMagic) + sizeof(std::uint64_t),
-                     "{}: too short for an index file", path.string());
+  // magic, version and the checksum at the least
+  PERSONA_CHECK_CODE(corrupt_data, bytes.size() >= sizeof(kMagic) + sizeof(std::uint32_t) + sizeof(std::uint64_t),
+                     "{}: too short for an index file ({} bytes)", path.string(), bytes.size());
   std::uint64_t stored = 0;
   std::memcpy(&stored, bytes.data() + bytes.size() - sizeof(stored), sizeof(stored));
   char magic[8];
@@ -62,11 +63,8 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
   PERSONA_CHECK_CODE(corrupt_data, std::memcmp(magic, kMagic, 8) == 0, "{}: not a persona HNSW index (bad magic)",
                      path.string());
   const auto version = r.get<std::uint32_t>("version");
-  if (version > kFormatVersion) {
-    PERSONA_THROW(unsupported, "{}: format version {}; this build reads versions up to {}", path.string(), version,
-                  kFormatVersion);
-  }
-  PERSONA_CHECK_CODE(corrupt_data, persona_checksum(bytes.first(bytes.size() - sizeof(stored))) == stored,
+  detail::check_index_version(version, kFormatVersion, path, "load");
+  PERSONA_CHECK_CODE(corrupt_data, file_checksum(bytes.first(bytes.size() - sizeof(stored))) == stored,
                      "{}: checksum mismatch", path.string());
   HnswConfig config;
   const auto metric = r.get<std::uint32_t>("metric");

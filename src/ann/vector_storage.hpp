@@ -32,7 +32,7 @@ class RowStorage {
     size_ = elements;
   }
   void map(std::shared_ptr<MappedFile> file, T* at, std::size_t elements) {
-    owned_ = {};
+    owned_ = HugePageMemory();  // not `= {}`: clang 14 then leaves the destructor undefined at -O1
     file_ = std::move(file);
     data_ = at;
     size_ = elements;

@@ -2,6 +2,10 @@
 
 #include "persona/core/error.hpp"
 
+// xxHash header-only: its functions are inlined here, so users of persona never link libxxhash.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -94,21 +98,15 @@ MappedFile::~MappedFile() {
   if (address_ != nullptr) munmap(address_, size_);
 }
 
-std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept {
-  constexpr std::uint64_t kOffset = 0xcbf29ce484222325ull, kPrime = 0x100000001b3ull;
-  std::uint64_t h = kOffset;
-  std::size_t i = 0;
-  for (; i + 8 <= bytes.size(); i += 8) {
-    std::uint64_t word = 0;
-    std::memcpy(&word, bytes.data() + i, 8);  // little-endian hosts only, as the file format
-    h = (h ^ word) * kPrime;
-  }
-  if (i < bytes.size()) {
-    std::uint64_t word = 0;
-    std::memcpy(&word, bytes.data() + i, bytes.size() - i);
-    h = (h ^ word) * kPrime;
-  }
-  return (h ^ static_cast<std::uint64_t>(bytes.size())) * kPrime;
+std::uint64_t file_checksum(std::span<const std::byte> bytes) noexcept {
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+std::uint64_t file_checksum(std::span<const std::span<const std::byte>> pieces) noexcept {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (const auto& piece : pieces) XXH3_64bits_update(&state, piece.data(), piece.size());
+  return XXH3_64bits_digest(&state);
 }
 
 }  // namespace persona

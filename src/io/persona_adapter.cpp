@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,6 +17,45 @@ namespace persona {
 namespace {
 
 constexpr std::string_view kFormat = "persona-lora-adapter";
+// The checksum field as the writer serializes it; its 16 hex digits count as '0' in the checksum, which
+// covers every other byte of the file (docs/formats.md).
+constexpr std::string_view kChecksumField = "\"persona.checksum\":\"";
+constexpr std::size_t kChecksumDigits = 16;
+constexpr std::string_view kChecksumPlaceholder = "0000000000000000";
+
+// The checksum of `file` with the digits at `digits` counted as '0'.
+std::uint64_t adapter_checksum(std::span<const std::byte> file, std::size_t digits) {
+  const auto zeros = std::as_bytes(std::span(kChecksumPlaceholder));
+  const std::span<const std::byte> pieces[] = {file.first(digits), zeros, file.subspan(digits + kChecksumDigits)};
+  return file_checksum(pieces);
+}
+
+// Where the checksum's digits are in the header of `file`: the field must appear exactly once.
+std::size_t find_checksum_digits(std::span<const std::byte> file, const std::string& source) {
+  std::uint64_t header = 0;
+  if (file.size() >= 8) std::memcpy(&header, file.data(), 8);
+  const std::string_view text(reinterpret_cast<const char*>(file.data()) + 8,
+                              file.size() >= 8 ? std::min<std::uint64_t>(header, file.size() - 8) : 0);
+  const std::size_t at = text.find(kChecksumField);
+  const bool once = at != std::string_view::npos && text.find(kChecksumField, at + 1) == std::string_view::npos;
+  const std::size_t digits = at + kChecksumField.size();
+  if (!once || digits + kChecksumDigits + 1 > text.size() || text[digits + kChecksumDigits] != '"') {
+    PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
+                     "{}: the header does not hold the field persona.checksum exactly once as 16 hex digits", source);
+  }
+  return 8 + digits;
+}
+
+// One of `known`, else corrupt_data naming the field and the allowed values.
+template <std::size_t N>
+std::size_t pick(const nlohmann::json& value, const std::array<std::string_view, N>& known, const char* field) {
+  const std::string text = value.get<std::string>();
+  for (std::size_t i = 0; i < N; ++i) {
+    if (text == known[i]) return i;
+  }
+  PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{} is '{}'; expected one of {}", field, text,
+                   fmt::join(known, ", "));
+}
 
 nlohmann::json describe(const LoraMatrix& m, DType float_storage) {
   nlohmann::json d = {{"rows", m.rows()}, {"cols", m.cols()}};
@@ -66,7 +107,7 @@ void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& 
 LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, const nlohmann::json& d) {
   const auto rows = d.at("rows").get<std::size_t>(), cols = d.at("cols").get<std::size_t>();
   const std::string format = d.at("format").get<std::string>();
-  if (format == "f32" || format == "f16" || format == "bf16") {
+  if (pick<4>(d.at("format"), {"f32", "f16", "bf16", "quantized"}, "format") != 3) {
     const SafetensorsDType want = format == "f32"   ? SafetensorsDType::F32
                                   : format == "f16" ? SafetensorsDType::F16
                                                     : SafetensorsDType::BF16;
@@ -87,20 +128,26 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
   spec.group_size = d.at("group_size").get<std::size_t>();
   spec.symmetric = d.at("symmetric").get<bool>();
   spec.scale_type = parse_dtype(d.at("scale_type").get<std::string>());
-  spec.codebook = d.at("codebook") == "nf4" ? QuantCodebook::nf4 : QuantCodebook::linear;
-  QuantizedMatrix q(rows, cols, spec);
-  auto copy_plane = [&](const std::string& name, std::span<std::uint8_t> plane) {
+  spec.codebook =
+      pick<2>(d.at("codebook"), {"linear", "nf4"}, "codebook") == 1 ? QuantCodebook::nf4 : QuantCodebook::linear;
+  // The planes in the file must have the sizes the metadata implies before anything is allocated.
+  const QuantizedPlaneSizes sizes = QuantizedMatrix::plane_sizes(rows, cols, spec);
+  auto check_plane = [&](const std::string& name, std::size_t bytes) {
     const SafetensorsTensor& t = file.tensor(name);
-    if (t.dtype != SafetensorsDType::U8 || t.data.size() != plane.size()) {
+    if (t.dtype != SafetensorsDType::U8 || t.data.size() != bytes) {
       PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
                        "{}: '{}' holds {} bytes of {} but a {} matrix [{}, {}] needs {} bytes of U8", file.source(),
-                       name, t.data.size(), to_string(t.dtype), spec.to_string(), rows, cols, plane.size());
+                       name, t.data.size(), to_string(t.dtype), spec.to_string(), rows, cols, bytes);
     }
-    std::memcpy(plane.data(), t.data.data(), plane.size());
+    return t.data;
   };
-  copy_plane(key + ".codes", q.codes());
-  copy_plane(key + ".scales", q.scales());
-  if (!spec.symmetric) copy_plane(key + ".minima", q.minima());
+  const auto codes = check_plane(key + ".codes", sizes.codes);
+  const auto scales = check_plane(key + ".scales", sizes.scales);
+  const auto minima = spec.symmetric ? std::span<const std::byte>{} : check_plane(key + ".minima", sizes.minima);
+  QuantizedMatrix q(rows, cols, spec);
+  std::memcpy(q.codes().data(), codes.data(), codes.size());
+  std::memcpy(q.scales().data(), scales.data(), scales.size());
+  if (!minima.empty()) std::memcpy(q.minima().data(), minima.data(), minima.size());
   return LoraMatrix(std::move(q));
 }
 
@@ -118,32 +165,29 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
                        {"alpha", module.alpha()},
                        {"scaling", module.scaling() == LoraScaling::standard ? "standard" : "rank_stabilized"},
                        {"a", describe(module.a(), float_storage)},
-                       {"b", describe(module.b(), float_storage)}});
+                       {"b", describe(module.b(), float_storage)},
+                       {"dora", module.dora()}});
     add_matrix(tensors, key + ".lora_A", module.a(), float_storage);
     add_matrix(tensors, key + ".lora_B", module.b(), float_storage);
     if (module.dora()) tensors.add(key + ".dora_magnitude", module.dora_magnitude());
-    modules.back()["dora"] = module.dora();
   }
-  // The checksum covers the data section, which does not depend on the metadata: compute it from a
-  // first serialization, then store it.
-  const std::vector<std::byte> data_only = tensors.serialize();
-  std::uint64_t header = 0;
-  std::memcpy(&header, data_only.data(), 8);
-  const auto data = std::span(data_only).subspan(8 + header);
   tensors.set_metadata("persona.format", std::string(kFormat));
-  // Version 1 readers know f32 and quantized matrices only: files with 16-bit ones say version 2.
-  const bool narrowed = float_storage != DType::f32 && std::ranges::any_of(adapter.modules(), [](const auto& entry) {
-                          return !entry.second.a().quantized() || !entry.second.b().quantized();
-                        });
-  tensors.set_metadata("persona.version", narrowed ? "2" : "1");
+  tensors.set_metadata("persona.version", std::to_string(kPersonaAdapterVersion));
   tensors.set_metadata("persona.adapter",
                        nlohmann::json{{"id", adapter.id()}, {"tenant", adapter.tenant()}, {"modules", modules}}.dump());
-  tensors.set_metadata("persona.checksum", fmt::format("{:016x}", persona_checksum(data)));
-  tensors.write(path);
+  // Serialize with the digits as '0', hash the whole file, then write the digits in their place.
+  tensors.set_metadata("persona.checksum", std::string(kChecksumPlaceholder));
+  std::vector<std::byte> file = tensors.serialize();
+  const std::size_t digits = find_checksum_digits(file, path.string());
+  const std::string sum = fmt::format("{:016x}", adapter_checksum(file, digits));
+  std::memcpy(file.data() + digits, sum.data(), kChecksumDigits);
+  write_file_atomically(path, file);
 }
 
 LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
-  const SafetensorsReader file = SafetensorsReader::open(path);
+  const std::shared_ptr<MappedFile> mapping = MappedFile::open(path);
+  const std::span<const std::byte> bytes = mapping->bytes();
+  const SafetensorsReader file = SafetensorsReader::parse(bytes, path.string());
   const auto& meta = file.metadata();
   auto field = [&](const char* name) -> const std::string& {
     const auto it = meta.find(name);
@@ -155,30 +199,31 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
     PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.format is '{}', not '{}'", path.string(),
                      field("persona.format"), kFormat);
   }
-  int version = 0;
-  try {
-    version = std::stoi(field("persona.version"));
-  } catch (const std::exception&) {
-    PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.version '{}' is not a number", path.string(),
-                     field("persona.version"));
-  }
-  if (version > kPersonaAdapterVersion) {
+  const std::string& version = field("persona.version");
+  if (version != std::to_string(kPersonaAdapterVersion)) {
+    int number = 0;
+    const auto [end, status] = std::from_chars(version.data(), version.data() + version.size(), number);
+    if (status != std::errc() || end != version.data() + version.size() || number <= 0) {
+      PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.version '{}' is not a version number",
+                       path.string(), version);
+    }
+    if (number > kPersonaAdapterVersion) {
+      PERSONA_THROW_AT("read_persona_adapter", unsupported,
+                       "{}: format version {} is newer than this persona reads (version {})", path.string(), number,
+                       kPersonaAdapterVersion);
+    }
+    // Versions 1 and 2 checksummed the tensor data only, with a hash that misses whole classes of damage.
     PERSONA_THROW_AT("read_persona_adapter", unsupported,
-                     "{}: format version {} is newer than this persona reads (version {})", path.string(), version,
-                     kPersonaAdapterVersion);
+                     "{}: format version {} is no longer read (its checksum leaves the metadata unchecked); this "
+                     "persona reads version {}: write the adapter again from its source",
+                     path.string(), number, kPersonaAdapterVersion);
   }
-  // Verify the data before trusting any of it.
-  std::span<const std::byte> data;
-  if (!file.tensors().empty()) {
-    const auto& first = file.tensors().front();
-    const auto& last = file.tensors().back();
-    data =
-        std::span(first.data.data(), static_cast<std::size_t>(last.data.data() + last.data.size() - first.data.data()));
-  }
-  const std::string actual = fmt::format("{:016x}", persona_checksum(data));
-  if (field("persona.checksum") != actual) {
+  // Verify every byte before trusting any of it.
+  const std::size_t digits = find_checksum_digits(bytes, path.string());
+  const std::string actual = fmt::format("{:016x}", adapter_checksum(bytes, digits));
+  if (field("persona.checksum") != actual || std::memcmp(bytes.data() + digits, actual.data(), kChecksumDigits) != 0) {
     PERSONA_THROW_AT("read_persona_adapter", corrupt_data,
-                     "{}: checksum mismatch: the file says {} but its data hashes to {}", path.string(),
+                     "{}: checksum mismatch: the file says {} but its bytes hash to {}", path.string(),
                      field("persona.checksum"), actual);
   }
   const nlohmann::json description = nlohmann::json::parse(field("persona.adapter"), nullptr, false);
@@ -190,23 +235,27 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
     for (const auto& m : description.at("modules")) {
       const LoraTarget target{m.at("layer").get<std::size_t>(), m.at("module").get<std::string>()};
       const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);
+      const LoraScaling scaling = pick<2>(m.at("scaling"), {"standard", "rank_stabilized"}, "scaling") == 0
+                                      ? LoraScaling::standard
+                                      : LoraScaling::rank_stabilized;
       Tensor<float> magnitude;
-      if (m.value("dora", false)) magnitude = file.read_f32(key + ".dora_magnitude");
-      adapter.add(target,
-                  LoraModule(read_matrix(file, key + ".lora_A", m.at("a")),
-                             read_matrix(file, key + ".lora_B", m.at("b")), m.at("alpha").get<float>(),
-                             m.at("scaling") == "standard" ? LoraScaling::standard : LoraScaling::rank_stabilized,
-                             std::move(magnitude)));
+      if (m.at("dora").get<bool>()) magnitude = file.read_f32(key + ".dora_magnitude");
+      adapter.add(target, LoraModule(read_matrix(file, key + ".lora_A", m.at("a")),
+                                     read_matrix(file, key + ".lora_B", m.at("b")), m.at("alpha").get<float>(), scaling,
+                                     std::move(magnitude)));
     }
     return adapter;
   } catch (const nlohmann::json::exception& e) {
     PERSONA_THROW_AT("read_persona_adapter", corrupt_data, "{}: persona.adapter is malformed: {}", path.string(),
                      e.what());
   } catch (const Error& e) {
-    if (e.message().starts_with(path.string())) throw;
-    // Re-raised under the file's name with the inner error's code (a missing tensor is damage here).
-    throw Error(e.code() == ErrorCode::not_found ? ErrorCode::corrupt_data : e.code(), "read_persona_adapter",
-                fmt::format("{}: {}", path.string(), e.message()));
+    // Past the checksum, whatever the metadata gets wrong (a missing tensor, a shape or spec the
+    // constructors refuse) is damage to the file: corrupt_data, under the file's name.
+    const ErrorCode code = e.code() == ErrorCode::unsupported ? e.code() : ErrorCode::corrupt_data;
+    if (code == e.code() && e.message().starts_with(path.string())) throw;
+    throw Error(
+        code, "read_persona_adapter",
+        e.message().starts_with(path.string()) ? e.message() : fmt::format("{}: {}", path.string(), e.message()));
   }
 }
 

@@ -5,16 +5,35 @@
 
 namespace persona {
 
-QuantizedMatrix::QuantizedMatrix(std::size_t rows, std::size_t cols, const QuantSpec& spec)
-    : rows_(rows), cols_(cols), spec_(spec) {
+QuantizedPlaneSizes QuantizedMatrix::plane_sizes(std::size_t rows, std::size_t cols, const QuantSpec& spec) {
   spec.validate();
   PERSONA_CHECK_CODE(shape_mismatch, cols % spec.group_size == 0,
                      "cols = {} is not a multiple of the group size {} ({} is the nearest multiple above)", cols,
                      spec.group_size, (cols / spec.group_size + 1) * spec.group_size);
-  codes_bytes_ = panels() * tiles_per_panel() * kTileBytes;
-  const std::size_t param_bytes = panels() * groups_per_row() * kPanelRows * size_of(spec.scale_type);
-  params_bytes_ = (param_bytes + kTileBytes - 1) / kTileBytes * kTileBytes;  // keep each plane 64-byte aligned
-  storage_ = Tensor<std::uint8_t>({codes_bytes_ + params_bytes_ * (spec.symmetric ? 1 : 2)});
+  // Every product and sum checked: sizes from a file must not wrap to a small allocation.
+  const std::size_t panels = rows / kPanelRows + (rows % kPanelRows != 0 ? 1 : 0);
+  const std::size_t tiles = cols / tile_traits(spec.bits).columns_per_tile;
+  std::size_t codes = 0, params = 0;
+  bool overflow = __builtin_mul_overflow(panels, tiles, &codes) || __builtin_mul_overflow(codes, kTileBytes, &codes);
+  overflow = overflow || __builtin_mul_overflow(panels, cols / spec.group_size, &params) ||
+             __builtin_mul_overflow(params, kPanelRows * size_of(spec.scale_type), &params) ||
+             __builtin_add_overflow(params, kTileBytes - 1, &params);
+  params = params / kTileBytes * kTileBytes;  // keep each plane 64-byte aligned
+  QuantizedPlaneSizes sizes{codes, params, spec.symmetric ? 0 : params};
+  std::size_t total = 0;
+  overflow = overflow || __builtin_add_overflow(sizes.codes, sizes.scales, &total) ||
+             __builtin_add_overflow(total, sizes.minima, &total);
+  PERSONA_CHECK_CODE(out_of_range, !overflow, "a [{}, {}] matrix in {} needs more bytes than size_t holds", rows, cols,
+                     spec.to_string());
+  return sizes;
+}
+
+QuantizedMatrix::QuantizedMatrix(std::size_t rows, std::size_t cols, const QuantSpec& spec)
+    : rows_(rows), cols_(cols), spec_(spec) {
+  const QuantizedPlaneSizes sizes = plane_sizes(rows, cols, spec);
+  codes_bytes_ = sizes.codes;
+  params_bytes_ = sizes.scales;
+  storage_ = Tensor<std::uint8_t>({sizes.codes + sizes.scales + sizes.minima});
 }
 
 std::uint8_t QuantizedMatrix::code(std::size_t row, std::size_t col) const noexcept {

@@ -35,7 +35,10 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
-// FNV-1a over 64-bit little-endian words (the last word zero-padded), then the length mixed in.
-std::uint64_t persona_checksum(std::span<const std::byte> bytes) noexcept;
+// The checksum persona's file formats store: XXH3-64 (seed 0) of the bytes, from xxHash (Debian's
+// libxxhash-dev, used header-only), a hash whose every output bit depends on every input bit.
+std::uint64_t file_checksum(std::span<const std::byte> bytes) noexcept;
+// The same over the concatenation of `pieces`, without copying them together.
+std::uint64_t file_checksum(std::span<const std::span<const std::byte>> pieces) noexcept;
 
 }  // namespace persona

@@ -12,12 +12,21 @@
 
 namespace persona {
 
+// The bytes of each plane of a QuantizedMatrix (minima is 0 for symmetric specs).
+struct QuantizedPlaneSizes {
+  std::size_t codes = 0, scales = 0, minima = 0;
+};
+
 class QuantizedMatrix {
  public:
   QuantizedMatrix() = default;
-  // All codes, scales and minima zero. Error if the spec is invalid or cols is not a multiple of the
-  // group size.
+  // All codes, scales and minima zero. Error if the spec is invalid, cols is not a multiple of the
+  // group size, or the planes' sizes overflow size_t (out_of_range).
   QuantizedMatrix(std::size_t rows, std::size_t cols, const QuantSpec& spec);
+
+  // The planes' sizes a [rows, cols] matrix in `spec` would have, checked as the constructor checks them
+  // but without allocating: a reader compares a file's planes with these before building the matrix.
+  static QuantizedPlaneSizes plane_sizes(std::size_t rows, std::size_t cols, const QuantSpec& spec);
 
   std::size_t rows() const noexcept { return rows_; }
   std::size_t cols() const noexcept { return cols_; }
