@@ -135,16 +135,7 @@ TEST_CASE("FlatIndex load(save(index)) answers identically; bad files are clear 
   auto magic = bytes;
   magic[4] = std::byte{'X'};
   PERSONA_REQUIRE_ERROR(FlatIndex::load(write(magic)), corrupt_data, "not a persona flat index");
-  // Versions: a newer one and the FNV-checksummed version 1 are refused naming both; 0 does not exist.
-  const auto with_version = [&](std::uint8_t version) {
-    auto b = bytes;
-    b[8] = std::byte{version};  // the version field (a u32 after the magic)
-    return write(b);
-  };
-  PERSONA_REQUIRE_ERROR(FlatIndex::load(with_version(3)), unsupported, "format version 3; this build reads version 2");
-  PERSONA_REQUIRE_ERROR(FlatIndex::load(with_version(1)), unsupported,
-                        "format version 1 is no longer read (its checksum misses damage); this build reads version 2");
-  PERSONA_REQUIRE_ERROR(FlatIndex::load(with_version(0)), corrupt_data, "format version 0 does not exist");
+  check_index_versions(bytes, write, [](const std::filesystem::path& p) { return FlatIndex::load(p); });
   // A count far beyond the file is refused before anything is allocated; so is one row too many or few.
   PERSONA_REQUIRE_ERROR(FlatIndex::load(write(with_u64(24, std::uint64_t{1} << 60))), corrupt_data,
                         "does not match the");

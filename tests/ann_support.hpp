@@ -1,8 +1,13 @@
-// What the vector-index tests share: clustered or uniform points, rows of them, and recall against FlatIndex.
+// What the vector-index tests share: clustered or uniform points, rows of them, recall against FlatIndex,
+// and the index files' version rule.
 #pragma once
 
 #include <persona/ann/flat_index.hpp>
 #include <persona/ann/search.hpp>
+
+#include "test_support.hpp"
+
+#include <filesystem>
 
 #include <algorithm>
 #include <cstddef>
@@ -52,6 +57,21 @@ double recall(const FlatIndex& flat, const std::vector<float>& queries, std::siz
     total += exact.empty() ? 1.0 : static_cast<double>(hits) / static_cast<double>(exact.size());
   }
   return total / static_cast<double>(count);
+}
+
+// The index files' version rule (src/ann/binary_io.hpp) on a saved file's `bytes`: a newer version and
+// the FNV-checksummed version 1 are refused naming both; 0 does not exist. `write` puts bytes in a file.
+template <class Write, class Load>
+void check_index_versions(const std::vector<std::byte>& bytes, const Write& write, const Load& load) {
+  const auto with_version = [&](std::uint8_t version) {
+    auto b = bytes;
+    b[8] = std::byte{version};  // the version field (a u32 after the magic)
+    return write(b);
+  };
+  PERSONA_REQUIRE_ERROR(load(with_version(3)), unsupported, "format version 3; this build reads version 2");
+  PERSONA_REQUIRE_ERROR(load(with_version(1)), unsupported,
+                        "format version 1 is no longer read (its checksum misses damage); this build reads version 2");
+  PERSONA_REQUIRE_ERROR(load(with_version(0)), corrupt_data, "format version 0 does not exist");
 }
 
 }  // namespace persona::test

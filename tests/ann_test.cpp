@@ -446,16 +446,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     }
   }
   CHECK(refused > 0);
-  // Versions: a newer one and the FNV-checksummed version 1 are refused naming both; 0 does not exist.
-  const auto with_version = [&](std::uint8_t version) {
-    auto b = bytes;
-    b[8] = std::byte{version};  // the version field (a u32 after the magic)
-    return write(b);
-  };
-  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(3)), unsupported, "format version 3; this build reads version 2");
-  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(1)), unsupported,
-                        "format version 1 is no longer read (its checksum misses damage); this build reads version 2");
-  PERSONA_REQUIRE_ERROR(HnswIndex::load(with_version(0)), corrupt_data, "format version 0 does not exist");
+  check_index_versions(bytes, write, [](const std::filesystem::path& p) { return HnswIndex::load(p); });
   PERSONA_REQUIRE_ERROR(HnswIndex::load(folder / "missing.hnsw"), io_error, "missing.hnsw");
   // Mapped: the same answers, the vectors read from the file; writes copy pages and leave the file alone.
   {

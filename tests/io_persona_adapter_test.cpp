@@ -20,15 +20,9 @@
 
 using namespace persona;
 using persona::test::random_tensor;
+using persona::test::TempFolder;
 
 namespace {
-
-struct TempFolder {
-  std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("persona_adapter_file_" + std::to_string(::getpid()));
-  TempFolder() { std::filesystem::create_directories(path); }
-  ~TempFolder() { std::filesystem::remove_all(path); }
-};
 
 // Two modules: A int4 asymmetric (bf16 scales) and B f32 with alpha 16; A NF4 and B f32 rank-stabilized.
 LoraAdapter sample_adapter() {
@@ -94,7 +88,7 @@ nlohmann::json& module_of(nlohmann::json& description, const std::string& name) 
 }  // namespace
 
 TEST_CASE("The persona adapter checksum covers every byte and catches flips of every kind", "[io][persona]") {
-  const TempFolder folder;
+  const TempFolder folder("adapter_file");
   const LoraAdapter adapter = sample_adapter();
   write_persona_adapter(adapter, folder.path / "a.persona");
   const std::vector<std::byte> good = bytes_of(folder.path / "a.persona");
@@ -173,7 +167,7 @@ TEST_CASE("The persona adapter checksum covers every byte and catches flips of e
 }
 
 TEST_CASE("Behind a recomputed checksum, persona adapter fields are checked before they are used", "[io][persona]") {
-  const TempFolder folder;
+  const TempFolder folder("adapter_file");
   write_persona_adapter(sample_adapter(), folder.path / "a.persona");
   const std::vector<std::byte> good = bytes_of(folder.path / "a.persona");
   const auto bad = folder.path / "bad.persona";

@@ -1,10 +1,14 @@
 // Tests of the io component: safetensors round trips, atomic writes, and the strict reader's answer to
 // every kind of corrupt file (each prefix of a valid file, bad offsets, overlaps, gaps, overflowing
 // shapes, random byte flips): always a persona::Error, never a crash or an out-of-bounds read (the
-// sanitizer run checks the latter).
+// sanitizer run checks the latter); FIFOs, devices and oversized files in a PEFT folder.
 #include "test_support.hpp"
 
+#include <persona/io/peft_adapter.hpp>
 #include <persona/io/safetensors.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -15,6 +19,7 @@
 
 using namespace persona;
 using persona::test::random_tensor;
+using persona::test::TempFolder;
 
 namespace {
 
@@ -49,14 +54,6 @@ SafetensorsWriter sample_writer() {
   return w;
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() : path(std::filesystem::temp_directory_path() / ("persona_io_test_" + std::to_string(::getpid()))) {
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
 }  // namespace
 
 TEST_CASE("safetensors round trip in memory", "[io]") {
@@ -88,7 +85,7 @@ TEST_CASE("safetensors round trip in memory", "[io]") {
 }
 
 TEST_CASE("safetensors files are written atomically and mapped back", "[io]") {
-  TempDir dir;
+  const TempFolder dir("io");
   const auto path = dir.path / "adapter.safetensors";
   sample_writer().write(path);
   SafetensorsWriter second;
@@ -192,4 +189,21 @@ TEST_CASE("Random byte flips never crash the reader", "[io]") {
     }
   }
   CHECK(accepted > 0);  // flips inside tensor data leave a valid file
+}
+
+TEST_CASE("A PEFT folder with a FIFO or /dev/zero in a file's place is an Error, not a hang or a memory blow-up",
+          "[io]") {
+  const TempFolder folder("hostile");
+  const std::filesystem::path& dir = folder.path;
+  std::filesystem::create_symlink("/dev/zero", dir / "adapter_config.json");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "adapter_config.json: not a regular file");
+  std::filesystem::remove(dir / "adapter_config.json");
+  std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})";
+  const auto weights = dir / "adapter_model.safetensors";
+  REQUIRE(::mkfifo(weights.c_str(), 0600) == 0);
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "not a regular file (a FIFO)");
+  // An oversized config (more than 16 MiB) is refused before it is read.
+  std::filesystem::remove(weights);
+  std::filesystem::resize_file(dir / "adapter_config.json", (16u << 20) + 1);
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "bytes allowed here");
 }

@@ -55,15 +55,4 @@ inline float tag_of(const LoraAdapter& adapter) {
   return tag;
 }
 
-struct TempFolder {
-  std::filesystem::path path =
-      std::filesystem::temp_directory_path() / fmt::format("persona_registry_{}_{}", ::getpid(), counter()++);
-  TempFolder() { std::filesystem::create_directories(path); }
-  ~TempFolder() { std::filesystem::remove_all(path); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
-
 }  // namespace persona::test

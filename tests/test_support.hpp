@@ -6,12 +6,16 @@
 #include <persona/core/tensor.hpp>
 #include <persona/core/threading.hpp>
 
+#include <fmt/format.h>
+#include <unistd.h>
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstddef>
+#include <filesystem>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace persona::test {
@@ -61,5 +65,24 @@ void for_each_level_and_threads(Body&& body) {
       CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains(needle)); \
     }                                                                       \
   } while (false)
+
+// A fresh folder under the temporary directory, named after `what`, the process and a counter; removed
+// with everything in it at the end of the scope.
+struct TempFolder {
+  explicit TempFolder(std::string_view what = "test")
+      : path(std::filesystem::temp_directory_path() / fmt::format("persona_{}_{}_{}", what, ::getpid(), counter()++)) {
+    std::filesystem::create_directories(path);
+  }
+  ~TempFolder() { std::filesystem::remove_all(path); }
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+  std::filesystem::path path;
+
+ private:
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
 
 }  // namespace persona::test

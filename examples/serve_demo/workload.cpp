@@ -143,7 +143,10 @@ std::vector<float> MemoryEmbedder::embed(std::span<const std::int32_t> tokens) c
 Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEmbedder& embedder) {
   const auto start = std::chrono::steady_clock::now();
   Tenants t;
-  const nlohmann::json want = {{"format", 1},
+  // What the cached setup was made with; "format" goes up when the index file's format does (2: the XXH3
+  // checksum), and the adapter files' version is part of the key.
+  const nlohmann::json want = {{"format", 2},
+                               {"adapter_format", kPersonaAdapterVersion},
                                {"tenants", o.tenants},
                                {"adapter_bits", o.adapter_bits},
                                {"memories", o.memories},

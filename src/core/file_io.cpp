@@ -13,7 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <string>
 
 namespace persona {
@@ -58,39 +58,72 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
   }
 }
 
-std::vector<std::byte> read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) PERSONA_THROW(io_error, "{}: cannot open: {}", path.string(), std::strerror(errno));
-  const std::streamoff size = in.tellg();
-  std::vector<std::byte> bytes(static_cast<std::size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) {
-    PERSONA_THROW(io_error, "{}: cannot read {} bytes", path.string(), size);
+namespace {
+
+// An open regular file and its size. Opened non-blocking, so that a FIFO in a file's place is refused,
+// not waited on; symlinks are followed, but only to a regular file (never /dev/zero or a FIFO).
+struct RegularFile {
+  int fd = -1;
+  std::size_t size = 0;
+  RegularFile(const std::filesystem::path& path, std::size_t max_bytes) {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) PERSONA_THROW_AT("open", io_error, "{}: cannot open: {}", path.string(), std::strerror(errno));
+    struct stat info {};
+    if (fstat(fd, &info) != 0) {
+      const int err = errno;
+      ::close(fd);
+      PERSONA_THROW_AT("open", io_error, "{}: cannot stat: {}", path.string(), std::strerror(err));
+    }
+    if (!S_ISREG(info.st_mode)) {
+      ::close(fd);
+      PERSONA_THROW_AT("open", io_error, "{}: not a regular file (a {})", path.string(),
+                       S_ISDIR(info.st_mode)    ? "directory"
+                       : S_ISFIFO(info.st_mode) ? "FIFO"
+                       : S_ISCHR(info.st_mode)  ? "character device"
+                       : S_ISBLK(info.st_mode)  ? "block device"
+                                                : "socket");
+    }
+    size = static_cast<std::size_t>(info.st_size);
+    if (size > max_bytes) {
+      ::close(fd);
+      PERSONA_THROW_AT("open", io_error, "{}: {} bytes is more than the {} bytes allowed here", path.string(), size,
+                       max_bytes);
+    }
+  }
+  ~RegularFile() { ::close(fd); }
+  RegularFile(const RegularFile&) = delete;
+  RegularFile& operator=(const RegularFile&) = delete;
+};
+
+}  // namespace
+
+std::vector<std::byte> read_file(const std::filesystem::path& path, std::size_t max_bytes) {
+  const RegularFile file(path, max_bytes);
+  std::vector<std::byte> bytes(file.size);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::pread(file.fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      PERSONA_THROW(io_error, "{}: cannot read {} bytes at offset {}: {}", path.string(), bytes.size() - done, done,
+                    n == 0 ? "the file is shorter than it was (truncated while read)" : std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(n);
   }
   return bytes;
 }
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) PERSONA_THROW(io_error, "{}: cannot open: {}", path.string(), std::strerror(errno));
-  struct stat info {};
-  if (fstat(fd, &info) != 0) {
-    const int err = errno;
-    ::close(fd);
-    PERSONA_THROW(io_error, "{}: cannot stat: {}", path.string(), std::strerror(err));
-  }
+  const RegularFile regular(path, std::numeric_limits<std::size_t>::max());
   std::shared_ptr<MappedFile> file(new MappedFile());
-  file->size_ = static_cast<std::size_t>(info.st_size);
+  file->size_ = regular.size;
   if (file->size_ > 0) {
-    void* address = mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    void* address = mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, regular.fd, 0);
     if (address == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      PERSONA_THROW(io_error, "{}: cannot map {} bytes: {}", path.string(), file->size_, std::strerror(err));
+      PERSONA_THROW(io_error, "{}: cannot map {} bytes: {}", path.string(), file->size_, std::strerror(errno));
     }
     file->address_ = static_cast<std::byte*>(address);
   }
-  ::close(fd);
   return file;
 }
 

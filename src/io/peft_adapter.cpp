@@ -6,10 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 namespace persona {
 namespace {
@@ -57,12 +55,12 @@ const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& pat
   return nullptr;
 }
 
+// adapter_config.json is a few KB; a larger one is not PEFT's (and /dev/zero is not a file).
+constexpr std::size_t kMaxConfigBytes = 16u << 20;
+
 std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) PERSONA_THROW_AT("read_peft_adapter", io_error, "{}: cannot open", path.string());
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  const std::vector<std::byte> bytes = read_file(path, kMaxConfigBytes);
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
 PeftConfig parse_config(std::string_view text, const std::filesystem::path& path, const PeftReadOptions& options) {

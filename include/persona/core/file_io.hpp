@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -15,14 +16,19 @@ namespace persona {
 // io_error naming the path and the failing step.
 void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes);
 
-// The whole file; Error io_error naming the path when it cannot be read.
-std::vector<std::byte> read_file(const std::filesystem::path& path);
+// The whole file. Error io_error naming the path when it cannot be read, is not a regular file (symlinks
+// are followed to regular files only: never a FIFO, a device or a directory), is larger than
+// `max_bytes`, or shrinks while it is read.
+std::vector<std::byte> read_file(const std::filesystem::path& path,
+                                 std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
 // A file mapped into memory, private and copy-on-write: writes through bytes() change this process's
 // pages, never the file. Unmapped when the last owner lets go.
 class MappedFile {
  public:
-  // Error io_error naming the path when it cannot be opened or mapped. An empty file maps to no bytes.
+  // Error io_error naming the path when it cannot be opened or mapped, or is not a regular file (as
+  // read_file). An empty file maps to no bytes. The file must keep its size while mapped: reading a page
+  // past a truncation is SIGBUS. persona's own writers never truncate (they replace files by rename).
   static std::shared_ptr<MappedFile> open(const std::filesystem::path& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
