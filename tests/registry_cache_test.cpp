@@ -26,13 +26,18 @@ TEST_CASE("AdapterCache: keys per adapter, budget, pins, single-flight loads, in
   std::promise<void> gate_open;
   std::shared_future<void> gate = gate_open.get_future().share();
   std::atomic<bool> gated{false};
+  // The version is read first, so that a held load returns what was stored when it began.
   AdapterCache::Loader loader = [&](const AdapterRef& ref) {
     ++calls;
+    AdapterVersion version = 0;
+    {
+      std::lock_guard lock(mutex);
+      const auto it = stored.find(ref.id);
+      if (it == stored.end()) PERSONA_THROW(not_found, "no adapter '{}'", ref.id);
+      version = it->second;
+    }
     if (gated) gate.wait();
-    std::lock_guard lock(mutex);
-    const auto it = stored.find(ref.id);
-    if (it == stored.end()) PERSONA_THROW(not_found, "no adapter '{}'", ref.id);
-    return AdapterCache::Loaded{tagged_adapter(ref.id, ref.owner, static_cast<float>(it->second)), it->second, 100};
+    return AdapterCache::Loaded{tagged_adapter(ref.id, ref.owner, static_cast<float>(version)), version, 100};
   };
   const std::size_t one = tagged_adapter("a", 1, 1.0f).bytes();
   AdapterCache cache(AdapterCacheConfig{2 * one + one / 2, EvictionPolicyKind::lru}, loader);
@@ -92,21 +97,27 @@ TEST_CASE("AdapterCache: keys per adapter, budget, pins, single-flight loads, in
   }
   CHECK(cache.stats().misses == misses + 4);
   CHECK(cache.holds(b));
-  // A new version stored while that load is in flight: the load's result never enters the cache.
+  // A new version stored while that load (of version 1) is in flight: the load's result never enters the
+  // cache, and a get after the invalidation never joins it: it loads version 2 itself.
   {
     std::lock_guard lock(mutex);
     stored["b"] = 2;
   }
   const std::uint64_t epoch = cache.epoch(b);
   cache.invalidate(b);
-  CHECK(cache.epoch(b) == epoch + 1);
+  CHECK(cache.epoch(b) != epoch);
+  auto late = std::async(std::launch::async, [&] { return cache.get(b); });
+  for (int i = 0; i < 5000 && calls < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(calls == 2);
   gate_open.set_value();
-  for (auto& w : waiters) CHECK(w.get());
+  for (auto& w : waiters) CHECK(w.get().version() == 1);  // they asked before the invalidation
+  CHECK(late.get().version() == 2);
   gated = false;
-  CHECK(calls == 1);
-  CHECK_FALSE(cache.find(b));
+  CHECK(calls == 2);
+  CHECK(cache.find(b).version() == 2);
   const AdapterHandle hb2 = cache.get(b);
   CHECK(hb2.version() == 2);
+  CHECK(calls == 2);
   CHECK(hb2.key() == cache.key_of(b));  // a new version keeps the adapter's key
 
   // Loader errors reach the caller and the cache stays usable; an adapter above the whole budget is
@@ -177,6 +188,30 @@ TEST_CASE("AdapterPrefetcher learns daily rhythms and successors", "[registry]")
   PERSONA_REQUIRE_ERROR(chain.record(3, 10.0), invalid_argument, "before the last recorded time");
   PERSONA_REQUIRE_ERROR(AdapterPrefetcher({.slots = 0}), invalid_argument, "slots is 0");
   CHECK(chain.predict(0.0, 60.0, 0).empty());
+  // Times before 0 (a clock with another origin) fall in the same daily slots, never outside the counts.
+  CHECK(prefetcher.predict(-1 * kDay + 7.5 * kHour, kHour, 1) == morning);
+  CHECK(prefetcher.predict(-2 * kDay + 19.5 * kHour, kHour, 1) == evening);
+  PERSONA_REQUIRE_ERROR(prefetcher.predict(std::nan(""), kHour, 1), invalid_argument, "time nan");
+}
+
+TEST_CASE("AdapterCache remembers a bounded number of invalidations and stays correct past the bound", "[registry]") {
+  std::atomic<int> calls{0};
+  AdapterCache cache(AdapterCacheConfig{}, [&](const AdapterRef& ref) {
+    ++calls;
+    return AdapterCache::Loaded{tagged_adapter(ref.id, ref.owner, 1.0f), 1, 100};
+  });
+  const AdapterRef a{1, "a"};
+  REQUIRE(cache.get(a));
+  const std::uint64_t before = cache.epoch(a);
+  // Ids nobody stored, as a client may send them without end: the memory they take stays bounded.
+  for (std::size_t i = 0; i < AdapterCache::kMaxTrackedEpochs + 100; ++i) {
+    cache.invalidate(AdapterRef{2, fmt::format("unknown-{}", i)});
+  }
+  CHECK(cache.stats().tracked_epochs <= AdapterCache::kMaxTrackedEpochs);
+  // Forgetting them changed every other epoch, so no earlier look-up can be taken as current.
+  CHECK(cache.epoch(a) != before);
+  CHECK(cache.get(a));
+  CHECK(calls == 1);  // resident entries are not touched by the reset
 }
 
 TEST_CASE("AdapterRegistry::prefetch_ahead warms what the history predicts, within its byte budget", "[registry]") {

@@ -20,6 +20,7 @@
 #include <tbb/global_control.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -48,6 +49,9 @@ TEST_CASE("AdapterStore keeps versions per tenant and adapter; unknown keys and 
   CHECK(store.get(8, "style").tenant() == 8);
   CHECK(store.versions(7, "style") == std::vector<std::uint64_t>{1, 2});
   CHECK(store.list(7) == std::vector<std::string>{"style"});
+  PERSONA_REQUIRE_ERROR(store.put(LoraAdapter("empty", 7)), invalid_argument,
+                        "adapter 'empty' of tenant 7 has no modules; nothing to store");
+  CHECK(store.versions(7, "empty").empty());
   CHECK(store.list(kPublicTenant) == std::vector<std::string>{"common"});
   CHECK(store.list(12345).empty());
   // Three versions are kept; older ones go.
@@ -413,6 +417,99 @@ TEST_CASE("AdapterRegistry under 2 threads acquiring, releasing, putting and rem
   other.join();
   CHECK(bad == 0);
   CHECK(done > 100);
+}
+
+TEST_CASE("After a put or remove returns, no acquire gets what was there before (checked against the history)",
+          "[registry]") {
+  // One writer thread per id puts tags 1, 2, 3... or removes, in its own order; readers acquire. Every
+  // operation takes a tick from one clock when it starts and when it ends. A read that starts after
+  // write k of its id ended may see write k or a later one that had started before the read ended,
+  // never an earlier one.
+  TempFolder folder;
+  AdapterStore store(folder.path);
+  const std::size_t one = tagged_adapter("x", 1, 0.0f).bytes();
+  AdapterRegistry registry(store, {.ram_budget_bytes = 4 * one});
+  constexpr int kIds = 2;
+  std::atomic<std::uint64_t> clock{0};
+  struct Write {
+    std::uint64_t start, end;
+    float tag;  // 0: remove
+  };
+  struct Read {
+    int id;
+    std::uint64_t start, end;
+    float tag;  // 0: not_found
+    AdapterVersion version;
+  };
+  std::array<std::vector<Write>, kIds> writes;
+  std::atomic<bool> writing{true};
+  std::atomic<std::size_t> unexpected{0};
+  const auto writer = [&](int id, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (int j = 1; j <= 150; ++j) {
+      const float tag = rng() % 5 == 0 ? 0.0f : static_cast<float>(j);
+      const std::uint64_t start = clock++;
+      if (tag == 0.0f) {
+        try {
+          registry.remove(AdapterRef{1, fmt::format("x{}", id)});
+        } catch (const Error& e) {
+          if (e.code() != ErrorCode::not_found) ++unexpected;  // removed already: it stays absent
+        }
+      } else {
+        registry.put(tagged_adapter(fmt::format("x{}", id), 1, tag));
+      }
+      writes[static_cast<std::size_t>(id)].push_back({start, clock++, tag});
+    }
+  };
+  const auto reader = [&](std::uint32_t seed, std::vector<Read>& reads) {
+    std::mt19937 rng(seed);
+    while (writing) {
+      const int id = static_cast<int>(rng() % kIds);
+      const std::uint64_t start = clock++;
+      float tag = 0.0f;
+      AdapterVersion version = 0;
+      try {
+        const AdapterHandle h = registry.acquire(1, AdapterRef{1, fmt::format("x{}", id)});
+        version = h.version();
+        if (!whole(h.adapter(), tag)) ++unexpected;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::not_found) ++unexpected;
+      }
+      reads.push_back({id, start, clock++, tag, version});
+    }
+  };
+  std::vector<Read> reads_a, reads_b;
+  std::thread read_a(reader, 11, std::ref(reads_a)), read_b(reader, 12, std::ref(reads_b));
+  std::thread write_0(writer, 0, 21), write_1(writer, 1, 22);
+  write_0.join();
+  write_1.join();
+  writing = false;
+  read_a.join();
+  read_b.join();
+  CHECK(unexpected == 0);
+  std::size_t stale = 0, checked = 0;
+  for (const std::vector<Read>* reads : {&reads_a, &reads_b}) {
+    for (const Read& r : *reads) {
+      const std::vector<Write>& h = writes[static_cast<std::size_t>(r.id)];
+      // The last write that ended before the read began (none: nothing stored yet).
+      std::ptrdiff_t k = -1;
+      for (std::size_t j = 0; j < h.size(); ++j) {
+        if (h[j].end < r.start) k = static_cast<std::ptrdiff_t>(j);
+      }
+      bool allowed = k < 0 && r.tag == 0.0f;
+      for (std::size_t j = static_cast<std::size_t>(std::max<std::ptrdiff_t>(k, 0)); j < h.size() && !allowed; ++j) {
+        allowed = h[j].start < r.end && h[j].tag == r.tag;
+      }
+      if (!allowed && ++stale <= 5) {
+        UNSCOPED_INFO("read of x" << r.id << " at [" << r.start << ", " << r.end << "] saw tag " << r.tag
+                                  << " (version " << r.version << ")"
+                                  << "; the last write before it: " << (k < 0 ? -1.0f : h[k].tag));
+      }
+      ++checked;
+    }
+  }
+  CHECK(stale == 0);
+  CHECK(checked > 200);
 }
 
 TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a put moves the version on",

@@ -52,6 +52,11 @@ AdapterHandle AdapterCache::hit(Entry& entry) {
   return AdapterHandle(entry.loaded);
 }
 
+// A load begun after an invalidation may have replaced this one in in_flight_: that one stays.
+void AdapterCache::end_flight(const AdapterRef& ref, std::uint64_t epoch) {
+  if (const auto it = in_flight_.find(ref); it != in_flight_.end() && it->second.epoch == epoch) in_flight_.erase(it);
+}
+
 void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, std::uint64_t epoch, bool prefetch) {
   const auto start = std::chrono::steady_clock::now();
   try {
@@ -65,7 +70,6 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
       std::lock_guard lock(mutex_);
       const AdapterKey key = assign_key(ref);
       loaded = std::make_shared<const LoadedAdapter>(LoadedAdapter{std::move(read.adapter), key, read.version});
-      in_flight_.erase(ref);
       ++counts_.loads;
       counts_.bytes_read += read.file_bytes;
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -75,8 +79,8 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
       } else {
         load_ms_[next_sample_++ % kLatencySamples] = ms;
       }
-      const auto known = epochs_.find(ref);
-      if ((known == epochs_.end() ? 0 : known->second) == epoch) {  // no invalidation since the load began
+      end_flight(ref, epoch);
+      if (epoch_of(ref) == epoch) {  // no invalidation since the load began
         make_room(bytes);
         if (const auto old = entries_.find(key); old != entries_.end()) {
           resident_bytes_ -= old->second.bytes;
@@ -93,7 +97,7 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
   } catch (...) {
     {
       std::lock_guard lock(mutex_);
-      in_flight_.erase(ref);
+      end_flight(ref, epoch);
       ++counts_.load_failures;
     }
     promise.set_exception(std::current_exception());
@@ -114,14 +118,13 @@ AdapterHandle AdapterCache::get(const AdapterRef& ref, bool prefetch) {
       }
     }
     ++(prefetch ? counts_.prefetches : counts_.misses);
-    if (const auto it = in_flight_.find(ref); it != in_flight_.end()) {
-      waiting = it->second;
-    } else {
+    epoch = epoch_of(ref);
+    if (const auto it = in_flight_.find(ref); it != in_flight_.end() && it->second.epoch == epoch) {
+      waiting = it->second.result;
+    } else {  // none in flight, or one begun before an invalidation: its adapter may be the old one
       loader = true;
       waiting = promise.get_future().share();
-      in_flight_.emplace(ref, waiting);
-      const auto known = epochs_.find(ref);
-      epoch = known == epochs_.end() ? 0 : known->second;
+      in_flight_.insert_or_assign(ref, InFlight{waiting, epoch});
     }
   }
   if (loader) load(ref, promise, epoch, prefetch);
@@ -140,7 +143,12 @@ AdapterHandle AdapterCache::find(const AdapterRef& ref) {
 
 void AdapterCache::invalidate(const AdapterRef& ref) {
   std::lock_guard lock(mutex_);
-  ++epochs_[ref];
+  if (epochs_.size() >= kMaxTrackedEpochs && !epochs_.contains(ref)) {
+    // Forget them all and give every untracked ref a new epoch: no caller's earlier value still matches.
+    epochs_.clear();
+    untracked_epoch_ = ++last_epoch_;
+  }
+  epochs_[ref] = ++last_epoch_;
   const auto key = keys_.find(ref);
   if (key == keys_.end()) return;
   if (const auto it = entries_.find(key->second); it != entries_.end()) {
@@ -168,8 +176,12 @@ bool AdapterCache::holds(const AdapterRef& ref) const {
 
 std::uint64_t AdapterCache::epoch(const AdapterRef& ref) const {
   std::lock_guard lock(mutex_);
+  return epoch_of(ref);
+}
+
+std::uint64_t AdapterCache::epoch_of(const AdapterRef& ref) const {
   const auto known = epochs_.find(ref);
-  return known == epochs_.end() ? 0 : known->second;
+  return known == epochs_.end() ? untracked_epoch_ : known->second;
 }
 
 AdapterKey AdapterCache::key_of(const AdapterRef& ref) const {
@@ -195,6 +207,7 @@ AdapterCacheStats AdapterCache::stats() {
   AdapterCacheStats s = counts_;
   s.resident_adapters = entries_.size();
   s.resident_bytes = resident_bytes_;
+  s.tracked_epochs = epochs_.size();
   for (const auto& [key, entry] : entries_) s.pinned_bytes += pinned(entry) ? entry.bytes : 0;
   s.over_budget_bytes = resident_bytes_ > config_.ram_budget_bytes ? resident_bytes_ - config_.ram_budget_bytes : 0;
   if (!load_ms_.empty()) {

@@ -49,6 +49,8 @@ void AdapterPrefetcher::record(std::uint64_t key, double time) {
 }
 
 std::vector<std::uint64_t> AdapterPrefetcher::predict(double time, double horizon, std::size_t max_keys) const {
+  PERSONA_CHECK(std::isfinite(time) && std::isfinite(horizon), "time {} / horizon {}: expected finite values", time,
+                horizon);
   std::vector<std::uint64_t> out;
   if (max_keys == 0) return out;
   const double slot_seconds = config_.period_seconds / static_cast<double>(config_.slots);
@@ -59,7 +61,8 @@ std::vector<std::uint64_t> AdapterPrefetcher::predict(double time, double horizo
   for (const auto& [key, r] : rhythm_) {
     float score = 0.0f;
     for (std::int64_t s = first; s <= last && s < first + static_cast<std::int64_t>(config_.slots); ++s) {
-      score += r.counts[static_cast<std::size_t>(s % static_cast<std::int64_t>(config_.slots))];
+      const auto slots = static_cast<std::int64_t>(config_.slots);
+      score += r.counts[static_cast<std::size_t>((s % slots + slots) % slots)];  // times before 0 too
     }
     // Counts last scaled to an earlier period fade to now's scale.
     if (now_period > r.period)

@@ -3,8 +3,13 @@
 #include "persona/core/error.hpp"
 #include "persona/io/persona_adapter.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <system_error>
 
 namespace persona {
@@ -37,6 +42,17 @@ std::optional<AdapterVersion> version_of(const fs::path& file) {
 
 std::string file_name(AdapterVersion version) { return fmt::format("v{:020}{}", version, kExtension); }
 
+// Makes a rename in `folder` durable; Error io_error when the folder cannot be synced.
+void fsync_folder(const fs::path& folder) {
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    PERSONA_THROW(io_error, "{}: cannot sync the folder: {}", folder.string(), std::strerror(err));
+  }
+  ::close(fd);
+}
+
 }  // namespace
 
 AdapterStore::AdapterStore(fs::path root, AdapterStoreConfig config) : root_(std::move(root)), config_(config) {
@@ -44,6 +60,11 @@ AdapterStore::AdapterStore(fs::path root, AdapterStoreConfig config) : root_(std
   std::error_code error;
   fs::create_directories(root_ / "tenants", error);
   if (error) PERSONA_THROW(io_error, "{}: cannot create the store folder: {}", root_.string(), error.message());
+  // What a remove moved away and did not get to delete (a crash); the folder itself stays for others.
+  for (fs::directory_iterator it(root_ / "removed", error), end; !error && it != end; it.increment(error)) {
+    std::error_code ignored;
+    fs::remove_all(it->path(), ignored);
+  }
 }
 
 fs::path AdapterStore::folder(TenantId tenant, std::string_view adapter) const {
@@ -120,6 +141,9 @@ LoraAdapter AdapterStore::get(TenantId tenant, std::string_view adapter, std::op
 StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize,
                                 DType float_storage) {
   const fs::path dir = folder(adapter.tenant(), adapter.id());
+  // An adapter that adapts nothing is a mistake upstream (a PEFT folder whose tensors were all skipped).
+  PERSONA_CHECK(!adapter.modules().empty(), "adapter '{}' of tenant {} has no modules; nothing to store", adapter.id(),
+                adapter.tenant());
   StoredAdapter stored;
   LoraAdapter written(adapter.id(), adapter.tenant());
   if (quantize) {
@@ -150,9 +174,16 @@ void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
   std::lock_guard lock(writers_);
   const std::vector<AdapterVersion> stored = versions(tenant, adapter);
   if (stored.empty()) PERSONA_THROW(not_found, "tenant {} has no adapter '{}'", tenant, adapter);
+  // One rename takes every version at once (deleting file by file let a reader see an older version
+  // for a moment, and a crash keep it); the pid and a count keep the name unique across processes.
+  const fs::path dir = folder(tenant, adapter), removed_root = root_ / "removed";
+  const fs::path removed = removed_root / fmt::format("{}.{}.{}.{}", tenant, adapter, ::getpid(), ++removals_);
   std::error_code error;
-  fs::remove_all(folder(tenant, adapter), error);
-  if (error) PERSONA_THROW(io_error, "{}: cannot remove: {}", folder(tenant, adapter).string(), error.message());
+  fs::create_directories(removed_root, error);
+  if (!error) fs::rename(dir, removed, error);
+  if (error) PERSONA_THROW(io_error, "{}: cannot move it away to remove it: {}", dir.string(), error.message());
+  fsync_folder(dir.parent_path());
+  fs::remove_all(removed, error);  // what is left after a crash goes at the next open
 }
 
 }  // namespace persona

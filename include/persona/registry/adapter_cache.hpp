@@ -36,6 +36,7 @@ struct AdapterCacheStats {
   double load_total_ms = 0.0;  // summed over every load (they may overlap)
   std::size_t resident_adapters = 0, resident_bytes = 0, pinned_bytes = 0;
   std::size_t over_budget_bytes = 0;  // resident bytes above the budget, all of them pinned
+  std::size_t tracked_epochs = 0;     // refs whose invalidation is remembered (at most kMaxTrackedEpochs)
   std::uint64_t prefetches = 0, prefetch_hits = 0, prefetch_unused = 0;  // unused: evicted before any get
 };
 
@@ -63,7 +64,8 @@ class AdapterCache {
   // The adapter if resident (counted as a hit), else an empty handle; never loads or waits.
   AdapterHandle find(const AdapterRef& ref);
   // Drops the adapter from RAM (handles keep theirs) and makes a load already in flight for it stay out
-  // of the cache: after a put or remove, the next get loads what is stored then.
+  // of the cache: after a put or remove, every later get loads what is stored then (it never joins a
+  // load that began before; that load's own waiters still get its result).
   void invalidate(const AdapterRef& ref);
   // Keeps a resident adapter resident without a handle (counted against the budget); false when it is
   // not resident.
@@ -71,9 +73,12 @@ class AdapterCache {
 
   // Resident or being loaded.
   bool holds(const AdapterRef& ref) const;
-  // The number of invalidations of `ref` so far: a caller that looked something up in the store can
-  // tell whether an invalidation happened meanwhile.
+  // A value that changes with every invalidation of `ref`: a caller that looked something up in the
+  // store can tell whether an invalidation happened meanwhile (equal values: none). Only the refs
+  // invalidated most recently are tracked (kMaxTrackedEpochs); past that, every value changes at once,
+  // which can only make such a caller look again.
   std::uint64_t epoch(const AdapterRef& ref) const;
+  static constexpr std::size_t kMaxTrackedEpochs = std::size_t{1} << 16;
   // The key given to `ref` at its first load (kNoAdapter if never loaded), and back.
   AdapterKey key_of(const AdapterRef& ref) const;
   std::optional<AdapterRef> ref_of(AdapterKey key) const;
@@ -104,11 +109,19 @@ class AdapterCache {
   mutable std::mutex mutex_;                // everything below
   std::unique_ptr<EvictionPolicy> policy_;  // ordered by AdapterKey
   std::unordered_map<AdapterKey, Entry> entries_;
-  std::unordered_map<AdapterRef, std::shared_future<Result>> in_flight_;
+  struct InFlight {
+    std::shared_future<Result> result;
+    std::uint64_t epoch = 0;  // of the ref when the load began: later gets join only while it holds
+  };
+  std::uint64_t epoch_of(const AdapterRef& ref) const;          // under mutex_
+  void end_flight(const AdapterRef& ref, std::uint64_t epoch);  // under mutex_
+  std::unordered_map<AdapterRef, InFlight> in_flight_;
   std::unordered_map<AdapterRef, AdapterKey> keys_;
-  std::vector<AdapterRef> refs_;         // [key - 1]
-  std::vector<std::size_t> last_bytes_;  // [key - 1]
-  std::unordered_map<AdapterRef, std::uint64_t> epochs_;
+  std::vector<AdapterRef> refs_;                          // [key - 1]
+  std::vector<std::size_t> last_bytes_;                   // [key - 1]
+  std::unordered_map<AdapterRef, std::uint64_t> epochs_;  // the refs invalidated since the last reset
+  std::uint64_t untracked_epoch_ = 0;                     // the epoch of every other ref
+  std::uint64_t last_epoch_ = 0;                          // every invalidation takes a new one
   std::size_t resident_bytes_ = 0;
   AdapterCacheStats counts_;
   std::vector<double> load_ms_;  // the most recent loads, for the percentiles

@@ -24,7 +24,8 @@ class AdapterPrefetcher {
   // One access of `key` at `time` (non-decreasing). Error invalid_argument if time goes back.
   void record(std::uint64_t key, double time);
   // Up to max_keys keys expected in [time, time + horizon), most expected first: by their activity in
-  // those slots of earlier periods (decayed), then the usual successors of the most recent key.
+  // those slots of earlier periods (decayed), then the usual successors of the most recent key. Any
+  // finite time (before 0 too); Error invalid_argument for a non-finite time or horizon.
   std::vector<std::uint64_t> predict(double time, double horizon, std::size_t max_keys) const;
   std::size_t keys() const noexcept { return rhythm_.size(); }
 

@@ -50,8 +50,8 @@ class AdapterStore {
   // Writes a new version of adapter.id() for adapter.tenant() (kPublicTenant: open to every tenant),
   // quantized to `quantize` on the way in when given; matrices left unquantized are stored as
   // `float_storage` (f32, f16 or bf16; they read back as f32). Ids are 1..128 of [A-Za-z0-9._-], not "."
-  // or ".."; anything else is invalid_argument. Error io_error (disk full, unwritable folder) leaves every
-  // stored version as it was.
+  // or ".."; anything else, or an adapter with no modules, is invalid_argument. Error io_error (disk full, unwritable
+  // folder) leaves every stored version as it was.
   StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt,
                     DType float_storage = DType::f32);
 
@@ -70,7 +70,9 @@ class AdapterStore {
   // The stored versions of one adapter, ascending; empty if none. Error io_error if the folder exists but
   // cannot be listed.
   std::vector<AdapterVersion> versions(TenantId tenant, std::string_view adapter) const;
-  // Deletes every version of the adapter. Error not_found if it has none.
+  // Deletes every version of the adapter at once: its folder is renamed away, then deleted, so a reader
+  // sees every version or none (never an older one left by a half-done delete, nor after a crash).
+  // Error not_found if it has none, io_error if the folder cannot be moved.
   void remove(TenantId tenant, std::string_view adapter);
 
   const std::filesystem::path& root() const noexcept { return root_; }
@@ -79,7 +81,8 @@ class AdapterStore {
   std::filesystem::path folder(TenantId tenant, std::string_view adapter) const;
   std::filesystem::path root_;
   AdapterStoreConfig config_;
-  std::mutex writers_;  // puts and removes in this process, one at a time
+  std::mutex writers_;          // puts and removes in this process, one at a time
+  std::uint64_t removals_ = 0;  // names the removed folders of this object (under writers_)
 };
 
 }  // namespace persona
