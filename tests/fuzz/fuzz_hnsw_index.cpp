@@ -1,9 +1,8 @@
 // libFuzzer target for HnswIndex::load. Input: an index file; the target recomputes its checksum (the
 // last 8 bytes) first, so that the fuzzer reaches the structural checks behind it. A loaded index must
-// answer searches, filtered and not; anything else must be a persona::Error. A broken promise fails an
-// assert (kept in every build type), which libFuzzer reports as a crash.
-#undef NDEBUG
-#include <cassert>
+// answer searches, filtered and not; anything else must be a persona::Error. A broken promise fails
+// a PERSONA_FUZZ_CHECK, which libFuzzer reports as a crash.
+#include "fuzz_check.hpp"
 
 #include <persona/ann/hnsw_index.hpp>
 #include <persona/core/file_io.hpp>
@@ -31,8 +30,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       const persona::HnswIndex index = persona::HnswIndex::load(path, mode);
       const std::vector<float> query(index.dim(), 0.5f);
-      for (const auto& found : index.search(query, 5)) assert(index.contains(found.label));
-      (void)index.search(query, 3, {.tenant = 1});
+      const auto found = index.search(query, 5);
+      PERSONA_FUZZ_CHECK(found.size() <= 5 && found.size() <= index.size());
+      for (const auto& neighbor : found) PERSONA_FUZZ_CHECK(index.contains(neighbor.label));
+      const auto filtered = index.search(query, 3, {.tenant = 1});
+      PERSONA_FUZZ_CHECK(filtered.size() <= 3);
+      for (const auto& neighbor : filtered) PERSONA_FUZZ_CHECK(index.contains(neighbor.label));
     } catch (const persona::Error&) {
     }
   }

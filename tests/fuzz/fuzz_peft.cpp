@@ -1,10 +1,8 @@
 // libFuzzer target for the PEFT reader. Input: a 4-byte little-endian length n, n bytes of
 // adapter_config.json, then the bytes of adapter_model.safetensors. An accepted adapter must be
 // well-formed (A [rank, in] and B [out, rank] with rank >= 1, a finite scale); anything else must be a
-// persona::Error. A broken promise fails an assert (kept in
-// every build type: NDEBUG is undefined here), which libFuzzer reports as a crash.
-#undef NDEBUG
-#include <cassert>
+// persona::Error. A broken promise fails a PERSONA_FUZZ_CHECK, which libFuzzer reports as a crash.
+#include "fuzz_check.hpp"
 
 #include <persona/io/peft_adapter.hpp>
 
@@ -25,10 +23,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       options.skip_unsupported = skip;
       const persona::LoraAdapter adapter = persona::read_peft_adapter(config, weights, options, "fuzz");
       for (const auto& [target, module] : adapter.modules()) {
-        assert(module.rank() >= 1);
-        assert(module.a().rows() == module.rank() && module.b().cols() == module.rank());
-        assert(module.in_features() >= 1 && module.out_features() >= 1);
-        assert(std::isfinite(module.scale()));
+        PERSONA_FUZZ_CHECK(module.rank() >= 1);
+        PERSONA_FUZZ_CHECK(module.a().rows() == module.rank() && module.b().cols() == module.rank());
+        PERSONA_FUZZ_CHECK(module.in_features() >= 1 && module.out_features() >= 1);
+        PERSONA_FUZZ_CHECK(std::isfinite(module.scale()));
       }
     } catch (const persona::Error&) {
     }

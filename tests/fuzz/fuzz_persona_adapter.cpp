@@ -1,10 +1,9 @@
 // libFuzzer target for the persona adapter reader. Input: a persona adapter file. The target recomputes
 // its checksum first (where the field is there), so that the fuzzer reaches the checks behind it: anyone
 // can recompute a checksum, and every field the reader trusts must then still be checked. An accepted
-// adapter must be well-formed; anything else must be a persona::Error. A broken promise fails an assert
-// (kept in every build type), which libFuzzer reports as a crash.
-#undef NDEBUG
-#include <cassert>
+// adapter must be well-formed; anything else must be a persona::Error. A broken promise fails a
+// PERSONA_FUZZ_CHECK, which libFuzzer reports as a crash.
+#include "fuzz_check.hpp"
 
 #include <persona/core/file_io.hpp>
 #include <persona/io/persona_adapter.hpp>
@@ -36,9 +35,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const persona::LoraAdapter adapter = persona::read_persona_adapter(path);
     for (const auto& [target, module] : adapter.modules()) {
-      assert(module.rank() >= 1);
-      assert(module.a().rows() == module.rank() && module.b().cols() == module.rank());
-      assert(std::isfinite(module.scale()));
+      PERSONA_FUZZ_CHECK(module.rank() >= 1);
+      PERSONA_FUZZ_CHECK(module.a().rows() == module.rank() && module.b().cols() == module.rank());
+      PERSONA_FUZZ_CHECK(std::isfinite(module.scale()));
       (void)module.a().to_f32();  // every element of a quantized matrix reachable
       (void)module.b().to_f32();
     }
