@@ -76,8 +76,7 @@ void compute_truth(Dataset& d, const SearchFilter& filter, std::vector<std::set<
   truth.assign(kQueries, {});
   parallel_for(kQueries, 16, [&](std::size_t begin, std::size_t end) {
     for (std::size_t q = begin; q < end; ++q) {
-      SearchFilter f = filter;
-      if (query_tenants) f.tenant = (*query_tenants)[q];
+      const SearchFilter f = query_tenants ? SearchFilter::only_tenant((*query_tenants)[q]) : filter;
       for (const Neighbor& nb : flat.search({d.queries.data() + q * d.dim, d.dim}, kK, f)) truth[q].insert(nb.label);
     }
   });
@@ -122,7 +121,7 @@ Dataset* dataset(const std::string& name) {
     d->tenants.resize(d->n);
     for (std::size_t i = 0; i < d->n; ++i) d->tenants[i] = i % 10 == 0 ? 0 : 1 + i % 90;
   }
-  compute_truth(*d, {}, d->truth);
+  compute_truth(*d, SearchFilter::all_tenants(), d->truth);
   return (cache[name] = std::move(d)).get();
 }
 
@@ -159,7 +158,12 @@ void run_build(benchmark::State& state, const std::string& library, const std::s
       b.persona = std::make_unique<HnswIndex>(config);
       std::vector<VectorLabel> labels(d->n);
       for (std::size_t i = 0; i < d->n; ++i) labels[i] = i;
-      b.persona->add(labels, TensorView<const float>(d->train.data(), Shape{d->n, d->dim}), d->tenants);
+      const TensorView<const float> rows(d->train.data(), Shape{d->n, d->dim});
+      if (d->tenants.empty()) {
+        b.persona->add(labels, rows, 0);
+      } else {
+        b.persona->add(labels, rows, d->tenants);
+      }
     } else {
       b.peer = make_peer(library, *d);
       if (!b.peer) return state.SkipWithError("library missing");
@@ -192,7 +196,7 @@ void run_search(benchmark::State& state, const std::string& library, const std::
   std::vector<TenantId> query_tenants(kQueries);
   for (std::size_t q = 0; q < kQueries; ++q) query_tenants[q] = filter_kind == 1 ? 1 + q % 90 : 0;
   if (filter_kind != 0 && !filtered_truth.contains(filter_kind)) {
-    compute_truth(*d, {}, filtered_truth[filter_kind], &query_tenants);
+    compute_truth(*d, SearchFilter::all_tenants(), filtered_truth[filter_kind], &query_tenants);
   }
   const auto& truth = filter_kind == 0 ? d->truth : filtered_truth[filter_kind];
   std::vector<std::vector<VectorLabel>> found(kQueries, std::vector<VectorLabel>(kK));
@@ -204,8 +208,8 @@ void run_search(benchmark::State& state, const std::string& library, const std::
     for (std::size_t q = part; q < kQueries; q += threads) {
       const float* query = d->queries.data() + q * d->dim;
       if (b.persona) {
-        SearchFilter filter;
-        if (filter_kind != 0) filter.tenant = query_tenants[q];
+        const SearchFilter filter =
+            filter_kind != 0 ? SearchFilter::only_tenant(query_tenants[q]) : SearchFilter::all_tenants();
         const auto result = b.persona->search({query, d->dim}, kK, filter, breadth);
         found[q].clear();
         for (const Neighbor& nb : result) {

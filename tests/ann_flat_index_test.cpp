@@ -19,6 +19,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <type_traits>
 #include <vector>
 
 using namespace persona;
@@ -51,7 +52,7 @@ TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "
         all.push_back({1000 + i, static_cast<float>(dist)});
       }
       std::sort(all.begin(), all.end(), [](const Neighbor& a, const Neighbor& b) { return a.distance < b.distance; });
-      const auto found = index.search(q, 5, {.tenant = 1});
+      const auto found = index.search(q, 5, SearchFilter::only_tenant(1));
       REQUIRE(found.size() == 5);
       for (std::size_t j = 0; j < 5; ++j) {
         CHECK(found[j].label == all[j].label);
@@ -60,25 +61,25 @@ TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "
     }
   }
   FlatIndex index(dim);
-  for (std::size_t i = 0; i < 10; ++i) index.add(i, row(points, dim, i));
-  CHECK(index.search(row(queries, dim, 0), 50).size() == 10);  // k beyond the size: what exists
-  const auto even = index.search(row(queries, dim, 0), 10, {.predicate = [](VectorLabel l) { return l % 2 == 0; }});
+  for (std::size_t i = 0; i < 10; ++i) index.add(i, row(points, dim, i), 0);
+  CHECK(index.search(row(queries, dim, 0), 50, SearchFilter::all_tenants()).size() == 10);  // k beyond the size: what exists
+  const auto even = index.search(row(queries, dim, 0), 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 2 == 0; }));
   CHECK(even.size() == 5);
   for (const Neighbor& n : even) CHECK(n.label % 2 == 0);
-  index.remove(4);
-  CHECK_FALSE(index.contains(4));
+  index.remove(4, 0);
+  CHECK_FALSE(index.contains(4, 0));
   CHECK(index.size() == 9);
-  for (const Neighbor& n : index.search(row(queries, dim, 0), 10)) CHECK(n.label != 4);
+  for (const Neighbor& n : index.search(row(queries, dim, 0), 10, SearchFilter::all_tenants())) CHECK(n.label != 4);
   std::vector<float> bad(dim, 0.0f);
-  PERSONA_REQUIRE_ERROR(index.add(3, bad), invalid_argument, "label 3 is already in the index");
-  PERSONA_REQUIRE_ERROR(index.add(99, std::vector<float>(dim + 1)), shape_mismatch,
+  PERSONA_REQUIRE_ERROR(index.add(3, bad, 0), invalid_argument, "label 3 is already in the index");
+  PERSONA_REQUIRE_ERROR(index.add(99, std::vector<float>(dim + 1), 0), shape_mismatch,
                         "has 8 elements; the index has dim 7");
   bad[2] = NAN;
-  PERSONA_REQUIRE_ERROR(index.add(99, bad), invalid_argument, "element 2 is nan");
-  PERSONA_REQUIRE_ERROR(index.search(row(queries, dim, 0), 0), invalid_argument, "k is 0");
-  PERSONA_REQUIRE_ERROR(index.remove(12345), not_found, "label 12345 is not in the index");
+  PERSONA_REQUIRE_ERROR(index.add(99, bad, 0), invalid_argument, "element 2 is nan");
+  PERSONA_REQUIRE_ERROR(index.search(row(queries, dim, 0), 0, SearchFilter::all_tenants()), invalid_argument, "k is 0");
+  PERSONA_REQUIRE_ERROR(index.remove(12345, 0), not_found, "label 12345 is not in the index");
   FlatIndex cosine(dim, Metric::cosine);
-  PERSONA_REQUIRE_ERROR(cosine.add(1, std::vector<float>(dim, 0.0f)), invalid_argument, "is zero");
+  PERSONA_REQUIRE_ERROR(cosine.add(1, std::vector<float>(dim, 0.0f), 0), invalid_argument, "is zero");
 }
 
 TEST_CASE("FlatIndex load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
@@ -91,19 +92,20 @@ TEST_CASE("FlatIndex load(save(index)) answers identically; bad files are clear 
   for (Metric metric : {Metric::l2, Metric::inner_product, Metric::cosine}) {
     FlatIndex index(dim, metric);
     for (std::size_t i = 0; i < n; ++i) index.add(i * 7 + 3, row(points, dim, i), i % 4);
-    for (std::size_t i = 0; i < n; i += 5) index.remove(i * 7 + 3);  // moves rows: slot order is not label order
+    for (std::size_t i = 0; i < n; i += 5) index.remove(i * 7 + 3, i % 4);  // moves rows: slot order is not label order
     index.save(path);
     const FlatIndex loaded = FlatIndex::load(path);
     CHECK(loaded.dim() == dim);
     CHECK(loaded.metric() == metric);
     CHECK(loaded.size() == index.size());
-    CHECK(loaded.contains(10));
-    CHECK_FALSE(loaded.contains(3));
+    CHECK(loaded.contains(10, 1));
+    CHECK_FALSE(loaded.contains(10, 0));
+    CHECK_FALSE(loaded.contains(3, 0));
     for (std::size_t i = 0; i < 30; ++i) {
       const auto q = row(queries, dim, i);
-      CHECK(loaded.search(q, 10) == index.search(q, 10));
-      CHECK(loaded.search(q, 10, {.tenant = i % 4}) == index.search(q, 10, {.tenant = i % 4}));
-      CHECK(loaded.search(q, 10, {.predicate = odd}) == index.search(q, 10, {.predicate = odd}));
+      CHECK(loaded.search(q, 10, SearchFilter::all_tenants()) == index.search(q, 10, SearchFilter::all_tenants()));
+      CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 4)) == index.search(q, 10, SearchFilter::only_tenant(i % 4)));
+      CHECK(loaded.search(q, 10, SearchFilter::all_tenants().where(odd)) == index.search(q, 10, SearchFilter::all_tenants().where(odd)));
     }
   }
   const std::vector<std::byte> bytes = read_file(path);
@@ -175,24 +177,28 @@ TEST_CASE("FlatIndex batch add equals adding the rows one by one", "[ann]") {
   const TensorView<const float> rows(points.data(), Shape{n, dim});
   for (bool with_tenants : {true, false}) {
     FlatIndex one_by_one(dim, Metric::cosine), batch(dim, Metric::cosine);
-    for (std::size_t i = 0; i < n; ++i) one_by_one.add(labels[i], row(points, dim, i), with_tenants ? tenants[i] : 0);
-    batch.add(labels, rows, with_tenants ? std::span<const TenantId>(tenants) : std::span<const TenantId>());
+    for (std::size_t i = 0; i < n; ++i) one_by_one.add(labels[i], row(points, dim, i), with_tenants ? tenants[i] : 5);
+    if (with_tenants) {
+      batch.add(labels, rows, std::span<const TenantId>(tenants));
+    } else {
+      batch.add(labels, rows, 5);  // every row to one tenant
+    }
     CHECK(batch.size() == one_by_one.size());
     for (std::size_t i = 0; i < 20; ++i) {
       const auto q = row(queries, dim, i);
-      CHECK(batch.search(q, 10) == one_by_one.search(q, 10));
-      CHECK(batch.search(q, 10, {.tenant = 1}) == one_by_one.search(q, 10, {.tenant = 1}));
+      CHECK(batch.search(q, 10, SearchFilter::all_tenants()) == one_by_one.search(q, 10, SearchFilter::all_tenants()));
+      CHECK(batch.search(q, 10, SearchFilter::only_tenant(1)) == one_by_one.search(q, 10, SearchFilter::only_tenant(1)));
     }
   }
   FlatIndex index(dim);
-  PERSONA_REQUIRE_ERROR(index.add(labels, TensorView<const float>(points.data(), Shape{n - 1, dim})), shape_mismatch,
+  PERSONA_REQUIRE_ERROR(index.add(labels, TensorView<const float>(points.data(), Shape{n - 1, dim}), 0), shape_mismatch,
                         "expected contiguous [250, 11]");
   PERSONA_REQUIRE_ERROR(index.add(labels, rows, std::span<const TenantId>(tenants).first(3)), shape_mismatch,
                         "3 tenants for 250 labels");
   CHECK(index.size() == 0);
   // A refused row (here a label already present) throws after the other rows are in, as HnswIndex does.
-  index.add(labels[7], row(points, dim, 7));
-  PERSONA_REQUIRE_ERROR(index.add(labels, rows), invalid_argument, "is already in the index");
+  index.add(labels[7], row(points, dim, 7), 0);
+  PERSONA_REQUIRE_ERROR(index.add(labels, rows, 0), invalid_argument, "is already in the index");
   CHECK(index.size() == n);
 }
 
@@ -210,16 +216,21 @@ std::vector<VectorLabel> top1_through_interface(VectorIndex& index, const std::v
   }
   index.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), tenants);
   index.add(7, row(queries, dim, 0), 1);  // the first query's own vector
-  index.remove(100);
+  index.remove(100, 0);
   CHECK(index.dim() == dim);
   CHECK(index.metric() == Metric::l2);
   CHECK(index.size() == n);
-  CHECK(index.contains(7));
-  CHECK_FALSE(index.contains(100));
+  CHECK(index.contains(7, 1));
+  CHECK_FALSE(index.contains(100, 0));
+  // A label is its owner's: another tenant can neither see, remove nor change it.
+  CHECK_FALSE(index.contains(7, 0));
+  PERSONA_REQUIRE_ERROR(index.remove(7, 0), permission_denied, "label 7 is not tenant 0's");
+  CHECK(index.contains(7, 1));
+  CHECK(index.size() == n);
   CHECK(index.memory_bytes() >= n * dim * sizeof(float));
   std::vector<VectorLabel> top1;
   for (std::size_t i = 0; i < queries.size() / dim; ++i) {
-    for (const SearchFilter& filter : {SearchFilter{}, SearchFilter{.tenant = 0}}) {
+    for (const SearchFilter& filter : {SearchFilter::all_tenants(), SearchFilter::only_tenant(0)}) {
       const auto found = index.search(row(queries, dim, i), 1, filter);
       REQUIRE(found.size() == 1);
       top1.push_back(found[0].label);
@@ -240,6 +251,8 @@ TEST_CASE("FlatIndex and HnswIndex give the same top-1 through VectorIndex&", "[
   const auto from_hnsw = top1_through_interface(hnsw, points, queries, dim);
   CHECK(from_flat == from_hnsw);
   CHECK(from_flat.at(0) == 7);
+  // Searching is always for a named tenant or, by name, for every tenant: no filter is no choice.
+  STATIC_REQUIRE_FALSE(std::is_default_constructible_v<SearchFilter>);
   // save through the interface; each type loads its own file.
   const auto folder = std::filesystem::temp_directory_path() / fmt::format("persona_vector_index_{}", ::getpid());
   std::filesystem::create_directories(folder);

@@ -40,11 +40,11 @@ TEST_CASE("HnswIndex recall@10 against FlatIndex at default parameters", "[ann]"
       std::vector<VectorLabel> labels(n);
       for (std::size_t i = 0; i < n; ++i) {
         labels[i] = i * 7 + 1;
-        flat.add(labels[i], row(points, dim, i));
+        flat.add(labels[i], row(points, dim, i), 0);
       }
-      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), 0);
       CHECK(hnsw.size() == n);
-      const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) { return hnsw.search(q, 10); });
+      const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) { return hnsw.search(q, 10, SearchFilter::all_tenants()); });
       INFO("recall " << r);
       CHECK(r >= 0.95);
       const HnswStats stats = hnsw.stats();
@@ -63,7 +63,7 @@ TEST_CASE("int8 storage keeps recall@10 with and without the exact re-rank", "[a
     std::vector<VectorLabel> labels(n);
     for (std::size_t i = 0; i < n; ++i) {
       labels[i] = i;
-      flat.add(i, row(points, dim, i));
+      flat.add(i, row(points, dim, i), 0);
     }
     for (bool keep_f32 : {true, false}) {
       if (metric == Metric::cosine && keep_f32) continue;  // the re-rank is metric-blind; L2 covers it
@@ -72,10 +72,10 @@ TEST_CASE("int8 storage keeps recall@10 with and without the exact re-rank", "[a
       config.storage = VectorStorage::int8;
       config.keep_f32 = keep_f32;
       HnswIndex hnsw(config);
-      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+      hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), 0);
       double worst_error = 0.0;
-      const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) {
-        auto found = hnsw.search(q, 10);
+      const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) {
+        auto found = hnsw.search(q, 10, SearchFilter::all_tenants());
         // Re-ranked distances are the exact ones; int8 ones are close.
         for (const Neighbor& nb : found) {
           double l2 = 0.0, dot = 0.0, qq = 0.0, pp = 0.0;
@@ -107,37 +107,37 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   std::vector<VectorLabel> labels(n);
   for (std::size_t i = 0; i < n; ++i) {
     labels[i] = i;
-    flat.add(i, row(points, dim, i));
+    flat.add(i, row(points, dim, i), 0);
   }
   HnswIndex serial(HnswConfig{dim});
   {
     ScopedNumThreads one(1);
-    serial.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+    serial.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), 0);
   }
   HnswIndex parallel(HnswConfig{dim});
   {
     ScopedNumThreads two(2);
-    parallel.add(labels, TensorView<const float>(points.data(), Shape{n, dim}));
+    parallel.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), 0);
   }
   const auto search = [](const HnswIndex& index) {
-    return [&index](std::span<const float> q) { return index.search(q, 10, {}, 32); };
+    return [&index](std::span<const float> q) { return index.search(q, 10, SearchFilter::all_tenants(), 32); };
   };
-  const double r1 = recall(flat, queries, dim, 10, {}, search(serial));
-  const double r2 = recall(flat, queries, dim, 10, {}, search(parallel));
+  const double r1 = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), search(serial));
+  const double r2 = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), search(parallel));
   INFO("serial " << r1 << ", parallel " << r2);
   CHECK(r2 >= r1 - 0.01);
 
   // A second thread inserts while this one searches: every result is a label already added, sorted.
   HnswIndex live(HnswConfig{dim});
-  for (std::size_t i = 0; i < 500; ++i) live.add(i, row(points, dim, i));
+  for (std::size_t i = 0; i < 500; ++i) live.add(i, row(points, dim, i), 0);
   std::atomic<bool> done{false};
   std::thread writer([&] {
-    for (std::size_t i = 500; i < n; ++i) live.add(i, row(points, dim, i));
+    for (std::size_t i = 500; i < n; ++i) live.add(i, row(points, dim, i), 0);
     done = true;
   });
   std::size_t searches = 0, bad = 0;
   while (!done || searches < 100) {
-    const auto found = live.search(row(queries, dim, searches % 100), 10);
+    const auto found = live.search(row(queries, dim, searches % 100), 10, SearchFilter::all_tenants());
     bad += found.size() == 10 ? 0 : 1;
     for (std::size_t j = 0; j < found.size(); ++j) {
       bad += found[j].label < n ? 0 : 1;
@@ -156,7 +156,7 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   done = false;
   std::thread mover([&] {
     for (std::size_t i = 0; i < 1000; ++i) {
-      churn.remove(2 * i);
+      churn.remove(2 * i, 0);
       churn.add(2 * i + 1, row(points, dim, 1000 + i), 1);  // odd labels: tenant 1, in tenant 0's old slots
       churn.update(2 * i + 1, row(points, dim, 2000 + i), 1);
     }
@@ -164,7 +164,7 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   });
   std::size_t churn_searches = 0, foreign = 0;
   while (!done || churn_searches < 100) {
-    const auto found = churn.search(row(queries, dim, churn_searches % 100), 10, {.tenant = 0}, 64);
+    const auto found = churn.search(row(queries, dim, churn_searches % 100), 10, SearchFilter::only_tenant(0), 64);
     for (std::size_t j = 0; j < found.size(); ++j) {
       foreign += found[j].label % 2 == 0 ? 0 : 1;
       if (j > 0) foreign += found[j - 1].distance <= found[j].distance ? 0 : 1;
@@ -174,7 +174,7 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   mover.join();
   CHECK(foreign == 0);
   CHECK(churn.size() == 1000);
-  CHECK(churn.search(row(queries, dim, 0), 10, {.tenant = 0}).empty());
+  CHECK(churn.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(0)).empty());
 }
 
 TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and never shows another tenant", "[ann]") {
@@ -194,8 +194,8 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), tenants);
   for (TenantId t : {1u, 2u, 3u, 4u}) {
     std::size_t foreign = 0;
-    const double r = recall(flat, queries, dim, 10, {.tenant = t}, [&](std::span<const float> q) {
-      auto found = hnsw.search(q, 10, {.tenant = t});
+    const double r = recall(flat, queries, dim, 10, SearchFilter::only_tenant(t), [&](std::span<const float> q) {
+      auto found = hnsw.search(q, 10, SearchFilter::only_tenant(t));
       for (const Neighbor& nb : found) foreign += tenants[nb.label] == t ? 0 : 1;
       return found;
     });
@@ -211,18 +211,18 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   for (std::size_t i = 0; i < 2000; ++i) {
     const TenantId t = 100 + i % 1000;
     expected += std::min<std::size_t>(10, held[t]);
-    for (const Neighbor& nb : hnsw.search(row(queries, dim, i % 50), 10, {.tenant = t})) {
+    for (const Neighbor& nb : hnsw.search(row(queries, dim, i % 50), 10, SearchFilter::only_tenant(t))) {
       foreign += tenants[nb.label] == t ? 0 : 1;
       ++results;
     }
   }
   CHECK(foreign == 0);
   CHECK(results == expected);
-  CHECK(hnsw.search(row(queries, dim, 0), 10, {.tenant = 999999}).empty());
+  CHECK(hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(999999)).empty());
   // A predicate that passes 1% of the labels.
-  const double r = recall(flat, queries, dim, 10, {.predicate = [](VectorLabel l) { return l % 100 == 3; }},
+  const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }),
                           [&](std::span<const float> q) {
-                            return hnsw.search(q, 10, {.predicate = [](VectorLabel l) { return l % 100 == 3; }});
+                            return hnsw.search(q, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }));
                           });
   INFO("predicate recall " << r);
   CHECK(r >= 0.95);
@@ -238,24 +238,25 @@ TEST_CASE("Deleted vectors are never returned", "[ann]") {
     flat.add(i, row(points, dim, i), i % 4);
   }
   for (std::size_t i = 0; i < n; i += 3) {
-    hnsw.remove(i);
-    flat.remove(i);
+    hnsw.remove(i, i % 4);
+    flat.remove(i, i % 4);
   }
   CHECK(hnsw.size() == n - 1000);
   CHECK(hnsw.stats().deleted == 1000);
-  CHECK_FALSE(hnsw.contains(0));
+  CHECK_FALSE(hnsw.contains(0, 0));
   std::size_t deleted_seen = 0;
-  const double r = recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) {
-    auto found = hnsw.search(q, 10);
+  const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) {
+    auto found = hnsw.search(q, 10, SearchFilter::all_tenants());
     for (const Neighbor& nb : found) deleted_seen += nb.label % 3 == 0 ? 1 : 0;
     return found;
   });
   CHECK(deleted_seen == 0);
   CHECK(r >= 0.95);
-  for (const Neighbor& nb : hnsw.search(row(queries, dim, 0), 10, {.tenant = 2})) CHECK(nb.label % 3 != 0);
-  PERSONA_REQUIRE_ERROR(hnsw.remove(0), not_found, "label 0 is not in the index");
-  hnsw.add(0, row(points, dim, 1));  // a deleted label may be added again
-  CHECK(hnsw.contains(0));
+  for (const Neighbor& nb : hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(2))) CHECK(nb.label % 3 != 0);
+  PERSONA_REQUIRE_ERROR(hnsw.remove(0, 0), not_found, "label 0 is not in the index");
+  hnsw.add(0, row(points, dim, 1), 3);  // a deleted label may be added again, by another tenant
+  CHECK(hnsw.contains(0, 3));
+  CHECK_FALSE(hnsw.contains(0, 0));
 }
 
 TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction gives memory back", "[ann]") {
@@ -276,8 +277,8 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     const std::size_t vector_bytes = hnsw.stats().vector_bytes;
     // Tenant 0 loses a third of its vectors; tenant 1's new ones take their slots.
     for (std::size_t i = 0; i < n; i += 6) {
-      hnsw.remove(i);
-      flat.remove(i);
+      hnsw.remove(i, tenant_of[i]);
+      flat.remove(i, tenant_of[i]);
     }
     const std::size_t removed = hnsw.stats().deleted;
     CHECK(removed == (n + 5) / 6);
@@ -288,25 +289,42 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     }
     CHECK(hnsw.stats().deleted == 0);
     CHECK(hnsw.stats().vector_bytes == vector_bytes);  // no new slots
-    // Updates: 300 vectors move to new places, every third to the other tenant.
+    // Updates: 300 vectors move to new places; every third goes to the other tenant, which takes a remove
+    // and an add (update never changes a vector's owner, and refuses another tenant's label).
     for (std::size_t j = 0; j < 300; ++j) {
       const VectorLabel label = 1 + 10 * j;
       const auto to = row(points, dim, n + removed + j);
-      tenant_of[label] = j % 3 == 0 ? 1 - tenant_of[label] : tenant_of[label];
-      hnsw.update(label, to, tenant_of[label]);
-      flat.remove(label);
+      const TenantId owner = tenant_of[label];
+      PERSONA_REQUIRE_ERROR(hnsw.update(label, to, 1 - owner), permission_denied,
+                            fmt::format("label {} is not tenant {}'s", label, 1 - owner));
+      if (j % 3 == 0) {
+        tenant_of[label] = 1 - owner;
+        hnsw.remove(label, owner);
+        hnsw.add(label, to, tenant_of[label]);
+      } else {
+        hnsw.update(label, to, owner);
+      }
+      CHECK(hnsw.contains(label, tenant_of[label]));
+      CHECK_FALSE(hnsw.contains(label, 1 - tenant_of[label]));
+      flat.remove(label, owner);
       flat.add(label, to, tenant_of[label]);
-      const auto found = hnsw.search(to, 1, {.tenant = tenant_of[label]});
+      const auto found = hnsw.search(to, 1, SearchFilter::only_tenant(tenant_of[label]));
       REQUIRE(found.size() == 1);
       CHECK(found[0].distance <= (storage == VectorStorage::f32 ? 1e-6f : 1e-3f));
     }
-    PERSONA_REQUIRE_ERROR(hnsw.update(0, row(points, dim, 0)), not_found, "label 0 is not in the index");
+    PERSONA_REQUIRE_ERROR(hnsw.update(0, row(points, dim, 0), 0), not_found, "label 0 is not in the index");
     const auto check_against_flat = [&](const HnswIndex& index) {
+      // Each label is its owner's alone, through slot reuse, updates, moves and compaction.
+      std::size_t owners_differ = 0;
+      for (VectorLabel label = 0; label < tenant_of.size(); label = label + 1 == 2 * n ? 1000000 : label + 1) {
+        for (TenantId t : {0u, 1u, 2u}) owners_differ += index.contains(label, t) != flat.contains(label, t) ? 1 : 0;
+      }
+      CHECK(owners_differ == 0);
       for (TenantId t : {0u, 1u}) {
         std::size_t foreign = 0;
-        const double r = recall(flat, queries, dim, 10, {.tenant = t}, [&](std::span<const float> q) {
-          auto found = index.search(q, 10, {.tenant = t});
-          for (const Neighbor& nb : found) foreign += tenant_of[nb.label] == t && flat.contains(nb.label) ? 0 : 1;
+        const double r = recall(flat, queries, dim, 10, SearchFilter::only_tenant(t), [&](std::span<const float> q) {
+          auto found = index.search(q, 10, SearchFilter::only_tenant(t));
+          for (const Neighbor& nb : found) foreign += flat.contains(nb.label, t) ? 0 : 1;
           return found;
         });
         INFO("tenant " << t << " recall " << r);
@@ -314,7 +332,7 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
         CHECK(foreign == 0);
       }
       const double r =
-          recall(flat, queries, dim, 10, {}, [&](std::span<const float> q) { return index.search(q, 10); });
+          recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) { return index.search(q, 10, SearchFilter::all_tenants()); });
       INFO("recall " << r);
       CHECK(r >= 0.95);
     };
@@ -322,9 +340,9 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     // Compaction: half of what is left goes, and its memory with it.
     std::size_t live = hnsw.size();
     for (std::size_t i = 0; i < n + removed; ++i) {
-      if (i % 2 == 1 && flat.contains(i)) {
-        hnsw.remove(i);
-        flat.remove(i);
+      if (i % 2 == 1 && flat.contains(i, tenant_of[i])) {
+        hnsw.remove(i, tenant_of[i]);
+        flat.remove(i, tenant_of[i]);
         --live;
       }
     }
@@ -346,31 +364,31 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
     }
     check_against_flat(hnsw);
     HnswIndex emptied(config);
-    emptied.add(1, row(points, dim, 0));
-    emptied.remove(1);
+    emptied.add(1, row(points, dim, 0), 0);
+    emptied.remove(1, 0);
     emptied.compact();
     CHECK(emptied.size() == 0);
-    CHECK(emptied.search(row(points, dim, 0), 5).empty());
-    emptied.add(2, row(points, dim, 1));
-    CHECK(emptied.search(row(points, dim, 0), 5).size() == 1);
+    CHECK(emptied.search(row(points, dim, 0), 5, SearchFilter::all_tenants()).empty());
+    emptied.add(2, row(points, dim, 1), 0);
+    CHECK(emptied.search(row(points, dim, 0), 5, SearchFilter::all_tenants()).size() == 1);
   }
 }
 
 TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobytes", "[ann]") {
   HnswIndex empty(HnswConfig{128});
   CHECK(empty.stats().bytes < 16 * 1024);
-  CHECK(empty.search(std::vector<float>(128, 1.0f), 10).empty());
+  CHECK(empty.search(std::vector<float>(128, 1.0f), 10, SearchFilter::all_tenants()).empty());
   PERSONA_REQUIRE_ERROR(HnswIndex(HnswConfig{0}), invalid_argument, "dim is 0");
   PERSONA_REQUIRE_ERROR(HnswIndex(HnswConfig{4, Metric::l2, 1}), invalid_argument, "M is 1");
   HnswIndex index(HnswConfig{4});
-  index.add(1, std::vector<float>{1, 2, 3, 4});
-  PERSONA_REQUIRE_ERROR(index.add(1, std::vector<float>{1, 2, 3, 4}), invalid_argument, "label 1 is already");
-  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, 2, 3}), shape_mismatch,
+  index.add(1, std::vector<float>{1, 2, 3, 4}, 0);
+  PERSONA_REQUIRE_ERROR(index.add(1, std::vector<float>{1, 2, 3, 4}, 0), invalid_argument, "label 1 is already");
+  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, 2, 3}, 0), shape_mismatch,
                         "has 3 elements; the index has dim 4");
-  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, INFINITY, 3, 4}), invalid_argument, "element 1 is inf");
-  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0), invalid_argument, "k is 0");
-  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1), invalid_argument, "query element 2 is nan");
-  CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10).size() == 1);  // k beyond the size: what exists
+  PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, INFINITY, 3, 4}, 0), invalid_argument, "element 1 is inf");
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0, SearchFilter::all_tenants()), invalid_argument, "k is 0");
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1, SearchFilter::all_tenants()), invalid_argument, "query element 2 is nan");
+  CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10, SearchFilter::all_tenants()).size() == 1);  // k beyond the size: what exists
 }
 
 TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
@@ -378,7 +396,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
   const std::vector<float> points = make_points(n, dim, 20, 11), queries = make_points(50, dim, 20, 12);
   HnswIndex index(HnswConfig{dim, Metric::cosine, 8});
   for (std::size_t i = 0; i < n; ++i) index.add(i * 3, row(points, dim, i), i % 5);
-  for (std::size_t i = 0; i < n; i += 7) index.remove(i * 3);
+  for (std::size_t i = 0; i < n; i += 7) index.remove(i * 3, i % 5);
   const auto folder = std::filesystem::temp_directory_path() / fmt::format("persona_ann_{}", ::getpid());
   std::filesystem::create_directories(folder);
   const auto path = folder / "index.hnsw";
@@ -386,13 +404,17 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
   const HnswIndex loaded = HnswIndex::load(path);
   CHECK(loaded.size() == index.size());
   CHECK(loaded.stats().deleted == index.stats().deleted);
+  for (std::size_t i = 0; i < n; ++i) {  // every label keeps its owner through the file
+    REQUIRE(loaded.contains(i * 3, i % 5) == (i % 7 != 0));
+    REQUIRE_FALSE(loaded.contains(i * 3, (i + 1) % 5));
+  }
   CHECK(loaded.config().M == 8);
   CHECK(loaded.config().metric == Metric::cosine);
   for (std::size_t i = 0; i < 50; ++i) {
     const auto q = row(queries, dim, i);
-    CHECK(loaded.search(q, 10) == index.search(q, 10));
-    CHECK(loaded.search(q, 10, {.tenant = i % 5}) == index.search(q, 10, {.tenant = i % 5}));
-    CHECK(loaded.search(q, 5, {}, 16) == index.search(q, 5, {}, 16));
+    CHECK(loaded.search(q, 10, SearchFilter::all_tenants()) == index.search(q, 10, SearchFilter::all_tenants()));
+    CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 5)) == index.search(q, 10, SearchFilter::only_tenant(i % 5)));
+    CHECK(loaded.search(q, 5, SearchFilter::all_tenants(), 16) == index.search(q, 5, SearchFilter::all_tenants(), 16));
   }
   const std::vector<std::byte> bytes = read_file(path);
   const auto write = [&](const std::vector<std::byte>& b) {
@@ -438,7 +460,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     std::memcpy(bad.data() + body, &sum, sizeof(sum));
     try {
       const HnswIndex odd = HnswIndex::load(write(bad));
-      for (std::size_t i = 0; i < 5; ++i) (void)odd.search(row(queries, dim, i), 10);
+      for (std::size_t i = 0; i < 5; ++i) (void)odd.search(row(queries, dim, i), 10, SearchFilter::all_tenants());
     } catch (const Error& e) {
       refused += e.code() == ErrorCode::corrupt_data || e.code() == ErrorCode::unsupported ? 1 : 0;
       INFO(e.what());
@@ -453,17 +475,17 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     HnswIndex mapped = HnswIndex::load(path, LoadMode::map);
     CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
     for (std::size_t i = 0; i < 50; ++i)
-      CHECK(mapped.search(row(queries, dim, i), 10) == index.search(row(queries, dim, i), 10));
-    mapped.update(3, row(points, dim, 7));
-    CHECK(mapped.search(row(points, dim, 7), 1).at(0).label == 3);
+      CHECK(mapped.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) == index.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
+    mapped.update(3, row(points, dim, 7), 0);
+    CHECK(mapped.search(row(points, dim, 7), 1, SearchFilter::all_tenants()).at(0).label == 3);
     CHECK(read_file(path) == bytes);
     // Inserts fill the deleted slots in place, then growing copies the vectors out of the file.
-    for (std::size_t i = 0; i < 50; ++i) mapped.add(1000000 + i, row(queries, dim, i));
+    for (std::size_t i = 0; i < 50; ++i) mapped.add(1000000 + i, row(queries, dim, i), 0);
     CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
-    for (std::size_t i = 0; i < n / 7 + 1; ++i) mapped.add(2000000 + i, row(points, dim, i));
+    for (std::size_t i = 0; i < n / 7 + 1; ++i) mapped.add(2000000 + i, row(points, dim, i), 0);
     CHECK(mapped.stats().mapped_bytes == 0);
-    for (std::size_t i = 0; i < 50; ++i) CHECK(mapped.search(row(queries, dim, i), 1).at(0).label == 1000000 + i);
-    CHECK(mapped.search(row(points, dim, 7), 1).at(0).label == 3);
+    for (std::size_t i = 0; i < 50; ++i) CHECK(mapped.search(row(queries, dim, i), 1, SearchFilter::all_tenants()).at(0).label == 1000000 + i);
+    CHECK(mapped.search(row(points, dim, 7), 1, SearchFilter::all_tenants()).at(0).label == 3);
   }
   // int8 storage round-trips, read and mapped.
   HnswConfig int8_config{dim};
@@ -478,7 +500,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
       CHECK(back.config().storage == VectorStorage::int8);
       CHECK(back.config().keep_f32 == keep_f32);
       for (std::size_t i = 0; i < 20; ++i)
-        CHECK(back.search(row(queries, dim, i), 10) == quantized.search(row(queries, dim, i), 10));
+        CHECK(back.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) == quantized.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
     }
   }
   // An empty index round-trips too.

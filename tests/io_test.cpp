@@ -196,14 +196,14 @@ TEST_CASE("A PEFT folder with a FIFO or /dev/zero in a file's place is an Error,
   const TempFolder folder("hostile");
   const std::filesystem::path& dir = folder.path;
   std::filesystem::create_symlink("/dev/zero", dir / "adapter_config.json");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "adapter_config.json: not a regular file");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), io_error, "adapter_config.json: not a regular file");
   std::filesystem::remove(dir / "adapter_config.json");
   std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})";
   const auto weights = dir / "adapter_model.safetensors";
   REQUIRE(::mkfifo(weights.c_str(), 0600) == 0);
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "not a regular file (a FIFO)");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), io_error, "not a regular file (a FIFO)");
   // An oversized config (more than 16 MiB) is refused before it is read.
   std::filesystem::remove(weights);
   std::filesystem::resize_file(dir / "adapter_config.json", (16u << 20) + 1);
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), io_error, "bytes allowed here");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), io_error, "bytes allowed here");
 }

@@ -109,7 +109,7 @@ TEST_CASE("Paged prefill attention is causal over the cached prefix and the new 
       paged_prefill_attention_ref(cache, 0, ids, queries, q, expected, config);
       // Causality: the first query of a sequence with no prefix sees one position: its V row exactly.
       Tensor<float> k({5, 2, 64}), v({5, 2, 64});
-      cache.read_kv(ids[0], 0, k, v);
+      cache.read_kv(ids[0], 0, k, v, 1);
       for (std::size_t d = 0; d < 64; ++d) CHECK(expected(0, 0, d) == Approx(v(0, 0, d)).margin(1e-6));
       for_each_level_and_threads([&](IsaLevel, int) {
         Tensor<float> out(q.shape());
@@ -159,7 +159,7 @@ TEST_CASE("Bad input to attention is a clear Error", "[kv]") {
   const SequenceId empty = cache.create_sequence({1, {}, {}});
   const std::vector<SequenceId> with_empty{empty};
   PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), out_of_range, "has 0 tokens");
-  cache.free_sequence(empty);
+  cache.free_sequence(empty, 1);
   PERSONA_REQUIRE_ERROR(paged_decode_attention(cache, 0, with_empty, q, out, {4}), not_found, "unknown or freed");
   // An empty batch does nothing.
   Tensor<float> none({0, 4, 8});

@@ -2,10 +2,13 @@
 // prefix caching with tenant and adapter-version isolation, quotas, pins and bad input. Paged attention:
 // kv_attention_test.cpp.
 #include "allocation_counter.hpp"
+#include "kv/paged_kv_cache_state.hpp"  // the prefix match and salt digest, tested directly
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
 #include <persona/kv/paged_kv_cache.hpp>
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
@@ -14,6 +17,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 using namespace persona;
@@ -25,8 +29,8 @@ using persona::test::random_tensor;
 namespace {
 
 // The K/V a model would compute at a position: a function of the tokens up to it and of the key its
-// block is cached under (the tenant and adapter, or public). A block served to the wrong sequence or
-// tenant therefore reads back wrong values.
+// block is cached under (the tenant and adapter, or public, and the cache salt). A block served to the
+// wrong sequence, tenant or salt therefore reads back wrong values.
 struct ModelSequence {
   SequenceId id;
   TenantId tenant = 0;
@@ -34,12 +38,14 @@ struct ModelSequence {
   std::size_t shared = 0;
   std::vector<std::int32_t> tokens;
   bool pinned = false;
+  std::string salt = {};
 };
 
 float model_value(const ModelSequence& s, std::size_t position, std::size_t block_size, std::size_t layer,
                   std::size_t head, std::size_t d, bool is_value) {
   const bool is_public = (position / block_size + 1) * block_size <= s.shared;
   std::uint64_t h = is_public ? 77 : (s.tenant * 1000003u + s.adapter.key * 7919u + s.adapter.version * 104729u + 13);
+  for (const char ch : s.salt) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
   for (std::size_t p = 0; p <= position; ++p) h = (h ^ static_cast<std::uint32_t>(s.tokens[p])) * 0x100000001b3ull;
   h = (h ^ (layer * 131 + head * 17 + d * 3 + (is_value ? 1 : 0))) * 0x9e3779b97f4a7c15ull;
   return static_cast<float>(static_cast<int>((h >> 40) % 2001) - 1000) / 100.0f;
@@ -68,20 +74,22 @@ void check_against_model(const PagedKvCache& cache, const std::vector<ModelSeque
   const float tolerance = c.storage == DType::i8 ? 10.0f / 127.0f * 0.51f : 0.0f;
   std::vector<std::uint32_t> refs(cache.num_blocks(), 0);
   std::map<BlockId, std::vector<std::pair<const ModelSequence*, std::size_t>>> holders;
+  std::map<TenantId, std::set<BlockId>> held;  // by each tenant's sequences and pins
   for (const ModelSequence& s : model) {
     REQUIRE(cache.contains(s.id));
-    REQUIRE(cache.tokens(s.id) == s.tokens);
+    REQUIRE(cache.tokens(s.id, s.tenant) == s.tokens);
     const std::span<const BlockId> blocks = cache.blocks(s.id);
     REQUIRE(blocks.size() == (s.tokens.size() + c.block_size - 1) / c.block_size);
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       ++refs[static_cast<std::size_t>(blocks[i])];
       holders[blocks[i]].emplace_back(&s, i);
+      held[s.tenant].insert(blocks[i]);
     }
     const std::size_t n = s.tokens.size();
     std::size_t wrong = 0;
     for (std::size_t l = 0; l < c.layers; ++l) {
       Tensor<float> k({n, c.kv_heads, c.head_dim}), v({n, c.kv_heads, c.head_dim});
-      cache.read_kv(s.id, l, k, v);
+      cache.read_kv(s.id, l, k, v, s.tenant);
       for (std::size_t t = 0; t < n; ++t) {
         for (std::size_t h = 0; h < c.kv_heads; ++h) {
           for (std::size_t d = 0; d < c.head_dim; ++d) {
@@ -101,6 +109,8 @@ void check_against_model(const PagedKvCache& cache, const std::vector<ModelSeque
   const KvCacheStats stats = cache.stats();
   REQUIRE(stats.used_blocks == used);
   REQUIRE(stats.used_blocks + stats.free_blocks + stats.cached_blocks == stats.total_blocks);
+  // Each tenant is charged exactly the blocks its own sequences and pins hold, shared ones included.
+  for (TenantId t = 0; t < 8; ++t) REQUIRE(cache.tenant_usage(t).blocks == held[t].size());
   // A block two sequences reach sits at the same index in both, over equal tokens, and is either theirs
   // alike (same tenant and adapter) or wholly inside both declared public prefixes.
   for (const auto& [block, list] : holders) {
@@ -114,6 +124,7 @@ void check_against_model(const PagedKvCache& cache, const std::vector<ModelSeque
       const bool same_owner = x.tenant == y.tenant && x.adapter == y.adapter;
       const bool both_public = (index + 1) * c.block_size <= std::min(x.shared, y.shared);
       REQUIRE((same_owner || both_public));
+      REQUIRE(x.salt == y.salt);
     }
   }
 }
@@ -172,7 +183,12 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
               for (std::size_t i = pick(block_size + 2); i > 0; --i)
                 s.tokens.push_back(static_cast<std::int32_t>(pick(5)));
               s.shared = std::min(declared, s.tokens.size());  // the cache clamps it to the prompt
-              s.id = cache.create_sequence(SequenceSpec{s.tenant, s.adapter, s.tokens, declared});
+              s.salt = pick(4) == 0 ? "user-7" : "";
+              s.id = cache.create_sequence(SequenceSpec{.tenant = s.tenant,
+                                                        .adapter = s.adapter,
+                                                        .prompt = s.tokens,
+                                                        .shared_prefix_tokens = declared,
+                                                        .cache_salt = s.salt});
               const std::size_t cached = cache.sequence_info(s.id).cached_tokens;
               REQUIRE(cached % block_size == 0);
               REQUIRE(cached < s.tokens.size());
@@ -191,7 +207,7 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
                 write_model_kv(cache, s, first);
               } else if (op == 3 && !s.pinned) {
                 ModelSequence child = s;
-                child.id = cache.fork(s.id);
+                child.id = cache.fork(s.id, s.tenant);
                 model.push_back(child);
                 ++forks;
               } else if (op == 4 && !s.pinned) {
@@ -203,12 +219,12 @@ TEST_CASE("Random operation sequences keep the cache equal to a simple model", "
               } else if (op == 5 && !s.pinned) {
                 ModelSequence pin = s;
                 pin.pinned = true;
-                pin.id = cache.pin_prefix(s.id, pick(s.tokens.size() + 1));
+                pin.id = cache.pin_prefix(s.id, pick(s.tokens.size() + 1), s.tenant);
                 pin.tokens.resize(cache.sequence_info(pin.id).length);
                 model.push_back(pin);
               } else {
                 const std::size_t i = static_cast<std::size_t>(&s - model.data());
-                cache.free_sequence(s.id);
+                cache.free_sequence(s.id, s.tenant);
                 REQUIRE_FALSE(cache.contains(s.id));
                 model.erase(model.begin() + static_cast<std::ptrdiff_t>(i));
               }
@@ -242,7 +258,7 @@ TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shar
       cache.create_sequence({1, {}, std::vector<std::int32_t>{1, 2, 3, 4, 5, 6}}), 1, {}, 0, {1, 2, 3, 4, 5, 6}};
   write_model_kv(cache, parent, 0);
   ModelSequence child = parent;
-  child.id = cache.fork(parent.id);
+  child.id = cache.fork(parent.id, 1);
   CHECK(std::ranges::equal(cache.blocks(child.id), cache.blocks(parent.id)));
   CHECK(cache.block_ref_count(cache.blocks(parent.id)[1]) == 2);
   // The child writes into the shared, partly filled block: it gets a copy; the parent keeps its own.
@@ -259,10 +275,10 @@ TEST_CASE("Writing to a fork never changes its parent (copy-on-write of the shar
   write_model_kv(cache, parent, 6);
   CHECK(cache.blocks(parent.id)[1] == last);
   check_against_model(cache, {parent, child});
-  PERSONA_REQUIRE_ERROR(cache.fork(SequenceId{12345}), not_found, "unknown or freed sequence id 0x3039");
+  PERSONA_REQUIRE_ERROR(cache.fork(SequenceId{12345}, 1), not_found, "unknown or freed sequence id 0x3039");
   // A fork needs every appended position written.
   cache.append_tokens(parent.id, std::vector<std::int32_t>{8});
-  PERSONA_REQUIRE_ERROR(cache.fork(parent.id), invalid_argument, "K/V written for only 7");
+  PERSONA_REQUIRE_ERROR(cache.fork(parent.id, 1), invalid_argument, "K/V written for only 7");
 }
 
 TEST_CASE("Prefix caching: tenants never share blocks unless the prefix is declared public", "[kv]") {
@@ -333,8 +349,8 @@ TEST_CASE("Prefix-cache blocks are keyed by the adapter's version: K/V of an old
     CHECK(cache.blocks(new2.id)[i] == cache.blocks(new1.id)[i]);
   }
   // The old version's blocks, once unreferenced, stay cached but are still never served for v2.
-  cache.free_sequence(old1.id);
-  cache.free_sequence(old2.id);
+  cache.free_sequence(old1.id, 1);
+  cache.free_sequence(old2.id, 1);
   const ModelSequence new3 = run(1, v2, 0);
   for (std::size_t i = 0; i < 3; ++i) CHECK(cache.blocks(new3.id)[i] == cache.blocks(new1.id)[i]);
   // A public prefix computed with a public adapter's old version is not shared with one computed with
@@ -356,7 +372,7 @@ TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that com
   Tensor<float> kv({5, 1, 1});
   cache.write_kv(a, 0, kv, kv);
   cache.append(a, iota_tokens(8, 100), Tensor<float>({1, 8, 1, 1}), Tensor<float>({1, 8, 1, 1}));
-  std::vector<std::int32_t> same = cache.tokens(a);
+  std::vector<std::int32_t> same = cache.tokens(a, 1);
   same.push_back(7);
   const SequenceId b = cache.create_sequence({.tenant = 2, .prompt = same, .shared_prefix_tokens = 64});
   CHECK(cache.sequence_info(b).cached_tokens == 4);  // block 0 only: blocks 1..2 hold tenant 1's tokens
@@ -366,7 +382,7 @@ TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that com
   cache.write_kv(c, 0, kv9, kv9);
   cache.truncate(c, 3);  // 6 tokens: the declared prefix shrinks to 6, block 1 is no longer public
   cache.append(c, iota_tokens(2, 900), Tensor<float>({1, 2, 1, 1}), Tensor<float>({1, 2, 1, 1}));
-  std::vector<std::int32_t> rolled = cache.tokens(c);
+  std::vector<std::int32_t> rolled = cache.tokens(c, 3);
   rolled.push_back(1);
   const SequenceId d = cache.create_sequence({.tenant = 4, .prompt = rolled, .shared_prefix_tokens = 8});
   CHECK(cache.sequence_info(d).cached_tokens == 4);
@@ -405,7 +421,7 @@ TEST_CASE("K/V must fit the storage type; a refused append changes nothing", "[k
   big(0, 0, 0) = 1e30f;
   bf16.write_kv(t, 0, big, big);
   Tensor<float> back({1, 1, 2}), back_v({1, 1, 2});
-  bf16.read_kv(t, 0, back, back_v);
+  bf16.read_kv(t, 0, back, back_v, 1);
   CHECK(back(0, 0, 0) == Approx(1e30f).epsilon(0.01));
   CHECK_NOTHROW(f16.append(s, {}, Tensor<float>({2, 0, 1, 2}), Tensor<float>({2, 0, 1, 2})));  // empty
 }
@@ -465,25 +481,25 @@ TEST_CASE("Eviction takes the least recently used cached blocks; pinned prefixes
     return id;
   };
   const SequenceId a = create(1, 100);
-  const SequenceId pin = cache.pin_prefix(a, 4);
+  const SequenceId pin = cache.pin_prefix(a, 4, 1);
   CHECK(cache.sequence_info(pin).pinned);
   CHECK(cache.sequence_info(pin).length == 4);
   PERSONA_REQUIRE_ERROR(cache.append_tokens(pin, std::vector<std::int32_t>{1}), invalid_argument, "is a pin");
-  cache.free_sequence(a);
+  cache.free_sequence(a, 1);
   const SequenceId b = create(2, 200);
-  cache.free_sequence(b);  // b's two full blocks are cached, a's are pinned
+  cache.free_sequence(b, 2);  // b's two full blocks are cached, a's are pinned
   CHECK(cache.stats().cached_blocks == 2);
   // Fill the pool: b's cached blocks go, a's pinned ones stay.
   std::vector<SequenceId> fill;
   for (std::int32_t i = 0; i < 2; ++i) fill.push_back(create(3, 300 + 10 * i));
   CHECK(cache.stats().evictions == 2);
   PERSONA_REQUIRE_ERROR(create(3, 400), capacity_exhausted, "of 8 are available");
-  for (const SequenceId id : fill) cache.free_sequence(id);
+  for (const SequenceId id : fill) cache.free_sequence(id, 3);
   const SequenceId again = create(1, 100);
   CHECK(cache.sequence_info(again).cached_tokens == 4);  // the pinned prefix was never evicted
   const SequenceId b_again = create(2, 200);
   CHECK(cache.sequence_info(b_again).cached_tokens == 0);  // evicted
-  cache.free_sequence(pin);
+  cache.free_sequence(pin, 1);
   CHECK_FALSE(cache.contains(pin));
 }
 
@@ -506,11 +522,127 @@ TEST_CASE("Tenant quotas are enforced at allocation and refusals change nothing"
   PERSONA_REQUIRE_ERROR(cache.create_sequence({9, {}, iota_tokens(20, 0)}), capacity_exhausted,
                         "5 more blocks needed but 4 of 32 are available (28 used); tenant 9 holds 0 blocks (quota "
                         "none)");
-  cache.free_sequence(other);
+  cache.free_sequence(other, 8);
   CHECK(cache.tenant_usage(8).blocks == 0);
   cache.set_tenant_quota(7, 0);
   CHECK_NOTHROW(cache.append_tokens(s, iota_tokens(4, 0)));
   CHECK(cache.tenant_usage(99).blocks == 0);
+}
+
+TEST_CASE("A tenant is charged for the blocks it holds, never for what another tenant keeps or pins", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 32});
+  const std::vector<std::int32_t> prompt = iota_tokens(9, 0);  // two full blocks (declared public) and one
+  const auto create = [&](TenantId tenant) {
+    const SequenceId id = cache.create_sequence({.tenant = tenant, .prompt = prompt, .shared_prefix_tokens = 8});
+    Tensor<float> kv({9 - cache.sequence_info(id).cached_tokens, 1, 1});
+    cache.write_kv(id, 0, kv, kv);
+    return id;
+  };
+  cache.set_tenant_quota(1, 3);
+  const SequenceId a = create(1);
+  const SequenceId b = create(2);  // reuses a's two public blocks
+  CHECK(cache.sequence_info(b).cached_tokens == 8);
+  CHECK(cache.tenant_usage(1).blocks == 3);
+  CHECK(cache.tenant_usage(2).blocks == 3);  // the shared blocks count for both
+  const SequenceId pin = cache.pin_prefix(b, 8, 2);
+  CHECK(cache.tenant_usage(2).blocks == 3);  // a pin of blocks it holds already adds nothing
+  cache.free_sequence(a, 1);
+  // Tenant 2 still holds and pins the blocks tenant 1 brought in; tenant 1 pays for none of them and its
+  // whole quota is free again.
+  CHECK(cache.tenant_usage(1).blocks == 0);
+  CHECK(cache.tenant_usage(2).blocks == 3);
+  const SequenceId own = cache.create_sequence({.tenant = 1, .prompt = iota_tokens(12, 500)});
+  CHECK(cache.tenant_usage(1).blocks == 3);
+  cache.free_sequence(b, 2);
+  CHECK(cache.tenant_usage(2).blocks == 2);  // the pin's
+  cache.free_sequence(pin, 2);
+  CHECK(cache.tenant_usage(2).blocks == 0);
+  // Reusing cached blocks counts against the quota as allocating them would.
+  cache.free_sequence(own, 1);
+  cache.set_tenant_quota(3, 2);
+  PERSONA_REQUIRE_ERROR(create(3), capacity_exhausted, "tenant 3 holds 0 blocks and needs 3 more: over its quota of 2");
+  CHECK(cache.tenant_usage(3).blocks == 0);
+}
+
+TEST_CASE("Sequence operations act for the sequence's tenant only", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 2, 4, 16});
+  PERSONA_REQUIRE_ERROR(cache.create_sequence({.prompt = iota_tokens(5, 0)}), invalid_argument,
+                        "the sequence has no tenant");
+  CHECK(cache.stats().used_blocks == 0);
+  const SequenceId s = cache.create_sequence({.tenant = 1, .prompt = iota_tokens(5, 0)});
+  Tensor<float> kv({5, 1, 2});
+  cache.write_kv(s, 0, kv, kv);
+  const KvCacheStats before = cache.stats();
+  const std::string theirs = fmt::format("sequence {:#x} is not tenant 2's", s.value);
+  PERSONA_REQUIRE_ERROR(cache.fork(s, 2), permission_denied, theirs);
+  PERSONA_REQUIRE_ERROR(cache.pin_prefix(s, 4, 2), permission_denied, theirs);
+  PERSONA_REQUIRE_ERROR(cache.free_sequence(s, 2), permission_denied, theirs);
+  PERSONA_REQUIRE_ERROR(cache.tokens(s, 2), permission_denied, theirs);
+  Tensor<float> k({5, 1, 2}), v({5, 1, 2});
+  PERSONA_REQUIRE_ERROR(cache.read_kv(s, 0, k, v, 2), permission_denied, theirs);
+  PERSONA_REQUIRE_ERROR(cache.tokens(s, kPublicTenant), permission_denied, "is not tenant 0's");
+  CHECK(cache.contains(s));
+  CHECK(cache.stats().sequences == before.sequences);
+  CHECK(cache.stats().used_blocks == before.used_blocks);
+  CHECK(cache.tenant_usage(2).blocks == 0);
+  CHECK(cache.tokens(s, 1) == iota_tokens(5, 0));
+  const SequenceId child = cache.fork(s, 1);
+  CHECK(cache.sequence_info(child).tenant == 1);
+  cache.free_sequence(child, 1);
+  cache.free_sequence(s, 1);
+  CHECK(cache.stats().used_blocks == 0);
+}
+
+TEST_CASE("A cache salt keeps otherwise equal prompts apart, the public prefix included", "[kv]") {
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 64});
+  const std::vector<std::int32_t> prompt = iota_tokens(13, 1);  // 3 full blocks and one token
+  const auto run = [&](TenantId tenant, std::string_view salt, std::size_t shared) {
+    const SequenceId id = cache.create_sequence(
+        {.tenant = tenant, .prompt = prompt, .shared_prefix_tokens = shared, .cache_salt = salt});
+    const std::size_t cached = cache.sequence_info(id).cached_tokens;
+    Tensor<float> kv({13 - cached, 1, 1});
+    cache.write_kv(id, 0, kv, kv);
+    return cached;
+  };
+  CHECK(run(1, "", 0) == 0);
+  CHECK(run(1, "alice", 0) == 0);  // a salt never meets unsalted blocks
+  CHECK(run(1, "bob", 0) == 0);    // nor another salt
+  CHECK(run(1, "alice", 0) == 12);
+  CHECK(run(1, "", 0) == 12);
+  CHECK(run(2, "alice", 0) == 0);  // a salt never joins tenants
+  // A declared public prefix is shared across tenants only among equal salts.
+  CHECK(run(3, "", 8) == 0);
+  CHECK(run(4, "", 8) == 8);
+  CHECK(run(5, "carol", 8) == 0);
+  CHECK(run(6, "carol", 8) == 8);
+  CHECK(run(7, "dave", 8) == 0);
+  // Salts that differ only after their first 8 bytes, or in length, are different salts.
+  CHECK(run(8, "carol-and-1", 8) == 0);
+  CHECK(run(9, "carol-and-2", 8) == 0);
+  CHECK(run(9, std::string_view("carol\0\0\0", 8), 8) == 0);
+}
+
+TEST_CASE("A prefix match checks the block's whole context, not only hashes", "[kv]") {
+  // Two blocks with equal tokens and key whose parents' hashes might collide: the match is decided by the
+  // parent's context number, which only an exactly equal prefix shares.
+  detail::BlockMeta m;
+  const std::vector<std::int32_t> tokens = iota_tokens(4, 10);
+  m.context = 5;
+  m.parent_context = 3;
+  m.key = detail::BlockKey{false, 1, {2, 1}, 0};
+  CHECK(detail::same_context(m, tokens.data(), 3, m.key, tokens));
+  CHECK_FALSE(detail::same_context(m, tokens.data(), 4, m.key, tokens));  // another prefix before it
+  CHECK_FALSE(detail::same_context(m, tokens.data(), 3, detail::BlockKey{false, 2, {2, 1}, 0}, tokens));
+  CHECK_FALSE(detail::same_context(m, tokens.data(), 3, detail::BlockKey{false, 1, {2, 1}, 9}, tokens));
+  CHECK_FALSE(detail::same_context(m, tokens.data(), 3, m.key, iota_tokens(4, 11)));
+  m.context = 0;  // never hashed
+  CHECK_FALSE(detail::same_context(m, tokens.data(), 3, m.key, tokens));
+  // Salt digests: none is 0, and a salt is never mistaken for none or for another.
+  CHECK(detail::salt_digest("", 1) == 0);
+  CHECK(detail::salt_digest("a", 1) != 0);
+  CHECK(detail::salt_digest("a", 1) != detail::salt_digest("b", 1));
+  CHECK(detail::salt_digest("a", 1) != detail::salt_digest(std::string_view("a\0", 2), 1));
+  CHECK(detail::salt_digest("a", 1) != detail::salt_digest("a", 2));  // seeded per cache
 }
 
 TEST_CASE("Truncate rolls back tokens and never disturbs a cached block another sequence holds", "[kv]") {
@@ -557,18 +689,18 @@ TEST_CASE("Bad input to the cache is a clear Error", "[kv]") {
   PERSONA_REQUIRE_ERROR(cache.append(s, iota_tokens(2, 0), all, all), shape_mismatch,
                         "expected contiguous [2, 2, 2, 4]");
   const SequenceId freed = cache.create_sequence({1, {}, {}});
-  cache.free_sequence(freed);
+  cache.free_sequence(freed, 1);
   PERSONA_REQUIRE_ERROR(cache.append_tokens(freed, iota_tokens(1, 0)), not_found, "unknown or freed sequence id");
-  PERSONA_REQUIRE_ERROR(cache.free_sequence(freed), not_found, "unknown or freed");
-  PERSONA_REQUIRE_ERROR(cache.fork(freed), not_found, "unknown or freed");
+  PERSONA_REQUIRE_ERROR(cache.free_sequence(freed, 1), not_found, "unknown or freed");
+  PERSONA_REQUIRE_ERROR(cache.fork(freed, 1), not_found, "unknown or freed");
   // A freed slot is reused under a new id; the old id stays unknown.
   const SequenceId reused = cache.create_sequence({1, {}, {}});
   CHECK((reused.value & 0xffffffffu) == (freed.value & 0xffffffffu));
   CHECK_FALSE(cache.contains(freed));
-  PERSONA_REQUIRE_ERROR(cache.pin_prefix(s, 3), out_of_range, "pin of 3 tokens but sequence");
+  PERSONA_REQUIRE_ERROR(cache.pin_prefix(s, 3, 1), out_of_range, "pin of 3 tokens but sequence");
   PERSONA_REQUIRE_ERROR(cache.block_ref_count(8), out_of_range, "block 8 of a pool of 8");
   Tensor<float> k({3, 2, 4}), v({2, 2, 4});
-  PERSONA_REQUIRE_ERROR(cache.read_kv(s, 0, v, v), shape_mismatch, "expected contiguous [3, 2, 4]");
+  PERSONA_REQUIRE_ERROR(cache.read_kv(s, 0, v, v, 1), shape_mismatch, "expected contiguous [3, 2, 4]");
 }
 
 TEST_CASE("Page tables in CSR form and statistics of waste", "[kv]") {

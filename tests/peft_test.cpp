@@ -79,7 +79,7 @@ TEST_CASE("PEFT adapters match PEFT's outputs", "[io][peft]") {
   for (const char* variant : {"plain", "rslora", "patterns"}) {
     INFO(variant);
     const LoraAdapter adapter =
-        read_peft_adapter(kData / variant, PeftReadOptions{.id = "", .tenant = 7, .skip_unsupported = false});
+        read_peft_adapter(kData / variant, 7, PeftReadOptions{.id = "", .skip_unsupported = false});
     CHECK(adapter.id() == variant);
     CHECK(adapter.tenant() == 7);
     const SafetensorsReader expected = SafetensorsReader::open(kData / variant / "expected.safetensors");
@@ -100,13 +100,13 @@ TEST_CASE("PEFT adapters match PEFT's outputs", "[io][peft]") {
     }
   }
   // The config's patterns reached the right modules.
-  const LoraAdapter patterns = read_peft_adapter(kData / "patterns");
+  const LoraAdapter patterns = read_peft_adapter(kData / "patterns", kPublicTenant);
   CHECK(patterns.find(1, "self_attn.q_proj")->rank() == 2);  // "model.layers.1.self_attn.q_proj": 2
   CHECK(patterns.find(0, "self_attn.q_proj")->rank() == 8);
   CHECK(patterns.find(0, "mlp.down_proj")->rank() == 4);  // "down_proj": 4
   CHECK(patterns.find(1, "self_attn.v_proj")->alpha() == 32.0f);
   CHECK(patterns.find(1, "self_attn.k_proj")->alpha() == 16.0f);
-  const LoraAdapter rslora = read_peft_adapter(kData / "rslora");
+  const LoraAdapter rslora = read_peft_adapter(kData / "rslora", kPublicTenant);
   CHECK(rslora.find(0, "self_attn.o_proj")->scale() == Approx(8.0 / 4.0));  // alpha / sqrt(16)
 }
 
@@ -115,7 +115,7 @@ TEST_CASE("PEFT adapters quantize and apply in a mixed batch", "[io][peft][lora]
   std::vector<LoraModule> modules;
   std::vector<Tensor<float>> xs, deltas;
   for (const char* variant : {"plain", "rslora", "patterns"}) {
-    const LoraAdapter adapter = read_peft_adapter(kData / variant);
+    const LoraAdapter adapter = read_peft_adapter(kData / variant, kPublicTenant);
     const LoraModule& m = *adapter.find(0, "self_attn.q_proj");
     modules.emplace_back(LoraMatrix(quantize(m.a().to_f32(), QuantSpec{8, 32, true})), m.b(), m.alpha(), m.scaling());
     const SafetensorsReader expected = SafetensorsReader::open(kData / variant / "expected.safetensors");
@@ -134,7 +134,7 @@ TEST_CASE("PEFT adapters quantize and apply in a mixed batch", "[io][peft][lora]
   const std::vector<const LoraModule*> slot_modules = {&modules[0], &modules[1], &modules[2]};
   apply_lora(x, y, slot_modules, plan_lora_batch(slots, 3));
   for (std::size_t v = 0; v < 3; ++v) {
-    const LoraAdapter adapter = read_peft_adapter(kData / (v == 0 ? "plain" : v == 1 ? "rslora" : "patterns"));
+    const LoraAdapter adapter = read_peft_adapter(kData / (v == 0 ? "plain" : v == 1 ? "rslora" : "patterns"), kPublicTenant);
     const Tensor<float> a = adapter.find(0, "self_attn.q_proj")->a().to_f32();
     const Tensor<float> aq = modules[v].a().to_f32();
     const Tensor<float> b = modules[v].b().to_f32();
@@ -160,9 +160,9 @@ TEST_CASE("PEFT adapters quantize and apply in a mixed batch", "[io][peft][lora]
 
 TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
   const auto dir = std::filesystem::temp_directory_path() / ("persona_peft_" + std::to_string(::getpid()));
-  const LoraAdapter original = read_peft_adapter(kData / "patterns");
+  const LoraAdapter original = read_peft_adapter(kData / "patterns", kPublicTenant);
   write_peft_adapter(original, dir);
-  const LoraAdapter again = read_peft_adapter(dir);
+  const LoraAdapter again = read_peft_adapter(dir, kPublicTenant);
   REQUIRE(again.modules().size() == original.modules().size());
   for (const auto& [target, module] : original.modules()) {
     const LoraModule* back = again.find(target.layer, target.module);
@@ -179,11 +179,11 @@ TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
 }
 
 TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]") {
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save"), unsupported, "modules_to_save is [\"lm_head\"]");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save", kPublicTenant), unsupported, "modules_to_save is [\"lm_head\"]");
   const LoraAdapter skipped = read_peft_adapter(
-      kData / "modules_to_save", PeftReadOptions{.id = "", .tenant = kPublicTenant, .skip_unsupported = true});
+      kData / "modules_to_save", kPublicTenant, PeftReadOptions{.id = "", .skip_unsupported = true});
   CHECK(skipped.modules().size() == 2);  // q_proj of both layers; lm_head dropped
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "missing"), io_error, "adapter_config.json");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "missing", kPublicTenant), io_error, "adapter_config.json");
 }
 
 TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][peft]") {
@@ -197,29 +197,59 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
   only_a.add(a_key, Tensor<float>({4, 8}));
   only_a.write(dir / "adapter_model.safetensors");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "q_proj.lora_A.weight' has no matching lora_B");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "q_proj.lora_A.weight' has no matching lora_B");
 
   SafetensorsWriter both;
   both.add(a_key, Tensor<float>({4, 8}));
   both.add(b_key, Tensor<float>({8, 4}));
   both.write(dir / "adapter_model.safetensors");
   write_config(R"({"peft_type": "LORA", "r": 16, "lora_alpha": 8})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "has rank 4 (B: 4) but the config says 16");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "has rank 4 (B: 4) but the config says 16");
   write_config(R"({"peft_type": "LORA", "r": "four"})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "wrong type");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "wrong type");
   // Pattern keys are module names; a regex (found by the fuzzer: "(" escaped as std::regex_error) is refused.
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"q_proj(": 2}})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), unsupported, "rank_pattern key 'q_proj(' is not a module name");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "rank_pattern key 'q_proj(' is not a module name");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"(a*)*b": 2}})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), unsupported, "alpha_pattern key '(a*)*b'");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "alpha_pattern key '(a*)*b'");
   write_config(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 4}})");
-  CHECK(read_peft_adapter(dir).find(0, "self_attn.q_proj")->rank() == 4);  // a suffix after '.' matches
+  CHECK(read_peft_adapter(dir, kPublicTenant).find(0, "self_attn.q_proj")->rank() == 4);  // a suffix after '.' matches
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"attn.q_proj": 8}})");
-  CHECK(read_peft_adapter(dir).find(0, "self_attn.q_proj")->rank() == 4);  // "self_attn" != "attn": no match
+  CHECK(read_peft_adapter(dir, kPublicTenant).find(0, "self_attn.q_proj")->rank() == 4);  // "self_attn" != "attn": no match
   write_config("{not json");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir), corrupt_data, "not a JSON object");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "not a JSON object");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
-  CHECK(read_peft_adapter(dir).modules().size() == 1);
+  CHECK(read_peft_adapter(dir, kPublicTenant).modules().size() == 1);
+  CHECK(read_peft_adapter(dir, 9).tenant() == 9);  // the owner named in the call
+
+  // Two stacks whose layers meet at one layer and module (T5's and Whisper's encoder and decoder, a vision
+  // tower beside the language model): an Error naming both keys, never one silently replacing the other
+  // or an A of one paired with a B of the other.
+  const std::string encoder = "base_model.model.model.encoder.layers.0.self_attn.q_proj.lora_";
+  const std::string decoder = "base_model.model.model.decoder.layers.0.self_attn.q_proj.lora_";
+  for (const bool crossed : {false, true}) {
+    SafetensorsWriter towers;
+    towers.add(encoder + "A.weight", Tensor<float>({4, 8}));
+    if (!crossed) towers.add(encoder + "B.weight", Tensor<float>({8, 4}));
+    if (!crossed) towers.add(decoder + "A.weight", Tensor<float>({4, 8}));
+    towers.add(decoder + "B.weight", Tensor<float>({8, 4}));
+    towers.write(dir / "adapter_model.safetensors");
+    INFO((crossed ? "encoder A with decoder B" : "both stacks whole"));
+    PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported,
+                          "both map to layer 0 module self_attn.q_proj");
+    try {
+      (void)read_peft_adapter(dir, kPublicTenant);
+    } catch (const Error& e) {
+      CHECK_THAT(e.message(), Catch::Contains("encoder.layers.0") && Catch::Contains("decoder.layers.0"));
+    }
+  }
+  SafetensorsWriter vision;  // LLaVA: the vision tower's layers next to the language model's
+  vision.add(a_key, Tensor<float>({4, 8}));
+  vision.add(b_key, Tensor<float>({8, 4}));
+  vision.add("base_model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight",
+             Tensor<float>({4, 8}));
+  vision.write(dir / "adapter_model.safetensors");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "vision_tower.vision_model.encoder.layers.0");
   std::filesystem::remove_all(dir);
 }
 
@@ -227,7 +257,7 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
   const auto dir = std::filesystem::temp_directory_path() / ("persona_file_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const LoraAdapter peft = read_peft_adapter(
-      kData / "patterns", PeftReadOptions{.id = "tenant-adapter", .tenant = 42, .skip_unsupported = false});
+      kData / "patterns", 42, PeftReadOptions{.id = "tenant-adapter", .skip_unsupported = false});
   LoraAdapter mixed("tenant-adapter", 42);
   const QuantSpec int4{4, 32, false, DType::bf16}, nf4 = QuantSpec::nf4(32);
   bool first = true;
@@ -321,7 +351,7 @@ TEST_CASE("persona adapter files round-trip quantized adapters and verify their 
 }
 
 TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][lora]") {
-  const LoraAdapter adapter = read_peft_adapter(kData / "dora");
+  const LoraAdapter adapter = read_peft_adapter(kData / "dora", kPublicTenant);
   const SafetensorsReader expected = SafetensorsReader::open(kData / "dora" / "expected.safetensors");
   const auto cases = recorded(expected);
   REQUIRE(cases.size() == 2);
@@ -374,7 +404,7 @@ TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][
   const auto dir = std::filesystem::temp_directory_path() / ("persona_dora_" + std::to_string(::getpid()));
   write_peft_adapter(adapter, dir / "peft");
   write_persona_adapter(adapter, dir / "a.persona");
-  for (const LoraAdapter& back : {read_peft_adapter(dir / "peft"), read_persona_adapter(dir / "a.persona")}) {
+  for (const LoraAdapter& back : {read_peft_adapter(dir / "peft", kPublicTenant), read_persona_adapter(dir / "a.persona")}) {
     for (const auto& [target, module] : adapter.modules()) {
       const LoraModule* b = back.find(target.layer, target.module);
       REQUIRE(b != nullptr);
@@ -393,8 +423,8 @@ TEST_CASE("convert_peft_adapter: one call from a PEFT folder to a verified perso
     INFO(variant);
     const QuantSpec spec{4, 32, true};
     const std::filesystem::path out = dir / (std::string(variant) + ".persona");
-    const PeftConversionReport report = convert_peft_adapter(kData / variant, out, spec);
-    const LoraAdapter peft = read_peft_adapter(kData / variant);
+    const PeftConversionReport report = convert_peft_adapter(kData / variant, out, kPublicTenant, spec);
+    const LoraAdapter peft = read_peft_adapter(kData / variant, kPublicTenant);
     const LoraAdapter converted = read_persona_adapter(out);
     CHECK(report.persona_bytes == std::filesystem::file_size(out));
     CHECK(report.peft_bytes == std::filesystem::file_size(kData / variant / "adapter_model.safetensors"));
@@ -418,6 +448,6 @@ TEST_CASE("convert_peft_adapter: one call from a PEFT folder to a verified perso
       CHECK(r.b_spec.has_value() == got->b().quantized());
     }
   }
-  PERSONA_REQUIRE_ERROR(convert_peft_adapter(dir / "missing", dir / "x.persona", QuantSpec{}), io_error, "missing");
+  PERSONA_REQUIRE_ERROR(convert_peft_adapter(dir / "missing", dir / "x.persona", kPublicTenant, QuantSpec{}), io_error, "missing");
   std::filesystem::remove_all(dir);
 }

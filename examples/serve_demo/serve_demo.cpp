@@ -142,7 +142,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       it = loading.erase(it);
       const auto search_start = Clock::now();
       const auto query = embedder.embed(live.request->user_prompt);
-      const auto hits = memory.search(query, kMemoryHits, SearchFilter{.tenant = live.request->tenant});
+      const auto hits = memory.search(query, kMemoryHits, SearchFilter::only_tenant(live.request->tenant));
       ann_seconds += std::chrono::duration<double>(Clock::now() - search_start).count();
       live.prompt = system;
       for (const Neighbor& hit : hits) {
@@ -248,7 +248,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
         ++it;
         continue;
       }
-      cache.free_sequence(it->sequence);
+      cache.free_sequence(it->sequence, it->request->tenant);
       it->adapter = AdapterHandle();
       if (it->recorded) outcome.verified.push_back(std::move(*it));
       it = running.erase(it);

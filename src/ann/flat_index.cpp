@@ -35,13 +35,13 @@ void FlatIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
       shape_mismatch,
       vectors.rank() == 2 && vectors.dim(0) == labels.size() && vectors.dim(1) == dim_ && vectors.is_contiguous(),
       "vectors have shape {}; expected contiguous [{}, {}]", vectors.shape().to_string(), labels.size(), dim_);
-  PERSONA_CHECK_CODE(shape_mismatch, tenants.empty() || tenants.size() == labels.size(), "{} tenants for {} labels",
+  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels",
                      tenants.size(), labels.size());
   // Every row that can go in does, as HnswIndex's parallel batch does; the first refusal is rethrown.
   std::exception_ptr failure;
   for (std::size_t i = 0; i < labels.size(); ++i) {
     try {
-      add(labels[i], {vectors.data() + i * dim_, dim_}, tenants.empty() ? 0 : tenants[i]);
+      add(labels[i], {vectors.data() + i * dim_, dim_}, tenants[i]);
     } catch (...) {
       if (!failure) failure = std::current_exception();
     }
@@ -49,9 +49,15 @@ void FlatIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
   if (failure) std::rethrow_exception(failure);
 }
 
-void FlatIndex::remove(VectorLabel label) {
+bool FlatIndex::contains(VectorLabel label, TenantId tenant) const noexcept {
+  const auto it = slots_.find(label);
+  return it != slots_.end() && tenants_[it->second] == tenant;
+}
+
+void FlatIndex::remove(VectorLabel label, TenantId tenant) {
   const auto it = slots_.find(label);
   PERSONA_CHECK_CODE(not_found, it != slots_.end(), "label {} is not in the index", label);
+  PERSONA_CHECK_CODE(permission_denied, tenants_[it->second] == tenant, "label {} is not tenant {}'s", label, tenant);
   // Move the last vector into the hole.
   const std::size_t slot = it->second, last = labels_.size() - 1;
   slots_.erase(it);
@@ -73,8 +79,8 @@ std::vector<Neighbor> FlatIndex::search(std::span<const float> query, std::size_
   const auto& kernels = persona::detail::distance_kernels(active_isa_level());
   detail::TopK best(k);
   for (std::size_t slot = 0; slot < labels_.size(); ++slot) {
-    if (filter.tenant && tenants_[slot] != *filter.tenant) continue;
-    if (filter.predicate && !filter.predicate(labels_[slot])) continue;
+    if (filter.tenant() && tenants_[slot] != *filter.tenant()) continue;
+    if (filter.predicate() && !filter.predicate()(labels_[slot])) continue;
     best.offer({labels_[slot], detail::distance(kernels, metric_, q.data(), vectors_.data() + slot * dim_, dim_)});
   }
   return std::move(best).sorted();

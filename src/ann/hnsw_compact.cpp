@@ -96,7 +96,7 @@ void HnswState::compact() {
   slots.clear();
   tenant_lists.clear();
   for (std::size_t i = 0; i < kept; ++i) {
-    slots.emplace(labels[i], static_cast<Slot>(i));
+    slots.emplace(labels[i], LabelEntry{static_cast<Slot>(i), tenants[i]});
     tenant_lists.add(static_cast<Slot>(i), tenants[i]);
   }
 }

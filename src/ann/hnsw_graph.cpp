@@ -214,13 +214,13 @@ std::vector<Neighbor> HnswState::search(const float* q, std::size_t k, const Sea
   std::shared_lock growth_lock(growth);
   const auto accept = [&](Slot s) {
     if (deleted[s].load(std::memory_order_acquire)) return false;
-    if (filter.tenant && tenants[s] != *filter.tenant) return false;
-    return !filter.predicate || filter.predicate(labels[s]);
+    if (filter.tenant() && tenants[s] != *filter.tenant()) return false;
+    return !filter.predicate() || filter.predicate()(labels[s]);
   };
   // The live slots a filtered search may return: a tenant's list, or every tenant's.
   const auto candidates = [&] {
     std::lock_guard lock(book_mutex);
-    return filter.tenant ? tenant_lists.slots_of(*filter.tenant) : tenant_lists.all_slots();
+    return filter.tenant() ? tenant_lists.slots_of(*filter.tenant()) : tenant_lists.all_slots();
   };
   // Exact over the f32 rows when the index has them.
   const auto exact = distance_from(kernels, q, !has_f32);
@@ -237,7 +237,7 @@ std::vector<Neighbor> HnswState::search(const float* q, std::size_t k, const Sea
     }
     return std::move(best).sorted();
   };
-  if (filter.tenant) {  // a small tenant: exact over its own vectors
+  if (filter.tenant()) {  // a small tenant: exact over its own vectors
     std::vector<Slot> own = candidates();
     if (own.empty()) return {};
     if (own.size() <= config.exact_search_limit) return scan(own);
@@ -267,7 +267,7 @@ std::vector<Neighbor> HnswState::search(const float* q, std::size_t k, const Sea
   for (const Candidate& c : found) best.offer({labels[c.slot], c.distance});
   std::vector<Neighbor> result = std::move(best).sorted();
   // Fewer than k passed the filter on the walk: scan, so that all that exist are returned.
-  if (result.size() < k && (filter.tenant || filter.predicate)) return scan(candidates());
+  if (result.size() < k && (filter.tenant() || filter.predicate())) return scan(candidates());
   return result;
 }
 

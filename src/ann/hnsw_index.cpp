@@ -72,7 +72,7 @@ void HnswIndex::add(VectorLabel label, std::span<const float> vector, TenantId t
         wanted = st.next_slot + 1;
       }
       if (wanted == 0) {
-        st.slots.emplace(label, slot);
+        st.slots.emplace(label, detail::HnswState::LabelEntry{slot, tenant});
         ++st.live;
       }
     }
@@ -128,7 +128,7 @@ void HnswIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
                          vectors.is_contiguous(),
                      "vectors have shape {}; expected contiguous [{}, {}]", vectors.shape().to_string(), labels.size(),
                      state_->config.dim);
-  PERSONA_CHECK_CODE(shape_mismatch, tenants.empty() || tenants.size() == labels.size(), "{} tenants for {} labels",
+  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels",
                      tenants.size(), labels.size());
   const std::size_t dim = state_->config.dim;
   std::size_t next_slot = 0;
@@ -142,7 +142,7 @@ void HnswIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
   parallel_for(labels.size(), 64, [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) {
       try {
-        add(labels[i], {vectors.data() + i * dim, dim}, tenants.empty() ? 0 : tenants[i]);
+        add(labels[i], {vectors.data() + i * dim, dim}, tenants[i]);
       } catch (...) {
         std::lock_guard lock(failure_mutex);
         if (!failure) failure = std::current_exception();
@@ -161,17 +161,14 @@ void HnswIndex::update(VectorLabel label, std::span<const float> vector, TenantI
   {
     std::shared_lock growth(st.growth);
     std::lock_guard lock(st.book_mutex);
-    const auto it = st.slots.find(label);
-    PERSONA_CHECK_CODE(not_found, it != st.slots.end(), "label {} is not in the index", label);
-    slot = it->second;
-    st.tenant_lists.remove(slot, st.tenants[slot]);
+    slot = st.owned_slot(label, tenant, "update");
+    st.tenant_lists.remove(slot, tenant);
     st.deleted[slot].store(true, std::memory_order_release);
   }
   std::size_t level = 0;
   {
     std::unique_lock lock(st.growth);
     st.write_vector(slot, prepared.data());
-    st.tenants[slot] = tenant;
     level = st.levels[slot];
   }
   const auto finish = [&] {
@@ -191,17 +188,15 @@ void HnswIndex::update(VectorLabel label, std::span<const float> vector, TenantI
   finish();
 }
 
-void HnswIndex::remove(VectorLabel label) {
+void HnswIndex::remove(VectorLabel label, TenantId tenant) {
   detail::HnswState& st = *state_;
   std::unique_lock rewrite(st.rewrite_mutex);
   std::shared_lock growth(st.growth);  // before book_mutex, the order every path takes
   std::lock_guard lock(st.book_mutex);
-  const auto it = st.slots.find(label);
-  PERSONA_CHECK_CODE(not_found, it != st.slots.end(), "label {} is not in the index", label);
-  const Slot slot = it->second;
-  st.slots.erase(it);
+  const Slot slot = st.owned_slot(label, tenant, "remove");
+  st.slots.erase(label);
   st.deleted[slot].store(true, std::memory_order_release);
-  st.tenant_lists.remove(slot, st.tenants[slot]);
+  st.tenant_lists.remove(slot, tenant);
   st.free_slots.push_back(slot);
   --st.live;
 }
@@ -214,9 +209,10 @@ void HnswIndex::compact() {
   st.compact();
 }
 
-bool HnswIndex::contains(VectorLabel label) const {
+bool HnswIndex::contains(VectorLabel label, TenantId tenant) const {
   std::lock_guard lock(state_->book_mutex);
-  return state_->slots.contains(label);
+  const auto it = state_->slots.find(label);
+  return it != state_->slots.end() && it->second.tenant == tenant;
 }
 
 std::vector<Neighbor> HnswIndex::search(std::span<const float> query, std::size_t k, const SearchFilter& filter,
@@ -247,7 +243,7 @@ HnswStats HnswIndex::stats() const {
   s.bytes = st.f32.owned_bytes() + st.codes.owned_bytes() + st.links0.owned_bytes() + upper_bytes +
             st.capacity * (sizeof(void*) + 1 + sizeof(VectorLabel) + sizeof(TenantId) + sizeof(detail::SpinLock) +
                            sizeof(std::atomic<bool>)) +
-            st.slots.size() * (sizeof(VectorLabel) + sizeof(Slot) + 2 * sizeof(void*)) +
+            st.slots.size() * (sizeof(VectorLabel) + sizeof(detail::HnswState::LabelEntry) + 2 * sizeof(void*)) +
             (st.tenant_lists.position_capacity() + st.free_slots.capacity() + st.live) * sizeof(Slot) +
             sizeof(detail::HnswState);
   return s;

@@ -149,7 +149,7 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
     if (deleted[i] != 0) {
       st.free_slots.push_back(slot);
     } else {
-      const bool unique = st.slots.emplace(st.labels[i], slot).second;
+      const bool unique = st.slots.emplace(st.labels[i], detail::HnswState::LabelEntry{slot, st.tenants[i]}).second;
       PERSONA_CHECK_CODE(corrupt_data, unique, "{}: label {} appears twice", path.string(), st.labels[i]);
       st.tenant_lists.add(slot, st.tenants[i]);
     }

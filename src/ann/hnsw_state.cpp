@@ -15,6 +15,14 @@ HnswState::HnswState(const HnswConfig& c)
       code_stride(int8_row_bytes(c.dim)),
       rng(c.seed) {}
 
+Slot HnswState::owned_slot(VectorLabel label, TenantId tenant, const char* function) const {
+  const auto it = slots.find(label);
+  PERSONA_CHECK_AT(function, not_found, it != slots.end(), "label {} is not in the index", label);
+  PERSONA_CHECK_AT(function, permission_denied, it->second.tenant == tenant, "label {} is not tenant {}'s", label,
+                   tenant);
+  return it->second.slot;
+}
+
 const float* HnswState::vector_of(Slot s, std::vector<float>& buffer) const {
   if (has_f32) return f32_row(s);
   buffer.resize(config.dim);

@@ -50,13 +50,21 @@ struct HnswState {
 
   std::shared_mutex rewrite_mutex;  // shared by each add in flight; exclusive for update, remove, compact
   mutable std::mutex book_mutex;    // labels, tenants, counts, free slots, level draws
-  std::unordered_map<VectorLabel, Slot> slots;
+  struct LabelEntry {
+    Slot slot;
+    TenantId tenant;  // the owner, as in tenants[slot] (which add writes later, outside book_mutex)
+  };
+  std::unordered_map<VectorLabel, LabelEntry> slots;  // the live labels
   TenantLists tenant_lists;      // exactly the live slots
   std::vector<Slot> free_slots;  // deleted slots that later inserts reuse
   std::size_t next_slot = 0, live = 0;
   std::mt19937_64 rng;
 
   explicit HnswState(const HnswConfig& c);
+
+  // The slot of `tenant`'s `label`; the caller holds book_mutex. Error not_found for an unknown label,
+  // permission_denied for another tenant's.
+  Slot owned_slot(VectorLabel label, TenantId tenant, const char* function) const;
 
   std::size_t stride0() const noexcept { return 1 + max_links0; }
   std::size_t stride() const noexcept { return 1 + max_links; }

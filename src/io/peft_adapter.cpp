@@ -151,7 +151,7 @@ bool parse_key(std::string_view key, ParsedKey& out) {
 }
 
 // The adapter from the config text and the opened weights; `folder` names the files in errors.
-LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader& weights,
+LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader& weights, TenantId owner,
                           const PeftReadOptions& options, const std::filesystem::path& folder) {
   const auto config_path = folder / "adapter_config.json";
   const std::filesystem::path weights_path = weights.source();
@@ -170,10 +170,20 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
                        weights_path.string(), t.name);
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
+    std::string& slot = key.matrix == 'A' ? pair.a_key : key.matrix == 'B' ? pair.b_key : pair.magnitude_key;
+    // Two module paths that meet at one layer and module (an encoder's and a decoder's layers, a vision
+    // tower's next to the language model's) would silently replace or cross-pair each other's matrices.
+    if (!pair.peft_name.empty() && pair.peft_name != key.peft_name) {
+      const std::string& other = !pair.a_key.empty() ? pair.a_key : !pair.b_key.empty() ? pair.b_key : pair.magnitude_key;
+      PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                       "{}: tensors '{}' and '{}' both map to layer {} module {}: persona reads one stack of "
+                       "decoder layers (encoder-decoder models and vision towers are not supported)",
+                       weights_path.string(), other, t.name, key.layer, key.module);
+    }
     pair.peft_name = key.peft_name;
-    (key.matrix == 'A' ? pair.a_key : key.matrix == 'B' ? pair.b_key : pair.magnitude_key) = t.name;
+    slot = t.name;
   }
-  LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, options.tenant);
+  LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, owner);
   for (auto& [target, pair] : pairs) {
     if (pair.a_key.empty() || pair.b_key.empty()) {
       PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has no matching lora_{} tensor",
@@ -215,19 +225,19 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
 
 }  // namespace
 
-LoraAdapter read_peft_adapter(const std::filesystem::path& folder, const PeftReadOptions& options) {
+LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owner, const PeftReadOptions& options) {
   const std::string config = read_text(folder / "adapter_config.json");
   const SafetensorsReader weights = SafetensorsReader::open(folder / "adapter_model.safetensors");
   PeftReadOptions named = options;
   if (named.id.empty()) named.id = folder.filename().string();
-  return build_adapter(config, weights, named, folder);
+  return build_adapter(config, weights, owner, named, folder);
 }
 
 LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,
-                              const PeftReadOptions& options, const std::filesystem::path& source) {
+                              TenantId owner, const PeftReadOptions& options, const std::filesystem::path& source) {
   const SafetensorsReader weights =
       SafetensorsReader::parse(safetensors, (source / "adapter_model.safetensors").string());
-  return build_adapter(config_json, weights, options, source);
+  return build_adapter(config_json, weights, owner, options, source);
 }
 
 namespace {

@@ -5,9 +5,9 @@
 namespace persona {
 
 PeftConversionReport convert_peft_adapter(const std::filesystem::path& peft_folder,
-                                          const std::filesystem::path& persona_file, const QuantSpec& spec,
-                                          QuantMethod method, const PeftReadOptions& options) {
-  const LoraAdapter peft = read_peft_adapter(peft_folder, options);
+                                          const std::filesystem::path& persona_file, TenantId owner,
+                                          const QuantSpec& spec, QuantMethod method, const PeftReadOptions& options) {
+  const LoraAdapter peft = read_peft_adapter(peft_folder, owner, options);
   PeftConversionReport report;
   LoraAdapter converted(peft.id(), peft.tenant());
   for (const auto& [target, module] : peft.modules()) {

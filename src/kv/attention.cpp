@@ -118,7 +118,7 @@ void run_dense(const AttentionBatch& batch) {
   for (std::size_t i = 0; i < batch.sequences.size(); ++i) {
     const std::size_t length = batch.cache->sequence_info(batch.sequences[i]).length;
     Tensor<float> k({length, kv_heads, dim}), v({length, kv_heads, dim});
-    batch.cache->read_kv(batch.sequences[i], batch.layer, k, v);
+    batch.cache->read_kv(batch.sequences[i], batch.layer, k, v, batch.cache->sequence_info(batch.sequences[i]).tenant);
     const std::size_t queries = batch.queries(i), first = batch.query_row(i);
     for (std::size_t head = 0; head < q_heads; ++head) {
       const std::size_t kv_head = head / batch.group;

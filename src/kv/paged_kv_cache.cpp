@@ -67,33 +67,41 @@ SequenceId make_id(std::size_t slot, std::uint32_t generation) {
 SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   State& st = *state_;
   const std::size_t bs = st.config.block_size;
-  const std::uint32_t tenant = st.tenant_slot(spec.tenant);
+  PERSONA_CHECK(spec.tenant.has_value(),
+                "the sequence has no tenant; name its owner (kPublicTenant only for a public sequence)");
+  const std::uint32_t tenant = st.tenant_slot(*spec.tenant);
   detail::Sequence probe;  // the new sequence's keys, before it has a slot
-  probe.tenant = spec.tenant;
+  probe.tenant = *spec.tenant;
   probe.adapter = spec.adapter;
   probe.shared_prefix_tokens = std::min(spec.shared_prefix_tokens, spec.prompt.size());
   probe.shared_prefix_adapter = spec.shared_prefix_adapter;
+  probe.salt = detail::salt_digest(spec.cache_salt, st.hash_seed);
 
   // Longest cached run of full prompt blocks, leaving at least the last token to compute.
   st.hits.clear();
   const std::size_t max_hits = spec.prompt.empty() ? 0 : (spec.prompt.size() - 1) >> st.block_shift;
-  std::uint64_t parent = detail::kRootHash;
-  std::size_t revived = 0;
+  std::uint64_t parent_hash = st.root_hash(), parent_context = 0;
+  std::size_t revived = 0, charged = 0;
   for (std::size_t i = 0; i < max_hits; ++i) {
     std::uint64_t hash = 0;
-    const BlockId b = st.lookup(parent, st.key_for(probe, i), spec.prompt.subspan(i * bs, bs), hash);
+    const BlockId b =
+        st.lookup(parent_hash, parent_context, st.key_for(probe, i), spec.prompt.subspan(i * bs, bs), hash);
     if (b == kNoBlock) break;
     st.hits.push_back(b);
     revived += st.pool.ref_count(b) == 0 ? 1 : 0;
-    parent = hash;
+    charged += st.holds(b, tenant) ? 0 : 1;
+    parent_hash = hash;
+    parent_context = st.meta[static_cast<std::size_t>(b)].context;
   }
-  const std::size_t cached = st.hits.size() * bs;
-  st.require_blocks(tenant, revived + (spec.prompt.size() - cached + bs - 1) / bs, "create_sequence");
+  const std::size_t cached = st.hits.size() * bs, fresh = (spec.prompt.size() - cached + bs - 1) / bs;
+  st.require_blocks(tenant, revived + fresh, charged + fresh, "create_sequence");
+  for (const BlockId b : st.hits) st.prepare_retain(b, tenant);
 
   const std::uint32_t slot = st.take_slot();
   detail::Sequence& s = st.sequences[slot];
   s.pinned = false;
-  s.tenant = spec.tenant;
+  s.salt = probe.salt;
+  s.tenant = *spec.tenant;
   s.adapter = spec.adapter;
   s.tenant_slot = tenant;
   s.shared_prefix_tokens = probe.shared_prefix_tokens;
@@ -114,9 +122,9 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
   return make_id(slot, s.generation);
 }
 
-SequenceId PagedKvCache::fork(SequenceId parent_id) {
+SequenceId PagedKvCache::fork(SequenceId parent_id, TenantId tenant) {
   State& st = *state_;
-  const detail::Sequence& parent = st.get(parent_id, "fork");
+  const detail::Sequence& parent = st.get_owned(parent_id, tenant, "fork");
   PERSONA_CHECK(!parent.pinned, "sequence {:#x} is a pin; fork the sequence it was made from", parent_id.value);
   const std::size_t written = *std::min_element(parent.written.begin(), parent.written.end());
   PERSONA_CHECK(written == parent.length,
@@ -127,9 +135,9 @@ SequenceId PagedKvCache::fork(SequenceId parent_id) {
   return st.adopt(std::move(copy));
 }
 
-SequenceId PagedKvCache::pin_prefix(SequenceId source_id, std::size_t tokens) {
+SequenceId PagedKvCache::pin_prefix(SequenceId source_id, std::size_t tokens, TenantId tenant) {
   State& st = *state_;
-  const detail::Sequence& source = st.get(source_id, "pin_prefix");
+  const detail::Sequence& source = st.get_owned(source_id, tenant, "pin_prefix");
   const std::size_t written = *std::min_element(source.written.begin(), source.written.end());
   PERSONA_CHECK_CODE(out_of_range, tokens <= written,
                      "pin of {} tokens but sequence {:#x} has K/V written for {} (length {})", tokens, source_id.value,
@@ -145,11 +153,11 @@ SequenceId PagedKvCache::pin_prefix(SequenceId source_id, std::size_t tokens) {
   return st.adopt(std::move(pin));
 }
 
-void PagedKvCache::free_sequence(SequenceId id) {
+void PagedKvCache::free_sequence(SequenceId id, TenantId tenant) {
   State& st = *state_;
-  detail::Sequence& s = st.get(id, "free_sequence");
+  detail::Sequence& s = st.get_owned(id, tenant, "free_sequence");
   // Last block first: the cached list then evicts a prefix's tail before its head.
-  for (std::size_t i = s.blocks.size(); i-- > 0;) st.release(s.blocks[i]);
+  for (std::size_t i = s.blocks.size(); i-- > 0;) st.release(s.blocks[i], s.tenant_slot);
   s.blocks.clear();
   s.alive = false;
   s.length = 0;
@@ -227,7 +235,7 @@ void PagedKvCache::truncate(SequenceId id, std::size_t tokens) {
   const std::size_t length = s.length - tokens;
   const std::size_t keep = (length + st.config.block_size - 1) >> st.block_shift;
   while (s.blocks.size() > keep) {
-    st.release(s.blocks.back());
+    st.release(s.blocks.back(), s.tenant_slot);
     s.blocks.pop_back();
   }
   s.length = length;
@@ -253,9 +261,9 @@ std::size_t PagedKvCache::written_tokens(SequenceId id, std::size_t layer) const
 
 std::span<const BlockId> PagedKvCache::blocks(SequenceId id) const { return state_->get(id, "blocks").blocks; }
 
-std::vector<std::int32_t> PagedKvCache::tokens(SequenceId id) const {
+std::vector<std::int32_t> PagedKvCache::tokens(SequenceId id, TenantId tenant) const {
   const State& st = *state_;
-  const detail::Sequence& s = st.get(id, "tokens");
+  const detail::Sequence& s = st.get_owned(id, tenant, "tokens");
   std::vector<std::int32_t> out(s.length);
   for (std::size_t p = 0; p < s.length; ++p) out[p] = st.tokens_of(s.blocks[p >> st.block_shift])[p & st.block_mask];
   return out;
@@ -277,9 +285,10 @@ PageTable PagedKvCache::page_table(std::span<const SequenceId> ids) const {
   return table;
 }
 
-void PagedKvCache::read_kv(SequenceId id, std::size_t layer, TensorView<float> k, TensorView<float> v) const {
+void PagedKvCache::read_kv(SequenceId id, std::size_t layer, TensorView<float> k, TensorView<float> v,
+                           TenantId tenant) const {
   const State& st = *state_;
-  const detail::Sequence& s = st.get(id, "read_kv");
+  const detail::Sequence& s = st.get_owned(id, tenant, "read_kv");
   const KvCacheConfig& c = st.config;
   PERSONA_CHECK_CODE(out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
   const auto expected = Shape{s.length, c.kv_heads, c.head_dim};

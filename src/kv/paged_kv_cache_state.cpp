@@ -2,9 +2,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <string>
 
 namespace persona {
+
+std::uint64_t detail::random_hash_seed() {
+  std::random_device device;
+  return (static_cast<std::uint64_t>(device()) << 32) ^ device();
+}
 
 std::uint32_t PagedKvCache::State::tenant_slot(TenantId tenant) {
   if (const auto it = tenant_slots.find(tenant); it != tenant_slots.end()) return it->second;
@@ -36,19 +42,20 @@ SequenceId PagedKvCache::State::adopt(Sequence s) {
   s.generation = target.generation;
   s.alive = true;
   target = std::move(s);
-  for (const BlockId b : target.blocks) retain(b, target.tenant_slot);
+  for (const BlockId b : target.blocks) retain(b, target.tenant_slot);  // its own tenant's: no allocation
   return SequenceId{(static_cast<std::uint64_t>(target.generation) << 32) | slot};
 }
 
-void PagedKvCache::State::require_blocks(std::uint32_t tenant, std::size_t count, const char* function) const {
+void PagedKvCache::State::require_blocks(std::uint32_t tenant, std::size_t count, std::size_t charged,
+                                         const char* function) const {
   const Tenant& t = tenants[tenant];
   PERSONA_CHECK_AT(function, capacity_exhausted, count <= pool.available(),
                    "{} more blocks needed but {} of {} are available ({} used); tenant {} holds {} blocks (quota {})",
                    count, pool.available(), blocks, pool.used(), t.id, t.blocks,
                    t.quota == 0 ? std::string("none") : std::to_string(t.quota));
-  PERSONA_CHECK_AT(function, capacity_exhausted, t.quota == 0 || t.blocks + count <= t.quota,
+  PERSONA_CHECK_AT(function, capacity_exhausted, t.quota == 0 || t.blocks + charged <= t.quota,
                    "tenant {} holds {} blocks and needs {} more: over its quota of {} ({} of {} blocks in use)", t.id,
-                   t.blocks, count, t.quota, pool.used(), blocks);
+                   t.blocks, charged, t.quota, pool.used(), blocks);
 }
 
 BlockId PagedKvCache::State::acquire(std::uint32_t owner) noexcept {
@@ -58,26 +65,67 @@ BlockId PagedKvCache::State::acquire(std::uint32_t owner) noexcept {
     index.erase(m.hash);
     ++evictions;
   }
-  m = BlockMeta{};
-  m.owner = owner;
+  m.hash = m.context = m.parent_context = 0;
+  m.key = {};
+  m.registered = false;
+  m.holder = {owner, 1};
+  m.more_holders.clear();  // keeps its capacity: a later share need not allocate
   ++tenants[owner].blocks;
   return a.block;
 }
 
-void PagedKvCache::State::retain(BlockId b, std::uint32_t owner) noexcept {
-  if (pool.ref_count(b) == 0) {
-    meta[static_cast<std::size_t>(b)].owner = owner;
-    ++tenants[owner].blocks;
-  }
-  pool.retain(b);
+bool PagedKvCache::State::holds(BlockId b, std::uint32_t tenant) const noexcept {
+  const BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  return m.holder.tenant == tenant || std::any_of(m.more_holders.begin(), m.more_holders.end(),
+                                                  [&](const detail::BlockHolder& h) { return h.tenant == tenant; });
 }
 
-void PagedKvCache::State::release(BlockId b) noexcept {
-  if (pool.release(b) == 0) {
-    BlockMeta& m = meta[static_cast<std::size_t>(b)];
-    --tenants[m.owner].blocks;
-    m.owner = detail::kNoTenant;
+void PagedKvCache::State::prepare_retain(BlockId b, std::uint32_t tenant) {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  if (m.holder.tenant != detail::kNoTenant && !holds(b, tenant)) m.more_holders.reserve(m.more_holders.size() + 1);
+}
+
+void PagedKvCache::State::retain(BlockId b, std::uint32_t tenant) noexcept {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  pool.retain(b);
+  if (m.holder.tenant == tenant) {
+    ++m.holder.refs;
+    return;
   }
+  for (detail::BlockHolder& h : m.more_holders) {
+    if (h.tenant == tenant) {
+      ++h.refs;
+      return;
+    }
+  }
+  ++tenants[tenant].blocks;
+  if (m.holder.tenant == detail::kNoTenant) {
+    m.holder = {tenant, 1};
+  } else {
+    m.more_holders.push_back({tenant, 1});  // room made by prepare_retain
+  }
+}
+
+void PagedKvCache::State::release(BlockId b, std::uint32_t tenant) noexcept {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  pool.release(b);
+  detail::BlockHolder* h = &m.holder;
+  if (h->tenant != tenant) {
+    h = &*std::find_if(m.more_holders.begin(), m.more_holders.end(),
+                       [&](const detail::BlockHolder& x) { return x.tenant == tenant; });
+  }
+  if (--h->refs != 0) return;
+  --tenants[tenant].blocks;
+  if (h == &m.holder) {
+    if (m.more_holders.empty()) {
+      m.holder = {};
+      return;
+    }
+    m.holder = m.more_holders.back();
+  } else {
+    *h = m.more_holders.back();
+  }
+  m.more_holders.pop_back();
 }
 
 void PagedKvCache::State::copy_block(BlockId from, BlockId to, std::size_t slots) noexcept {
@@ -105,27 +153,37 @@ void PagedKvCache::State::hash_written_blocks(Sequence& s) noexcept {
   for (std::size_t i = s.hashed_blocks; (i + 1) * config.block_size <= written; ++i) {
     const BlockId b = s.blocks[i];
     BlockMeta& m = meta[static_cast<std::size_t>(b)];
-    m.parent_hash = i == 0 ? detail::kRootHash : meta[static_cast<std::size_t>(s.blocks[i - 1])].hash;
+    if (m.registered) {  // a block found in the cache: hashed when it was first filled
+      s.hashed_blocks = i + 1;
+      continue;
+    }
+    const BlockMeta* parent = i == 0 ? nullptr : &meta[static_cast<std::size_t>(s.blocks[i - 1])];
+    const std::span<const std::int32_t> tokens(tokens_of(b), config.block_size);
+    const std::uint64_t parent_hash = parent != nullptr ? parent->hash : root_hash();
+    m.parent_context = parent != nullptr ? parent->context : 0;
     m.key = key_for(s, i);
-    m.hash = detail::chain_hash(m.parent_hash, m.key, {tokens_of(b), config.block_size});
-    if (!m.registered && index.insert(m.hash, b)) {
-      m.registered = true;
-      pool.set_cacheable(b, true);
+    m.hash = detail::chain_hash(parent_hash, m.key, tokens);
+    std::uint64_t unused = 0;
+    if (const BlockId equal = lookup(parent_hash, m.parent_context, m.key, tokens, unused); equal != kNoBlock) {
+      m.context = meta[static_cast<std::size_t>(equal)].context;  // the same context, cached in another block
+    } else {
+      m.context = ++contexts;
+      if (index.insert(m.hash, b)) {  // false: another context has this hash; this block stays uncached
+        m.registered = true;
+        pool.set_cacheable(b, true);
+      }
     }
     s.hashed_blocks = i + 1;
   }
 }
 
-BlockId PagedKvCache::State::lookup(std::uint64_t parent, const BlockKey& key, std::span<const std::int32_t> tokens,
-                                    std::uint64_t& hash) const noexcept {
-  hash = detail::chain_hash(parent, key, tokens);
+BlockId PagedKvCache::State::lookup(std::uint64_t parent_hash, std::uint64_t parent_context, const BlockKey& key,
+                                    std::span<const std::int32_t> tokens, std::uint64_t& hash) const noexcept {
+  hash = detail::chain_hash(parent_hash, key, tokens);
   const BlockId b = index.find(hash);
   if (b == kNoBlock) return kNoBlock;
-  const BlockMeta& m = meta[static_cast<std::size_t>(b)];
-  if (m.parent_hash != parent || !(m.key == key) || !std::equal(tokens.begin(), tokens.end(), tokens_of(b))) {
-    return kNoBlock;
-  }
-  return b;
+  return detail::same_context(meta[static_cast<std::size_t>(b)], tokens_of(b), parent_context, key, tokens) ? b
+                                                                                                       : kNoBlock;
 }
 
 std::size_t PagedKvCache::State::reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens,
@@ -140,7 +198,8 @@ std::size_t PagedKvCache::State::reserve_tokens(Sequence& s, std::span<const std
     copy_last = pool.ref_count(last) > 1;
     uncache_last = !copy_last && meta[static_cast<std::size_t>(last)].registered;
   }
-  require_blocks(s.tenant_slot, need_total - have + (copy_last ? 1 : 0), function);
+  const std::size_t new_blocks = need_total - have + (copy_last ? 1 : 0);
+  require_blocks(s.tenant_slot, new_blocks, new_blocks, function);
   s.blocks.reserve(need_total);
   if (uncache_last) {
     // A rolled-back block this sequence alone holds but the prefix cache lists: it leaves the cache and
@@ -154,7 +213,7 @@ std::size_t PagedKvCache::State::reserve_tokens(Sequence& s, std::span<const std
     const BlockId old = s.blocks.back();
     const BlockId copy = acquire(s.tenant_slot);
     copy_block(old, copy, fill);
-    release(old);
+    release(old, s.tenant_slot);
     s.blocks.back() = copy;
   }
   for (std::size_t i = have; i < need_total; ++i) s.blocks.push_back(acquire(s.tenant_slot));

@@ -9,6 +9,7 @@
 #include "persona/core/error.hpp"
 #include "persona/kv/paged_kv_cache.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,7 @@ inline constexpr std::uint32_t kNoTenant = std::numeric_limits<std::uint32_t>::m
 
 struct Sequence {
   std::uint32_t generation = 1;
+  std::uint64_t salt = 0;  // digest of the cache salt (0: none)
   bool alive = false;
   bool pinned = false;
   std::uint32_t tenant_slot = kNoTenant;
@@ -45,13 +47,34 @@ struct Tenant {
   std::size_t quota = 0;
 };
 
+// A tenant holding a block, and through how many of its sequences and pins.
+struct BlockHolder {
+  std::uint32_t tenant = kNoTenant;
+  std::uint32_t refs = 0;
+};
+
 struct BlockMeta {
   std::uint64_t hash = 0;  // chain hash; set once the block is full and written in every layer
-  std::uint64_t parent_hash = 0;
+  // The exact context the block's K/V belong to: a number unique to one (parent context, key, tokens),
+  // given when the block is hashed and shared only by blocks found equal to it. A lookup matches a
+  // block only if its parent's context, key and tokens are equal, so a hash collision anywhere in a
+  // chain is a miss: the whole prefix is verified, not trusted to a 64-bit hash. 0: not hashed.
+  std::uint64_t context = 0;
+  std::uint64_t parent_context = 0;  // 0 for a sequence's first block
   BlockKey key;
   bool registered = false;  // in the prefix index
-  std::uint32_t owner = kNoTenant;
+  // Who holds it: the first tenant inline, further ones (a public prefix several tenants reuse) beside.
+  BlockHolder holder;
+  std::vector<BlockHolder> more_holders;
 };
+
+// Whether block `m`, holding `held`, is the block for `tokens` under `key` after the context
+// `parent_context`: decided exactly, whatever the hashes that found it say.
+inline bool same_context(const BlockMeta& m, const std::int32_t* held, std::uint64_t parent_context,
+                         const BlockKey& key, std::span<const std::int32_t> tokens) noexcept {
+  return m.context != 0 && m.parent_context == parent_context && m.key == key &&
+         std::equal(tokens.begin(), tokens.end(), held);
+}
 
 }  // namespace detail
 
@@ -79,6 +102,10 @@ struct PagedKvCache::State {
   std::unordered_map<TenantId, std::uint32_t> tenant_slots;
   std::vector<BlockId> hits;  // scratch of create_sequence
   std::size_t prompt_tokens = 0, hit_tokens = 0, evictions = 0;
+  std::uint64_t contexts = 0;  // the last context number given
+  // The seed of the chain hash and of salt digests, drawn per cache: nobody outside can aim collisions at
+  // the prefix index (they would only cost hits; lookups verify every match exactly).
+  std::uint64_t hash_seed;
 
   State(const KvCacheConfig& c, std::size_t num_blocks)
       : config(c),
@@ -94,7 +121,8 @@ struct PagedKvCache::State {
         block_tokens(Shape{num_blocks * c.block_size}),
         meta(num_blocks),
         pool(num_blocks),
-        index(num_blocks) {}
+        index(num_blocks),
+        hash_seed(detail::random_hash_seed()) {}
 
   KvLayerView layer(std::size_t l) const noexcept {
     const std::size_t scale_elements = blocks * config.block_size * config.kv_heads;
@@ -135,12 +163,22 @@ struct PagedKvCache::State {
   Sequence& get(SequenceId id, const char* function) {
     return const_cast<Sequence&>(std::as_const(*this).get(id, function));
   }
+  // As get, for a call acting for `tenant`: Error permission_denied for another tenant's sequence.
+  const Sequence& get_owned(SequenceId id, TenantId tenant, const char* function) const {
+    const Sequence& s = get(id, function);
+    PERSONA_CHECK_AT(function, permission_denied, s.tenant == tenant, "sequence {:#x} is not tenant {}'s", id.value,
+                     tenant);
+    return s;
+  }
+  Sequence& get_owned(SequenceId id, TenantId tenant, const char* function) {
+    return const_cast<Sequence&>(std::as_const(*this).get_owned(id, tenant, function));
+  }
 
   BlockKey key_for(const Sequence& s, std::size_t block_index) const noexcept {
     if ((block_index + 1) * config.block_size <= s.shared_prefix_tokens) {
-      return BlockKey{true, kPublicTenant, s.shared_prefix_adapter};
+      return BlockKey{true, kPublicTenant, s.shared_prefix_adapter, s.salt};
     }
-    return BlockKey{false, s.tenant, s.adapter};
+    return BlockKey{false, s.tenant, s.adapter, s.salt};
   }
 
   // The slot of `tenant` in the accounting, made on first sight.
@@ -148,20 +186,30 @@ struct PagedKvCache::State {
   std::uint32_t take_slot();
   // Gives `s` (a fork or pin sharing existing blocks) a slot and takes a reference to each of its blocks.
   SequenceId adopt(Sequence s);
-  // Error capacity_exhausted unless `count` more blocks fit in the pool and the tenant's quota.
-  void require_blocks(std::uint32_t tenant, std::size_t count, const char* function) const;
+  // Error capacity_exhausted unless `count` more blocks fit in the pool and `charged` more in the tenant's
+  // quota.
+  void require_blocks(std::uint32_t tenant, std::size_t count, std::size_t charged, const char* function) const;
   // A block for tenant `owner`, reference count 1 (capacity checked by the caller).
   BlockId acquire(std::uint32_t owner) noexcept;
-  void retain(BlockId b, std::uint32_t owner) noexcept;
-  void release(BlockId b) noexcept;
+  // Whether `tenant` holds `b` already (a retain then charges it nothing).
+  bool holds(BlockId b, std::uint32_t tenant) const noexcept;
+  // Makes room for `tenant` among b's holders, so that the retain that follows cannot fail (may throw
+  // std::bad_alloc, changing nothing).
+  void prepare_retain(BlockId b, std::uint32_t tenant);
+  // One more reference by one of `tenant`'s sequences; charges the tenant if it did not hold the block.
+  void retain(BlockId b, std::uint32_t tenant) noexcept;
+  // One reference by one of `tenant`'s sequences less; the tenant's charge goes with its last one.
+  void release(BlockId b, std::uint32_t tenant) noexcept;
   void copy_block(BlockId from, BlockId to, std::size_t slots) noexcept;
   // Sets the chain hash of every full block written in all layers, and enters it in the prefix index
   // unless an equal block is there already.
   void hash_written_blocks(Sequence& s) noexcept;
-  // The block holding `tokens` after parent `parent` under `key`, or kNoBlock. A hash match is confirmed
-  // against the block's parent hash, key and tokens: a collision is a miss, never another tenant's block.
-  BlockId lookup(std::uint64_t parent, const BlockKey& key, std::span<const std::int32_t> tokens,
-                 std::uint64_t& hash) const noexcept;
+  // The block holding `tokens` under `key` after the block whose hash and context are `parent_hash` and
+  // `parent_context` (kRootHash-seeded and 0 for a first block), or kNoBlock. A hash match is confirmed
+  // against the block's parent context, key and tokens: a collision is a miss, never another's block.
+  BlockId lookup(std::uint64_t parent_hash, std::uint64_t parent_context, const BlockKey& key,
+                 std::span<const std::int32_t> tokens, std::uint64_t& hash) const noexcept;
+  std::uint64_t root_hash() const noexcept { return detail::mix(detail::kRootHash, hash_seed); }
   std::size_t reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens, const char* function);
 };
 

@@ -30,12 +30,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       const persona::HnswIndex index = persona::HnswIndex::load(path, mode);
       const std::vector<float> query(index.dim(), 0.5f);
-      const auto found = index.search(query, 5);
+      const auto found = index.search(query, 5, persona::SearchFilter::all_tenants());
       PERSONA_FUZZ_CHECK(found.size() <= 5 && found.size() <= index.size());
-      for (const auto& neighbor : found) PERSONA_FUZZ_CHECK(index.contains(neighbor.label));
-      const auto filtered = index.search(query, 3, {.tenant = 1});
+      for (std::size_t i = 1; i < found.size(); ++i) PERSONA_FUZZ_CHECK(!(found[i].distance < found[i - 1].distance));
+      const auto filtered = index.search(query, 3, persona::SearchFilter::only_tenant(1));
       PERSONA_FUZZ_CHECK(filtered.size() <= 3);
-      for (const auto& neighbor : filtered) PERSONA_FUZZ_CHECK(index.contains(neighbor.label));
+      for (const auto& neighbor : filtered) PERSONA_FUZZ_CHECK(index.contains(neighbor.label, 1));
     } catch (const persona::Error&) {
     }
   }

@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
       persona::PeftReadOptions options;
       options.skip_unsupported = skip;
-      const persona::LoraAdapter adapter = persona::read_peft_adapter(config, weights, options, "fuzz");
+      const persona::LoraAdapter adapter = persona::read_peft_adapter(config, weights, 7, options, "fuzz");
       for (const auto& [target, module] : adapter.modules()) {
         PERSONA_FUZZ_CHECK(module.rank() >= 1);
         PERSONA_FUZZ_CHECK(module.a().rows() == module.rank() && module.b().cols() == module.rank());

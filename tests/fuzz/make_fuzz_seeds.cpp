@@ -49,11 +49,11 @@ int main(int argc, char** argv) {
     HnswIndex index({.dim = 4, .M = 4, .exact_search_limit = 8, .storage = storage});
     const Tensor<float> points = random_matrix(40, 4, 7);
     for (std::size_t i = 0; i < 40; ++i) index.add(i, points.span().subspan(4 * i, 4), i % 3);
-    index.remove(5);
+    index.remove(5, 2);
     const auto path = folder / "hnsw_index" / (storage == VectorStorage::f32 ? "f32.hnsw" : "int8.hnsw");
     index.save(path);
     const HnswIndex loaded = HnswIndex::load(path);
-    PERSONA_FUZZ_CHECK(loaded.size() == 39 && !loaded.contains(5) && loaded.contains(6));
+    PERSONA_FUZZ_CHECK(loaded.size() == 39 && !loaded.contains(5, 2) && loaded.contains(6, 0));
   }
   return 0;
 }

@@ -26,21 +26,22 @@ class FlatIndex final : public VectorIndex {
   // newer format version, naming both).
   static FlatIndex load(const std::filesystem::path& path);
 
+  using VectorIndex::add;
   // Error shape_mismatch for a vector of another length, invalid_argument for NaN or infinity or a label
   // already present (or for cosine, a zero vector).
-  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0) override;
-  // vectors [n, dim], one label (and tenant, or all 0 when empty) per row, added in row order as add
-  // would; a row add refuses throws (the first such) after the other rows are in.
+  void add(VectorLabel label, std::span<const float> vector, TenantId tenant) override;
+  // vectors [n, dim], one label and tenant per row, added in row order as add would; a row add refuses
+  // throws (the first such) after the other rows are in.
   void add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
-           std::span<const TenantId> tenants = {}) override;
-  // Error not_found for an unknown label.
-  void remove(VectorLabel label) override;
-  bool contains(VectorLabel label) const noexcept override { return slots_.contains(label); }
+           std::span<const TenantId> tenants) override;
+  // Error not_found for an unknown label, permission_denied for another tenant's.
+  void remove(VectorLabel label, TenantId tenant) override;
+  bool contains(VectorLabel label, TenantId tenant) const noexcept override;
 
   // The k nearest vectors that pass the filter, closest first (ties: lower label first). Fewer than k
   // when fewer pass; k = 0 is Error invalid_argument.
   std::vector<Neighbor> search(std::span<const float> query, std::size_t k,
-                               const SearchFilter& filter = {}) const override;
+                               const SearchFilter& filter) const override;
 
   std::size_t dim() const noexcept override { return dim_; }
   Metric metric() const noexcept override { return metric_; }

@@ -81,24 +81,26 @@ class HnswIndex final : public VectorIndex {
   // both).
   static HnswIndex load(const std::filesystem::path& path, LoadMode mode = LoadMode::read);
 
+  using VectorIndex::add;
   // Safe to call from several threads at once, and while other threads search. Error shape_mismatch for
   // a vector of another length, invalid_argument for NaN or infinity, a label already present, or a zero
   // vector under cosine.
-  void add(VectorLabel label, std::span<const float> vector, TenantId tenant = 0) override;
-  // vectors [n, dim], one label (and tenant, or all 0 when empty) per row; inserted on oneTBB workers. A
-  // row add refuses throws (one of them) after the other rows are in.
+  void add(VectorLabel label, std::span<const float> vector, TenantId tenant) override;
+  // vectors [n, dim], one label and tenant per row; inserted on oneTBB workers. A row add refuses throws
+  // (one of them) after the other rows are in.
   void add(std::span<const VectorLabel> labels, TensorView<const float> vectors,
-           std::span<const TenantId> tenants = {}) override;
+           std::span<const TenantId> tenants) override;
   // Marks the vector deleted: searches skip it; it keeps routing the graph until a later add reuses its
-  // slot or compact() drops it. Error not_found if unknown.
-  void remove(VectorLabel label) override;
-  // Replaces the vector (and tenant) of `label` and relinks it. A search running meanwhile may miss the
-  // label; it never sees a half-written vector. Errors as add, and not_found if the label is unknown.
-  void update(VectorLabel label, std::span<const float> vector, TenantId tenant = 0);
+  // slot or compact() drops it. Error not_found if unknown, permission_denied for another tenant's.
+  void remove(VectorLabel label, TenantId tenant) override;
+  // Replaces the vector of `tenant`'s `label` and relinks it; the vector stays the tenant's (moving a
+  // vector to another tenant is a remove and an add). A search running meanwhile may miss the label; it
+  // never sees a half-written vector. Errors as add and remove.
+  void update(VectorLabel label, std::span<const float> vector, TenantId tenant);
   // Drops the deleted vectors: repairs the links that ran through them and moves the live ones together,
   // giving the memory back. Blocks searches and inserts while it runs.
   void compact();
-  bool contains(VectorLabel label) const override;
+  bool contains(VectorLabel label, TenantId tenant) const override;
 
   // The k nearest live vectors passing the filter, closest first (ties: lower label first); fewer when
   // fewer exist. Keeps ef candidates on the walk; ef = 0 uses config().ef_search. Safe from many threads,
@@ -106,7 +108,7 @@ class HnswIndex final : public VectorIndex {
   std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter,
                                std::size_t ef) const;
   std::vector<Neighbor> search(std::span<const float> query, std::size_t k,
-                               const SearchFilter& filter = {}) const override {
+                               const SearchFilter& filter) const override {
     return search(query, k, filter, 0);
   }
 

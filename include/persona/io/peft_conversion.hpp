@@ -17,10 +17,11 @@ struct PeftConversionReport {
   std::uintmax_t persona_bytes = 0;               // the file written
 };
 
-// Errors are those of read_peft_adapter, quantize_lora, write_persona_adapter and read_persona_adapter.
+// The adapter belongs to `owner` (kPublicTenant: public), as with read_peft_adapter. Errors are those of
+// read_peft_adapter, quantize_lora, write_persona_adapter and read_persona_adapter.
 PeftConversionReport convert_peft_adapter(const std::filesystem::path& peft_folder,
-                                          const std::filesystem::path& persona_file, const QuantSpec& spec,
-                                          QuantMethod method = QuantMethod::round_to_nearest,
+                                          const std::filesystem::path& persona_file, TenantId owner,
+                                          const QuantSpec& spec, QuantMethod method = QuantMethod::round_to_nearest,
                                           const PeftReadOptions& options = {});
 
 }  // namespace persona

@@ -12,12 +12,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string_view>
 
 namespace persona {
 
 struct SequenceSpec {
-  TenantId tenant = kPublicTenant;
+  // The owner (required: create_sequence refuses a spec without one). Its private blocks are cached under
+  // its key and reused only by its own sequences.
+  std::optional<TenantId> tenant = std::nullopt;
   // The adapter version the K/V are computed with (AdapterHandle::version_id(); {} for the base model):
   // part of the prefix-cache key, so K/V computed with an older version of the adapter are never reused.
   AdapterVersionId adapter = {};
@@ -32,6 +36,10 @@ struct SequenceSpec {
   // instead. Clamped to the prompt's length, and to the sequence's length by truncate.
   std::size_t shared_prefix_tokens = 0;
   AdapterVersionId shared_prefix_adapter = {};
+  // vLLM's cache_salt: a sequence reuses cached blocks only from sequences with the same salt, the
+  // declared public prefix included, so that users who must not learn of each other's prompts through
+  // cache timing never share blocks. Empty: no salt.
+  std::string_view cache_salt = {};
   // Reserves room for this many tokens (at most the pool's), so that appends up to it never allocate.
   std::size_t max_tokens = 0;
 };
@@ -45,8 +53,11 @@ struct SequenceInfo {
 };
 
 struct TenantUsage {
-  std::size_t blocks = 0;  // blocks the tenant brought into use (allocated or revived from the cache)
-  std::size_t quota = 0;   // 0: no limit
+  // Blocks the tenant's sequences and pins hold. A block several tenants hold (a shared public prefix)
+  // counts for each of them, and for none once they let go: what another tenant keeps or pins is never
+  // charged to this one.
+  std::size_t blocks = 0;
+  std::size_t quota = 0;  // 0: no limit
 };
 
 struct KvCacheStats {
@@ -81,17 +92,22 @@ class PagedKvCache {
   const KvCacheConfig& config() const noexcept;
   std::size_t num_blocks() const noexcept;
 
-  // A new sequence; its prompt (if any) is appended, reusing cached blocks. Error capacity_exhausted when
-  // the blocks or the tenant's quota run out (the cache is then unchanged).
+  // A new sequence; its prompt (if any) is appended, reusing cached blocks. Error invalid_argument for a
+  // spec without a tenant, capacity_exhausted when the blocks or the tenant's quota run out (the cache is
+  // then unchanged).
   SequenceId create_sequence(const SequenceSpec& spec);
+
+  // The calls that share, hand out or end a sequence name the tenant they act for: Error not_found for an
+  // unknown or freed id, permission_denied for another tenant's sequence (nothing is changed or read).
+  //
   // A new sequence sharing every block of `parent` (copy-on-write: the first write to a shared, partly
   // filled block by either side copies it). The fork has the parent's tenant and adapter.
-  SequenceId fork(SequenceId parent);
+  SequenceId fork(SequenceId parent, TenantId tenant);
   // Holds the full blocks covering the first `tokens` tokens of `source` (rounded down to whole blocks)
   // until the returned pin is freed with free_sequence: eviction never takes them. The pin is a
-  // sequence that cannot be appended to; its blocks stay charged to the tenant that brought them in.
-  SequenceId pin_prefix(SequenceId source, std::size_t tokens);
-  void free_sequence(SequenceId sequence);
+  // sequence of the same tenant that cannot be appended to; its blocks count in the tenant's usage.
+  SequenceId pin_prefix(SequenceId source, std::size_t tokens, TenantId tenant);
+  void free_sequence(SequenceId sequence, TenantId tenant);
 
   // Reserves the next tokens.size() positions (allocating blocks; a last block that others share is
   // copied first, one only in the prefix cache leaves it) and returns the first new position. Their K/V must then be
@@ -114,13 +130,14 @@ class PagedKvCache {
   std::size_t written_tokens(SequenceId sequence, std::size_t layer) const;
   // The sequence's blocks in token order (valid until the next call that changes the sequence).
   std::span<const BlockId> blocks(SequenceId sequence) const;
-  // Token ids of positions [0, length).
-  std::vector<std::int32_t> tokens(SequenceId sequence) const;
+  // Token ids of positions [0, length); for the sequence's tenant only (as fork).
+  std::vector<std::int32_t> tokens(SequenceId sequence, TenantId tenant) const;
   // The block lists of a batch in FlashInfer's CSR form.
   PageTable page_table(std::span<const SequenceId> sequences) const;
   // The K and V of positions [0, length) of one layer, as f32 (int8 and 16-bit storage dequantized):
-  // k and v are [length, kv_heads, head_dim].
-  void read_kv(SequenceId sequence, std::size_t layer, TensorView<float> k, TensorView<float> v) const;
+  // k and v are [length, kv_heads, head_dim]. For the sequence's tenant only (as fork).
+  void read_kv(SequenceId sequence, std::size_t layer, TensorView<float> k, TensorView<float> v,
+               TenantId tenant) const;
   KvLayerView layer_view(std::size_t layer) const;
 
   // Caps the blocks a tenant may hold (0: no cap). Lowering it below current use refuses new blocks only.
