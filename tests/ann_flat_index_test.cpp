@@ -62,8 +62,10 @@ TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "
   }
   FlatIndex index(dim);
   for (std::size_t i = 0; i < 10; ++i) index.add(i, row(points, dim, i), 0);
-  CHECK(index.search(row(queries, dim, 0), 50, SearchFilter::all_tenants()).size() == 10);  // k beyond the size: what exists
-  const auto even = index.search(row(queries, dim, 0), 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 2 == 0; }));
+  CHECK(index.search(row(queries, dim, 0), 50, SearchFilter::all_tenants()).size() ==
+        10);  // k beyond the size: what exists
+  const auto even = index.search(row(queries, dim, 0), 10,
+                                 SearchFilter::all_tenants().where([](VectorLabel l) { return l % 2 == 0; }));
   CHECK(even.size() == 5);
   for (const Neighbor& n : even) CHECK(n.label % 2 == 0);
   index.remove(4, 0);
@@ -104,8 +106,10 @@ TEST_CASE("FlatIndex load(save(index)) answers identically; bad files are clear 
     for (std::size_t i = 0; i < 30; ++i) {
       const auto q = row(queries, dim, i);
       CHECK(loaded.search(q, 10, SearchFilter::all_tenants()) == index.search(q, 10, SearchFilter::all_tenants()));
-      CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 4)) == index.search(q, 10, SearchFilter::only_tenant(i % 4)));
-      CHECK(loaded.search(q, 10, SearchFilter::all_tenants().where(odd)) == index.search(q, 10, SearchFilter::all_tenants().where(odd)));
+      CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 4)) ==
+            index.search(q, 10, SearchFilter::only_tenant(i % 4)));
+      CHECK(loaded.search(q, 10, SearchFilter::all_tenants().where(odd)) ==
+            index.search(q, 10, SearchFilter::all_tenants().where(odd)));
     }
   }
   const std::vector<std::byte> bytes = read_file(path);
@@ -187,7 +191,8 @@ TEST_CASE("FlatIndex batch add equals adding the rows one by one", "[ann]") {
     for (std::size_t i = 0; i < 20; ++i) {
       const auto q = row(queries, dim, i);
       CHECK(batch.search(q, 10, SearchFilter::all_tenants()) == one_by_one.search(q, 10, SearchFilter::all_tenants()));
-      CHECK(batch.search(q, 10, SearchFilter::only_tenant(1)) == one_by_one.search(q, 10, SearchFilter::only_tenant(1)));
+      CHECK(batch.search(q, 10, SearchFilter::only_tenant(1)) ==
+            one_by_one.search(q, 10, SearchFilter::only_tenant(1)));
     }
   }
   FlatIndex index(dim);

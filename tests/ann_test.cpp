@@ -44,7 +44,9 @@ TEST_CASE("HnswIndex recall@10 against FlatIndex at default parameters", "[ann]"
       }
       hnsw.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), 0);
       CHECK(hnsw.size() == n);
-      const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) { return hnsw.search(q, 10, SearchFilter::all_tenants()); });
+      const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) {
+        return hnsw.search(q, 10, SearchFilter::all_tenants());
+      });
       INFO("recall " << r);
       CHECK(r >= 0.95);
       const HnswStats stats = hnsw.stats();
@@ -220,10 +222,11 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   CHECK(results == expected);
   CHECK(hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(999999)).empty());
   // A predicate that passes 1% of the labels.
-  const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }),
-                          [&](std::span<const float> q) {
-                            return hnsw.search(q, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }));
-                          });
+  const double r =
+      recall(flat, queries, dim, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }),
+             [&](std::span<const float> q) {
+               return hnsw.search(q, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }));
+             });
   INFO("predicate recall " << r);
   CHECK(r >= 0.95);
 }
@@ -252,7 +255,8 @@ TEST_CASE("Deleted vectors are never returned", "[ann]") {
   });
   CHECK(deleted_seen == 0);
   CHECK(r >= 0.95);
-  for (const Neighbor& nb : hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(2))) CHECK(nb.label % 3 != 0);
+  for (const Neighbor& nb : hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(2)))
+    CHECK(nb.label % 3 != 0);
   PERSONA_REQUIRE_ERROR(hnsw.remove(0, 0), not_found, "label 0 is not in the index");
   hnsw.add(0, row(points, dim, 1), 3);  // a deleted label may be added again, by another tenant
   CHECK(hnsw.contains(0, 3));
@@ -331,8 +335,9 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
         CHECK(r >= 0.95);
         CHECK(foreign == 0);
       }
-      const double r =
-          recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) { return index.search(q, 10, SearchFilter::all_tenants()); });
+      const double r = recall(flat, queries, dim, 10, SearchFilter::all_tenants(), [&](std::span<const float> q) {
+        return index.search(q, 10, SearchFilter::all_tenants());
+      });
       INFO("recall " << r);
       CHECK(r >= 0.95);
     };
@@ -386,9 +391,12 @@ TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobyt
   PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, 2, 3}, 0), shape_mismatch,
                         "has 3 elements; the index has dim 4");
   PERSONA_REQUIRE_ERROR(index.add(2, std::vector<float>{1, INFINITY, 3, 4}, 0), invalid_argument, "element 1 is inf");
-  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0, SearchFilter::all_tenants()), invalid_argument, "k is 0");
-  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1, SearchFilter::all_tenants()), invalid_argument, "query element 2 is nan");
-  CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10, SearchFilter::all_tenants()).size() == 1);  // k beyond the size: what exists
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, 3, 4}, 0, SearchFilter::all_tenants()), invalid_argument,
+                        "k is 0");
+  PERSONA_REQUIRE_ERROR(index.search(std::vector<float>{1, 2, NAN, 4}, 1, SearchFilter::all_tenants()),
+                        invalid_argument, "query element 2 is nan");
+  CHECK(index.search(std::vector<float>{1, 2, 3, 4}, 10, SearchFilter::all_tenants()).size() ==
+        1);  // k beyond the size: what exists
 }
 
 TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
@@ -413,7 +421,8 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
   for (std::size_t i = 0; i < 50; ++i) {
     const auto q = row(queries, dim, i);
     CHECK(loaded.search(q, 10, SearchFilter::all_tenants()) == index.search(q, 10, SearchFilter::all_tenants()));
-    CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 5)) == index.search(q, 10, SearchFilter::only_tenant(i % 5)));
+    CHECK(loaded.search(q, 10, SearchFilter::only_tenant(i % 5)) ==
+          index.search(q, 10, SearchFilter::only_tenant(i % 5)));
     CHECK(loaded.search(q, 5, SearchFilter::all_tenants(), 16) == index.search(q, 5, SearchFilter::all_tenants(), 16));
   }
   const std::vector<std::byte> bytes = read_file(path);
@@ -475,7 +484,8 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     HnswIndex mapped = HnswIndex::load(path, LoadMode::map);
     CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
     for (std::size_t i = 0; i < 50; ++i)
-      CHECK(mapped.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) == index.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
+      CHECK(mapped.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) ==
+            index.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
     mapped.update(3, row(points, dim, 7), 0);
     CHECK(mapped.search(row(points, dim, 7), 1, SearchFilter::all_tenants()).at(0).label == 3);
     CHECK(read_file(path) == bytes);
@@ -484,7 +494,8 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     CHECK(mapped.stats().mapped_bytes == mapped.stats().vector_bytes);
     for (std::size_t i = 0; i < n / 7 + 1; ++i) mapped.add(2000000 + i, row(points, dim, i), 0);
     CHECK(mapped.stats().mapped_bytes == 0);
-    for (std::size_t i = 0; i < 50; ++i) CHECK(mapped.search(row(queries, dim, i), 1, SearchFilter::all_tenants()).at(0).label == 1000000 + i);
+    for (std::size_t i = 0; i < 50; ++i)
+      CHECK(mapped.search(row(queries, dim, i), 1, SearchFilter::all_tenants()).at(0).label == 1000000 + i);
     CHECK(mapped.search(row(points, dim, 7), 1, SearchFilter::all_tenants()).at(0).label == 3);
   }
   // int8 storage round-trips, read and mapped.
@@ -500,7 +511,8 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
       CHECK(back.config().storage == VectorStorage::int8);
       CHECK(back.config().keep_f32 == keep_f32);
       for (std::size_t i = 0; i < 20; ++i)
-        CHECK(back.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) == quantized.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
+        CHECK(back.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) ==
+              quantized.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
     }
   }
   // An empty index round-trips too.

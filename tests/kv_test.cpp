@@ -597,8 +597,8 @@ TEST_CASE("A cache salt keeps otherwise equal prompts apart, the public prefix i
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 64});
   const std::vector<std::int32_t> prompt = iota_tokens(13, 1);  // 3 full blocks and one token
   const auto run = [&](TenantId tenant, std::string_view salt, std::size_t shared) {
-    const SequenceId id = cache.create_sequence(
-        {.tenant = tenant, .prompt = prompt, .shared_prefix_tokens = shared, .cache_salt = salt});
+    const SequenceId id =
+        cache.create_sequence({.tenant = tenant, .prompt = prompt, .shared_prefix_tokens = shared, .cache_salt = salt});
     const std::size_t cached = cache.sequence_info(id).cached_tokens;
     Tensor<float> kv({13 - cached, 1, 1});
     cache.write_kv(id, 0, kv, kv);

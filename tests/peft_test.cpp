@@ -134,7 +134,10 @@ TEST_CASE("PEFT adapters quantize and apply in a mixed batch", "[io][peft][lora]
   const std::vector<const LoraModule*> slot_modules = {&modules[0], &modules[1], &modules[2]};
   apply_lora(x, y, slot_modules, plan_lora_batch(slots, 3));
   for (std::size_t v = 0; v < 3; ++v) {
-    const LoraAdapter adapter = read_peft_adapter(kData / (v == 0 ? "plain" : v == 1 ? "rslora" : "patterns"), kPublicTenant);
+    const LoraAdapter adapter = read_peft_adapter(kData / (v == 0   ? "plain"
+                                                           : v == 1 ? "rslora"
+                                                                    : "patterns"),
+                                                  kPublicTenant);
     const Tensor<float> a = adapter.find(0, "self_attn.q_proj")->a().to_f32();
     const Tensor<float> aq = modules[v].a().to_f32();
     const Tensor<float> b = modules[v].b().to_f32();
@@ -179,9 +182,10 @@ TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
 }
 
 TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]") {
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save", kPublicTenant), unsupported, "modules_to_save is [\"lm_head\"]");
-  const LoraAdapter skipped = read_peft_adapter(
-      kData / "modules_to_save", kPublicTenant, PeftReadOptions{.id = "", .skip_unsupported = true});
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save", kPublicTenant), unsupported,
+                        "modules_to_save is [\"lm_head\"]");
+  const LoraAdapter skipped =
+      read_peft_adapter(kData / "modules_to_save", kPublicTenant, PeftReadOptions{.id = "", .skip_unsupported = true});
   CHECK(skipped.modules().size() == 2);  // q_proj of both layers; lm_head dropped
   PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "missing", kPublicTenant), io_error, "adapter_config.json");
 }
@@ -197,25 +201,29 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
   only_a.add(a_key, Tensor<float>({4, 8}));
   only_a.write(dir / "adapter_model.safetensors");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "q_proj.lora_A.weight' has no matching lora_B");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data,
+                        "q_proj.lora_A.weight' has no matching lora_B");
 
   SafetensorsWriter both;
   both.add(a_key, Tensor<float>({4, 8}));
   both.add(b_key, Tensor<float>({8, 4}));
   both.write(dir / "adapter_model.safetensors");
   write_config(R"({"peft_type": "LORA", "r": 16, "lora_alpha": 8})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "has rank 4 (B: 4) but the config says 16");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data,
+                        "has rank 4 (B: 4) but the config says 16");
   write_config(R"({"peft_type": "LORA", "r": "four"})");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "wrong type");
   // Pattern keys are module names; a regex (found by the fuzzer: "(" escaped as std::regex_error) is refused.
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"q_proj(": 2}})");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "rank_pattern key 'q_proj(' is not a module name");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported,
+                        "rank_pattern key 'q_proj(' is not a module name");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"(a*)*b": 2}})");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "alpha_pattern key '(a*)*b'");
   write_config(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 4}})");
   CHECK(read_peft_adapter(dir, kPublicTenant).find(0, "self_attn.q_proj")->rank() == 4);  // a suffix after '.' matches
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "rank_pattern": {"attn.q_proj": 8}})");
-  CHECK(read_peft_adapter(dir, kPublicTenant).find(0, "self_attn.q_proj")->rank() == 4);  // "self_attn" != "attn": no match
+  CHECK(read_peft_adapter(dir, kPublicTenant).find(0, "self_attn.q_proj")->rank() ==
+        4);  // "self_attn" != "attn": no match
   write_config("{not json");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), corrupt_data, "not a JSON object");
   write_config(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})");
@@ -249,15 +257,16 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
   vision.add("base_model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight",
              Tensor<float>({4, 8}));
   vision.write(dir / "adapter_model.safetensors");
-  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported, "vision_tower.vision_model.encoder.layers.0");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported,
+                        "vision_tower.vision_model.encoder.layers.0");
   std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("persona adapter files round-trip quantized adapters and verify their checksum", "[io][persona]") {
   const auto dir = std::filesystem::temp_directory_path() / ("persona_file_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  const LoraAdapter peft = read_peft_adapter(
-      kData / "patterns", 42, PeftReadOptions{.id = "tenant-adapter", .skip_unsupported = false});
+  const LoraAdapter peft =
+      read_peft_adapter(kData / "patterns", 42, PeftReadOptions{.id = "tenant-adapter", .skip_unsupported = false});
   LoraAdapter mixed("tenant-adapter", 42);
   const QuantSpec int4{4, 32, false, DType::bf16}, nf4 = QuantSpec::nf4(32);
   bool first = true;
@@ -404,7 +413,8 @@ TEST_CASE("DoRA adapters match PEFT through lora_linear and merge", "[io][peft][
   const auto dir = std::filesystem::temp_directory_path() / ("persona_dora_" + std::to_string(::getpid()));
   write_peft_adapter(adapter, dir / "peft");
   write_persona_adapter(adapter, dir / "a.persona");
-  for (const LoraAdapter& back : {read_peft_adapter(dir / "peft", kPublicTenant), read_persona_adapter(dir / "a.persona")}) {
+  for (const LoraAdapter& back :
+       {read_peft_adapter(dir / "peft", kPublicTenant), read_persona_adapter(dir / "a.persona")}) {
     for (const auto& [target, module] : adapter.modules()) {
       const LoraModule* b = back.find(target.layer, target.module);
       REQUIRE(b != nullptr);
@@ -448,6 +458,7 @@ TEST_CASE("convert_peft_adapter: one call from a PEFT folder to a verified perso
       CHECK(r.b_spec.has_value() == got->b().quantized());
     }
   }
-  PERSONA_REQUIRE_ERROR(convert_peft_adapter(dir / "missing", dir / "x.persona", kPublicTenant, QuantSpec{}), io_error, "missing");
+  PERSONA_REQUIRE_ERROR(convert_peft_adapter(dir / "missing", dir / "x.persona", kPublicTenant, QuantSpec{}), io_error,
+                        "missing");
   std::filesystem::remove_all(dir);
 }

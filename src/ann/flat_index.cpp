@@ -35,8 +35,8 @@ void FlatIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
       shape_mismatch,
       vectors.rank() == 2 && vectors.dim(0) == labels.size() && vectors.dim(1) == dim_ && vectors.is_contiguous(),
       "vectors have shape {}; expected contiguous [{}, {}]", vectors.shape().to_string(), labels.size(), dim_);
-  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels",
-                     tenants.size(), labels.size());
+  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels", tenants.size(),
+                     labels.size());
   // Every row that can go in does, as HnswIndex's parallel batch does; the first refusal is rethrown.
   std::exception_ptr failure;
   for (std::size_t i = 0; i < labels.size(); ++i) {

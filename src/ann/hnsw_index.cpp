@@ -128,8 +128,8 @@ void HnswIndex::add(std::span<const VectorLabel> labels, TensorView<const float>
                          vectors.is_contiguous(),
                      "vectors have shape {}; expected contiguous [{}, {}]", vectors.shape().to_string(), labels.size(),
                      state_->config.dim);
-  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels",
-                     tenants.size(), labels.size());
+  PERSONA_CHECK_CODE(shape_mismatch, tenants.size() == labels.size(), "{} tenants for {} labels", tenants.size(),
+                     labels.size());
   const std::size_t dim = state_->config.dim;
   std::size_t next_slot = 0;
   {

@@ -55,8 +55,8 @@ struct HnswState {
     TenantId tenant;  // the owner, as in tenants[slot] (which add writes later, outside book_mutex)
   };
   std::unordered_map<VectorLabel, LabelEntry> slots;  // the live labels
-  TenantLists tenant_lists;      // exactly the live slots
-  std::vector<Slot> free_slots;  // deleted slots that later inserts reuse
+  TenantLists tenant_lists;                           // exactly the live slots
+  std::vector<Slot> free_slots;                       // deleted slots that later inserts reuse
   std::size_t next_slot = 0, live = 0;
   std::mt19937_64 rng;
 

@@ -174,7 +174,9 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     // Two module paths that meet at one layer and module (an encoder's and a decoder's layers, a vision
     // tower's next to the language model's) would silently replace or cross-pair each other's matrices.
     if (!pair.peft_name.empty() && pair.peft_name != key.peft_name) {
-      const std::string& other = !pair.a_key.empty() ? pair.a_key : !pair.b_key.empty() ? pair.b_key : pair.magnitude_key;
+      const std::string& other = !pair.a_key.empty()   ? pair.a_key
+                                 : !pair.b_key.empty() ? pair.b_key
+                                                       : pair.magnitude_key;
       PERSONA_THROW_AT("read_peft_adapter", unsupported,
                        "{}: tensors '{}' and '{}' both map to layer {} module {}: persona reads one stack of "
                        "decoder layers (encoder-decoder models and vision towers are not supported)",
@@ -233,8 +235,8 @@ LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owne
   return build_adapter(config, weights, owner, named, folder);
 }
 
-LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,
-                              TenantId owner, const PeftReadOptions& options, const std::filesystem::path& source) {
+LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors, TenantId owner,
+                              const PeftReadOptions& options, const std::filesystem::path& source) {
   const SafetensorsReader weights =
       SafetensorsReader::parse(safetensors, (source / "adapter_model.safetensors").string());
   return build_adapter(config_json, weights, owner, options, source);

@@ -183,7 +183,7 @@ BlockId PagedKvCache::State::lookup(std::uint64_t parent_hash, std::uint64_t par
   const BlockId b = index.find(hash);
   if (b == kNoBlock) return kNoBlock;
   return detail::same_context(meta[static_cast<std::size_t>(b)], tokens_of(b), parent_context, key, tokens) ? b
-                                                                                                       : kNoBlock;
+                                                                                                            : kNoBlock;
 }
 
 std::size_t PagedKvCache::State::reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens,

@@ -40,8 +40,7 @@ class FlatIndex final : public VectorIndex {
 
   // The k nearest vectors that pass the filter, closest first (ties: lower label first). Fewer than k
   // when fewer pass; k = 0 is Error invalid_argument.
-  std::vector<Neighbor> search(std::span<const float> query, std::size_t k,
-                               const SearchFilter& filter) const override;
+  std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter) const override;
 
   std::size_t dim() const noexcept override { return dim_; }
   Metric metric() const noexcept override { return metric_; }

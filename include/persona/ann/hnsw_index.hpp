@@ -107,8 +107,7 @@ class HnswIndex final : public VectorIndex {
   // also while add runs.
   std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter,
                                std::size_t ef) const;
-  std::vector<Neighbor> search(std::span<const float> query, std::size_t k,
-                               const SearchFilter& filter) const override {
+  std::vector<Neighbor> search(std::span<const float> query, std::size_t k, const SearchFilter& filter) const override {
     return search(query, k, filter, 0);
   }
 

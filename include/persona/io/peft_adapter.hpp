@@ -29,11 +29,10 @@ struct PeftReadOptions {
 // the file and the field or tensor key: corrupt_data (a lora_A without its lora_B, a rank that disagrees
 // with the config, a magnitude missing or unexpected, bad JSON), unsupported (bias, modules_to_save
 // unless skipped), io_error (missing files).
-LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owner,
-                              const PeftReadOptions& options = {});
+LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owner, const PeftReadOptions& options = {});
 // The same from the two files' contents; `source` names them in errors (the fuzzer's entry point).
-LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors,
-                              TenantId owner, const PeftReadOptions& options, const std::filesystem::path& source);
+LoraAdapter read_peft_adapter(std::string_view config_json, std::span<const std::byte> safetensors, TenantId owner,
+                              const PeftReadOptions& options, const std::filesystem::path& source);
 
 // Writes the adapter back as a PEFT folder (f32 tensors; quantized modules are dequantized), atomically
 // per file. The most common rank and alpha become r and lora_alpha, the others rank_pattern and

@@ -136,8 +136,7 @@ class PagedKvCache {
   PageTable page_table(std::span<const SequenceId> sequences) const;
   // The K and V of positions [0, length) of one layer, as f32 (int8 and 16-bit storage dequantized):
   // k and v are [length, kv_heads, head_dim]. For the sequence's tenant only (as fork).
-  void read_kv(SequenceId sequence, std::size_t layer, TensorView<float> k, TensorView<float> v,
-               TenantId tenant) const;
+  void read_kv(SequenceId sequence, std::size_t layer, TensorView<float> k, TensorView<float> v, TenantId tenant) const;
   KvLayerView layer_view(std::size_t layer) const;
 
   // Caps the blocks a tenant may hold (0: no cap). Lowering it below current use refuses new blocks only.
