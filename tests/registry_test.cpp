@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -155,7 +156,8 @@ TEST_CASE("A put that cannot write (a full disk or a file in the folder's place)
   }
   // A regular file where a tenant's folder would go.
   std::ofstream(folder.path / "tenants" / "5") << "not a folder";
-  PERSONA_REQUIRE_ERROR(store.put(tagged_adapter("style", 5, 1.0f)), io_error, "cannot create the adapter folder");
+  PERSONA_REQUIRE_ERROR(store.put(tagged_adapter("style", 5, 1.0f)), io_error,
+                        "tenants/5: cannot create the folder: something that is not a folder is in its place");
 }
 
 TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registry]") {
@@ -198,6 +200,129 @@ TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registr
   const std::uint64_t next = store.put(tagged_adapter("style", 1, 7.0f, 1024, 16)).version;
   CHECK(tag_of(store.get(1, "style")) == 7.0f);
   CHECK(store.versions(1, "style").back() == next);
+}
+
+TEST_CASE("Writers in two processes on one root never take the same version", "[registry]") {
+  TempFolder folder;
+  AdapterStore parent_store(folder.path, {.keep_versions = 1000});
+  constexpr int kWriters = 2, kPuts = 60;
+  std::vector<pid_t> children;
+  for (int w = 0; w < kWriters; ++w) {
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      // Its own store on the root, as another process would open it; it records what each put reported.
+      AdapterStore store(folder.path, {.keep_versions = 1000});
+      std::ofstream claims(folder.path / fmt::format("claims.{}", w));
+      for (int j = 0; j < kPuts; ++j) {
+        const float tag = static_cast<float>(1000 * (w + 1) + j);
+        claims << store.put(tagged_adapter("style", 1, tag, 64, 4)).version << ' ' << tag << '\n';
+      }
+      claims.close();
+      _exit(claims ? 0 : 1);
+    }
+    children.push_back(child);
+  }
+  for (const pid_t child : children) {
+    int status = 0;
+    waitpid(child, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  std::map<AdapterVersion, float> claimed;
+  std::size_t claims = 0;
+  for (int w = 0; w < kWriters; ++w) {
+    std::ifstream in(folder.path / fmt::format("claims.{}", w));
+    AdapterVersion version = 0;
+    float tag = 0.0f;
+    while (in >> version >> tag) {
+      ++claims;
+      CHECK(claimed.emplace(version, tag).second);  // no version reported twice
+    }
+  }
+  CHECK(claims == kWriters * kPuts);
+  const std::vector<AdapterVersion> stored = parent_store.versions(1, "style");
+  CHECK(stored.size() == claims);
+  for (const AdapterVersion v : stored) {
+    REQUIRE(claimed.contains(v));
+    CHECK(tag_of(parent_store.get(1, "style", v)) == claimed[v]);  // each holds what its writer wrote
+  }
+}
+
+TEST_CASE("With one version kept, a get during puts never fails while a version exists", "[registry]") {
+  TempFolder folder;
+  AdapterStore store(folder.path, {.keep_versions = 1});
+  store.put(tagged_adapter("style", 1, 0.0f, 16, 1));
+  constexpr int kPuts = 300;
+  std::atomic<bool> done = false;
+  std::thread writer([&] {
+    for (int j = 1; j <= kPuts; ++j) store.put(tagged_adapter("style", 1, static_cast<float>(j), 16, 1));
+    done = true;
+  });
+  // Two readers, each listing and opening as fast as it can: the prune of the version just listed falls
+  // between the two now and then.
+  std::atomic<std::size_t> gets = 0, failures = 0, torn_or_older = 0;
+  const auto read = [&] {
+    float last = 0.0f;
+    while (!done) {
+      try {
+        float tag = 0.0f;
+        const bool is_whole = whole(store.get(1, "style"), tag);
+        torn_or_older += is_whole && tag >= last ? 0 : 1;
+        last = tag;
+      } catch (const Error&) {
+        ++failures;
+      }
+      ++gets;
+    }
+  };
+  std::thread reader(read);
+  read();
+  writer.join();
+  reader.join();
+  INFO(gets << " gets");
+  CHECK(gets > 100);
+  CHECK(failures == 0);
+  CHECK(torn_or_older == 0);
+  CHECK(store.versions(1, "style") == std::vector<AdapterVersion>{kPuts + 1});
+}
+
+TEST_CASE("A registry sees writes by another store on its root, in this process or another", "[registry]") {
+  TempFolder folder;
+  AdapterStore mine(folder.path), theirs(folder.path);
+  AdapterRegistry registry(mine), other(theirs);
+  mine.put(tagged_adapter("style", 1, 1.0f));
+  mine.put(tagged_adapter("greet", kPublicTenant, 10.0f));
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "style"}).adapter()) == 1.0f);
+  CHECK(tag_of(registry.acquire(1, "greet").adapter()) == 10.0f);  // no own "greet": the public one
+  // Through another store (another registry's) on the same root.
+  other.put(tagged_adapter("style", 1, 2.0f));
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "style"}).adapter()) == 2.0f);
+  other.put(tagged_adapter("greet", 1, 11.0f));
+  CHECK(tag_of(registry.acquire(1, "greet").adapter()) == 11.0f);  // now the tenant's own
+  other.remove(AdapterRef{1, "greet"});
+  CHECK(tag_of(registry.acquire(1, "greet").adapter()) == 10.0f);  // the public one again
+  // From another process: its own store on the root, as a second server would write.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    try {
+      AdapterStore store(folder.path);
+      store.put(tagged_adapter("style", 1, 3.0f));
+      store.remove(kPublicTenant, "greet");
+    } catch (...) {
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(tag_of(registry.acquire(1, AdapterRef{1, "style"}).adapter()) == 3.0f);
+  PERSONA_REQUIRE_ERROR(registry.acquire(1, "greet"), not_found, "has no adapter 'greet'");
+  const AdapterRegistryMetrics m = registry.metrics();
+  CHECK(m.loads == 5);  // style 1, 2, 3; greet 10, 11: each write loaded once, hits otherwise served from RAM
 }
 
 TEST_CASE("AdapterRegistry pins, checks ownership, loads once and keeps to its budget", "[registry]") {

@@ -18,7 +18,10 @@
 
 namespace persona {
 
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+namespace {
+
+// `bytes` in a new temporary file next to `path`, fsynced and closed; returns its name. Error io_error.
+std::string write_temporary(const std::filesystem::path& path, std::span<const std::byte> bytes) {
   const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   std::string temp_name = (folder / fmt::format(".{}.tmp-XXXXXX", path.filename().string())).string();
   const int fd = mkstemp(temp_name.data());
@@ -42,20 +45,70 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
   }
   if (::fsync(fd) != 0) fail("fsync failed");
   if (::close(fd) != 0) {
+    const int err = errno;
     ::unlink(temp_name.c_str());
-    PERSONA_THROW(io_error, "{}: close failed: {}", path.string(), std::strerror(errno));
+    PERSONA_THROW(io_error, "{}: close failed: {}", path.string(), std::strerror(err));
   }
+  return temp_name;
+}
+
+std::filesystem::path folder_of(const std::filesystem::path& path) {
+  return path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+}
+
+}  // namespace
+
+void sync_folder(const std::filesystem::path& folder) {
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    PERSONA_THROW(io_error, "{}: cannot sync the folder: {}", folder.string(), std::strerror(err));
+  }
+  ::close(fd);
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  const std::string temp_name = write_temporary(path, bytes);
   if (::rename(temp_name.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(temp_name.c_str());
     PERSONA_THROW(io_error, "{}: rename failed: {}", path.string(), std::strerror(err));
   }
-  // The rename is durable only once the folder's entry is on disk.
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
+  sync_folder(folder_of(path));  // the rename is durable only once the folder's entry is on disk
+}
+
+bool create_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  const std::string temp_name = write_temporary(path, bytes);
+  // link fails with EEXIST rather than replace: of two processes creating one name, one wins.
+  const bool created = ::link(temp_name.c_str(), path.c_str()) == 0;
+  const int err = errno;
+  ::unlink(temp_name.c_str());
+  if (!created && err == EEXIST) return false;
+  if (!created) PERSONA_THROW(io_error, "{}: link failed: {}", path.string(), std::strerror(err));
+  try {
+    sync_folder(folder_of(path));
+  } catch (const Error&) {
+    ::unlink(path.c_str());
+    throw;
   }
+  return true;
+}
+
+void create_folders_durably(const std::filesystem::path& folder) {
+  std::error_code error;
+  if (std::filesystem::is_directory(folder, error)) return;
+  const std::filesystem::path parent = folder.parent_path();
+  if (!parent.empty() && parent != folder) create_folders_durably(parent);
+  if (::mkdir(folder.c_str(), 0755) != 0) {
+    const int err = errno;
+    // Another writer made it meanwhile: sync its entry all the same (that writer may not have yet).
+    if (err != EEXIST || !std::filesystem::is_directory(folder, error)) {
+      PERSONA_THROW(io_error, "{}: cannot create the folder: {}", folder.string(),
+                    err == EEXIST ? "something that is not a folder is in its place" : std::strerror(err));
+    }
+  }
+  sync_folder(parent.empty() ? std::filesystem::path(".") : parent);
 }
 
 namespace {

@@ -154,8 +154,12 @@ LoraMatrix read_matrix(const SafetensorsReader& file, const std::string& key, co
 }  // namespace
 
 void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path, DType float_storage) {
+  write_file_atomically(path, encode_persona_adapter(adapter, float_storage));
+}
+
+std::vector<std::byte> encode_persona_adapter(const LoraAdapter& adapter, DType float_storage) {
   PERSONA_CHECK(float_storage == DType::f32 || float_storage == DType::f16 || float_storage == DType::bf16,
-                "write_persona_adapter: float_storage is {}; expected f32, f16 or bf16", name_of(float_storage));
+                "float_storage is {}; expected f32, f16 or bf16", name_of(float_storage));
   nlohmann::json modules = nlohmann::json::array();
   SafetensorsWriter tensors;
   for (const auto& [target, module] : adapter.modules()) {
@@ -178,10 +182,10 @@ void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::pa
   // Serialize with the digits as '0', hash the whole file, then write the digits in their place.
   tensors.set_metadata("persona.checksum", std::string(kChecksumPlaceholder));
   std::vector<std::byte> file = tensors.serialize();
-  const std::size_t digits = find_checksum_digits(file, path.string());
+  const std::size_t digits = find_checksum_digits(file, adapter.id());
   const std::string sum = fmt::format("{:016x}", adapter_checksum(file, digits));
   std::memcpy(file.data() + digits, sum.data(), kChecksumDigits);
-  write_file_atomically(path, file);
+  return file;
 }
 
 LoraAdapter read_persona_adapter(const std::filesystem::path& path) {

@@ -10,8 +10,11 @@ namespace {
 constexpr std::size_t kLatencySamples = 4096;  // the most recent loads, for the percentiles
 }
 
-AdapterCache::AdapterCache(AdapterCacheConfig config, Loader loader)
-    : config_(config), loader_(std::move(loader)), policy_(make_eviction_policy(config.eviction)) {
+AdapterCache::AdapterCache(AdapterCacheConfig config, Loader loader, GenerationOf generation_of)
+    : config_(config),
+      loader_(std::move(loader)),
+      generation_of_(std::move(generation_of)),
+      policy_(make_eviction_policy(config.eviction)) {
   PERSONA_CHECK(config_.ram_budget_bytes > 0, "ram_budget_bytes is 0; expected at least one adapter's bytes");
   PERSONA_CHECK(loader_ != nullptr, "no loader given");
 }
@@ -88,7 +91,7 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
           entries_.erase(old);
         }
         policy_->insert(key, bytes);
-        entries_[key] = Entry{loaded, bytes, false, prefetch};
+        entries_[key] = Entry{loaded, bytes, false, prefetch, read.generation};
         resident_bytes_ += bytes;
         last_bytes_[key - 1] = bytes;
       }
@@ -112,11 +115,7 @@ AdapterHandle AdapterCache::get(const AdapterRef& ref, bool prefetch) {
   {
     std::lock_guard lock(mutex_);
     make_room(0);  // handles released since the last call may have left pinned bytes over the budget
-    if (const auto key = keys_.find(ref); key != keys_.end()) {
-      if (const auto it = entries_.find(key->second); it != entries_.end()) {
-        return prefetch ? AdapterHandle() : hit(it->second);
-      }
-    }
+    if (Entry* entry = current(ref)) return prefetch ? AdapterHandle() : hit(*entry);
     ++(prefetch ? counts_.prefetches : counts_.misses);
     epoch = epoch_of(ref);
     if (const auto it = in_flight_.find(ref); it != in_flight_.end() && it->second.epoch == epoch) {
@@ -135,14 +134,30 @@ AdapterHandle AdapterCache::get(const AdapterRef& ref, bool prefetch) {
 AdapterHandle AdapterCache::find(const AdapterRef& ref) {
   std::lock_guard lock(mutex_);
   make_room(0);
+  Entry* entry = current(ref);
+  return entry == nullptr ? AdapterHandle() : hit(*entry);
+}
+
+bool AdapterCache::stale(const AdapterRef& ref, const Entry& entry) const {
+  return generation_of_ && generation_of_(ref) != entry.generation;
+}
+
+AdapterCache::Entry* AdapterCache::current(const AdapterRef& ref) {
   const auto key = keys_.find(ref);
-  if (key == keys_.end()) return AdapterHandle();
+  if (key == keys_.end()) return nullptr;
   const auto it = entries_.find(key->second);
-  return it == entries_.end() ? AdapterHandle() : hit(it->second);
+  if (it == entries_.end()) return nullptr;
+  if (!stale(ref, it->second)) return &it->second;
+  invalidate_locked(ref);  // written since it was loaded, by another store on the root or another process
+  return nullptr;
 }
 
 void AdapterCache::invalidate(const AdapterRef& ref) {
   std::lock_guard lock(mutex_);
+  invalidate_locked(ref);
+}
+
+void AdapterCache::invalidate_locked(const AdapterRef& ref) {
   if (epochs_.size() >= kMaxTrackedEpochs && !epochs_.contains(ref)) {
     // Forget them all and give every untracked ref a new epoch: no caller's earlier value still matches.
     epochs_.clear();
@@ -171,7 +186,9 @@ bool AdapterCache::holds(const AdapterRef& ref) const {
   std::lock_guard lock(mutex_);
   if (in_flight_.contains(ref)) return true;
   const auto key = keys_.find(ref);
-  return key != keys_.end() && entries_.contains(key->second);
+  if (key == keys_.end()) return false;
+  const auto it = entries_.find(key->second);
+  return it != entries_.end() && !stale(ref, it->second);
 }
 
 std::uint64_t AdapterCache::epoch(const AdapterRef& ref) const {

@@ -23,17 +23,25 @@ struct AdapterRegistry::State {
   State(AdapterStore& s, const AdapterRegistryConfig& c)
       : store(&s),
         config(c),
-        cache(AdapterCacheConfig{c.ram_budget_bytes, c.eviction},
-              [store = &s](const AdapterRef& ref) {
-                VersionedAdapter read = store->read(ref.owner, ref.id);
-                return AdapterCache::Loaded{std::move(read.adapter), read.version, read.file_bytes};
-              }),
+        cache(
+            AdapterCacheConfig{c.ram_budget_bytes, c.eviction},
+            [store = &s](const AdapterRef& ref) {
+              const std::uint64_t generation = store->generation(ref.owner, ref.id);  // before reading
+              VersionedAdapter read = store->read(ref.owner, ref.id);
+              return AdapterCache::Loaded{std::move(read.adapter), read.version, read.file_bytes, generation};
+            },
+            [store = &s](const AdapterRef& ref) { return store->generation(ref.owner, ref.id); }),
         prefetcher(c.prefetcher) {}
 
   std::mutex mutex;  // own_by_id, prefetcher, last_time
-  // acquire(tenant, id): whether {tenant, id} names the tenant's own adapter (true) or the public one,
-  // found once in the store and forgotten when a put or remove through this registry touches it.
-  std::unordered_map<AdapterRef, bool> own_by_id;
+  // acquire(tenant, id): whether {tenant, id} names the tenant's own adapter or the public one, found in
+  // the store at a generation of {tenant, id}: forgotten when a put or remove through this registry
+  // touches it, and not believed once the generation moved (a write by another store or process).
+  struct Ownership {
+    bool own = false;
+    std::uint64_t generation = 0;
+  };
+  std::unordered_map<AdapterRef, Ownership> own_by_id;
   // The access history, by the cache's adapter keys.
   AdapterPrefetcher prefetcher;
   std::chrono::steady_clock::time_point born = std::chrono::steady_clock::now();
@@ -115,18 +123,22 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
   AdapterRef own_ref{tenant, std::string(id)};
   std::optional<bool> own;
   const std::uint64_t epoch = st.cache.epoch(own_ref);
+  const std::uint64_t generation = st.store->generation(tenant, id);  // before looking at the store
   if (st.cache.holds(own_ref)) {
     own = true;
   } else {
     std::lock_guard lock(st.mutex);
-    if (const auto it = st.own_by_id.find(own_ref); it != st.own_by_id.end()) own = it->second;
+    const auto it = st.own_by_id.find(own_ref);
+    if (it != st.own_by_id.end() && it->second.generation == generation) own = it->second.own;
   }
-  if (!own) {  // first use of this id by this tenant: one look at the store, outside the locks
+  if (!own) {  // first use of this id by this tenant, or written since: one look at the store, unlocked
     own = !st.store->versions(tenant, id).empty();
     std::lock_guard lock(st.mutex);
     constexpr std::size_t kMaxRemembered = std::size_t{1} << 16;
     if (st.own_by_id.size() >= kMaxRemembered) st.own_by_id.clear();
-    if (st.cache.epoch(own_ref) == epoch) st.own_by_id.emplace(own_ref, *own);  // no put or remove since
+    if (st.cache.epoch(own_ref) == epoch) {  // no put or remove through this registry since
+      st.own_by_id.insert_or_assign(own_ref, State::Ownership{*own, generation});
+    }
   }
   if (!*own) own_ref.owner = kPublicTenant;
   return acquire(tenant, own_ref);

@@ -1,7 +1,9 @@
 #include "persona/registry/adapter_store.hpp"
 
 #include "persona/core/error.hpp"
+#include "persona/core/file_io.hpp"
 #include "persona/io/persona_adapter.hpp"
+#include "registry/store_generations.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -42,29 +44,24 @@ std::optional<AdapterVersion> version_of(const fs::path& file) {
 
 std::string file_name(AdapterVersion version) { return fmt::format("v{:020}{}", version, kExtension); }
 
-// Makes a rename in `folder` durable; Error io_error when the folder cannot be synced.
-void fsync_folder(const fs::path& folder) {
-  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    PERSONA_THROW(io_error, "{}: cannot sync the folder: {}", folder.string(), std::strerror(err));
-  }
-  ::close(fd);
-}
-
 }  // namespace
 
 AdapterStore::AdapterStore(fs::path root, AdapterStoreConfig config) : root_(std::move(root)), config_(config) {
   PERSONA_CHECK(config_.keep_versions >= 1, "keep_versions is 0; expected at least 1");
+  create_folders_durably(root_ / "tenants");
+  generations_ = std::make_unique<detail::StoreGenerations>(root_);
   std::error_code error;
-  fs::create_directories(root_ / "tenants", error);
-  if (error) PERSONA_THROW(io_error, "{}: cannot create the store folder: {}", root_.string(), error.message());
   // What a remove moved away and did not get to delete (a crash); the folder itself stays for others.
   for (fs::directory_iterator it(root_ / "removed", error), end; !error && it != end; it.increment(error)) {
     std::error_code ignored;
     fs::remove_all(it->path(), ignored);
   }
+}
+
+AdapterStore::~AdapterStore() = default;
+
+std::uint64_t AdapterStore::generation(TenantId tenant, std::string_view adapter) const noexcept {
+  return generations_->read(tenant, adapter);
 }
 
 fs::path AdapterStore::folder(TenantId tenant, std::string_view adapter) const {
@@ -112,19 +109,24 @@ fs::path AdapterStore::path_of(TenantId tenant, std::string_view adapter, std::o
 
 VersionedAdapter AdapterStore::read(TenantId tenant, std::string_view adapter,
                                     std::optional<AdapterVersion> version) const {
-  const fs::path path = path_of(tenant, adapter, version);
-  LoraAdapter loaded = [&] {
+  fs::path path;
+  std::optional<LoraAdapter> found;
+  // The latest version may be pruned by a put between listing and reading: then a newer one exists, and
+  // the listing is taken again. A put per attempt is needed to fail one, so a few attempts suffice.
+  constexpr int kAttempts = 16;
+  for (int attempt = 1; !found; ++attempt) {
+    path = path_of(tenant, adapter, version);
     try {
-      return read_persona_adapter(path);
+      found = read_persona_adapter(path);
     } catch (const Error& e) {
-      // Pruned or removed between listing and reading.
-      if (e.code() == ErrorCode::io_error && !fs::exists(path)) {
+      if (e.code() != ErrorCode::io_error || fs::exists(path)) throw;
+      if (version || attempt == kAttempts) {  // that version was pruned or the adapter removed meanwhile
         PERSONA_THROW(not_found, "adapter '{}' of tenant {}: {} was removed while being read", adapter, tenant,
                       path.string());
       }
-      throw;
     }
-  }();
+  }
+  LoraAdapter loaded = std::move(*found);
   if (loaded.tenant() != tenant || loaded.id() != adapter) {
     PERSONA_THROW(corrupt_data, "{}: holds adapter '{}' of tenant {}, stored as '{}' of tenant {}", path.string(),
                   loaded.id(), loaded.tenant(), adapter, tenant);
@@ -153,20 +155,26 @@ StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<
       stored.quantization.emplace(target, report);
     }
   }
+  const std::vector<std::byte> file = encode_persona_adapter(quantize ? written : adapter, float_storage);
   std::lock_guard lock(writers_);
+  create_folders_durably(dir);
+  // A new name per version, written to a temporary file, fsynced and linked to its name: readers of the
+  // old version never see the new one half-written, a crash leaves at most a stray temporary file, and
+  // of writers racing for one number (other stores on this root, other processes) exactly one gets it;
+  // the others take the next.
+  for (int attempt = 1;; ++attempt) {
+    const std::vector<AdapterVersion> before = versions(adapter.tenant(), adapter.id());
+    stored.version = before.empty() ? 1 : before.back() + 1;
+    stored.path = dir / file_name(stored.version);
+    if (create_file_atomically(stored.path, file)) break;
+    PERSONA_CHECK_CODE(io_error, attempt < 1000, "{}: 1000 other writers took the next version first", dir.string());
+  }
+  stored.file_bytes = file.size();
+  generations_->bump(adapter.tenant(), adapter.id());
+  // Then the oldest versions beyond the kept ones go (listed again: other writers may have added some).
+  const std::vector<AdapterVersion> after = versions(adapter.tenant(), adapter.id());
   std::error_code error;
-  fs::create_directories(dir, error);
-  if (error) PERSONA_THROW(io_error, "{}: cannot create the adapter folder: {}", dir.string(), error.message());
-  const std::vector<AdapterVersion> before = versions(adapter.tenant(), adapter.id());
-  stored.version = before.empty() ? 1 : before.back() + 1;
-  stored.path = dir / file_name(stored.version);
-  // A new name per version, written to a temporary file, fsynced and renamed: readers of the old
-  // version never see the new one half-written, and a crash leaves at most a stray temporary file.
-  write_persona_adapter(quantize ? written : adapter, stored.path, float_storage);
-  stored.file_bytes = static_cast<std::size_t>(fs::file_size(stored.path, error));
-  // Then the oldest versions beyond the kept ones go.
-  const std::size_t total = before.size() + 1;
-  for (std::size_t i = 0; i + config_.keep_versions < total; ++i) fs::remove(dir / file_name(before[i]), error);
+  for (std::size_t i = 0; i + config_.keep_versions < after.size(); ++i) fs::remove(dir / file_name(after[i]), error);
   return stored;
 }
 
@@ -181,8 +189,19 @@ void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
   std::error_code error;
   fs::create_directories(removed_root, error);
   if (!error) fs::rename(dir, removed, error);
+  if (error == std::errc::no_such_file_or_directory) {
+    PERSONA_THROW(not_found, "tenant {} has no adapter '{}' (removed meanwhile by another writer)", tenant, adapter);
+  }
   if (error) PERSONA_THROW(io_error, "{}: cannot move it away to remove it: {}", dir.string(), error.message());
-  fsync_folder(dir.parent_path());
+  generations_->bump(tenant, adapter);
+  try {
+    sync_folder(dir.parent_path());
+  } catch (const Error&) {
+    // Not durably gone: put it back, so that an error always means "not removed".
+    fs::rename(removed, dir, error);
+    generations_->bump(tenant, adapter);
+    throw;
+  }
   fs::remove_all(removed, error);  // what is left after a crash goes at the next open
 }
 

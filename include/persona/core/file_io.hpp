@@ -13,8 +13,20 @@
 namespace persona {
 
 // Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder). Error
-// io_error naming the path and the failing step.
+// io_error naming the path and the failing step; the old file is then still in place, unless only the
+// folder's fsync failed (the new file is in place, but may not survive a crash).
 void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes);
+// Creates `path` with `bytes` unless the name exists, atomically and exclusively, also against other
+// processes: temporary file, fsync, a hard link to the name, fsync of the folder. False (nothing written)
+// when the name exists. Error io_error naming the path and the failing step; if it is the folder's fsync,
+// the new file is removed again, so that an error always means "not created". Needs a file system with
+// hard links (ext4, xfs, btrfs, tmpfs, overlayfs).
+bool create_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes);
+// Creates the folder and its missing parents, each fsynced into its parent so that the new entries
+// survive a crash. Error io_error naming the folder.
+void create_folders_durably(const std::filesystem::path& folder);
+// fsync of a folder: makes the renames, links and removals in it durable. Error io_error.
+void sync_folder(const std::filesystem::path& folder);
 
 // The whole file. Error io_error naming the path when it cannot be read, is not a regular file (symlinks
 // are followed to regular files only: never a FIFO, a device or a directory), is larger than

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <vector>
 
 namespace persona {
 
@@ -19,6 +20,8 @@ inline constexpr int kPersonaAdapterVersion = 3;  // the one version this reads 
 // (rounded to nearest even on the way out).
 void write_persona_adapter(const LoraAdapter& adapter, const std::filesystem::path& path,
                            DType float_storage = DType::f32);
+// The bytes write_persona_adapter writes (for writers that place the file themselves, as AdapterStore).
+std::vector<std::byte> encode_persona_adapter(const LoraAdapter& adapter, DType float_storage = DType::f32);
 
 // Errors name the file and, where there is one, the tensor or field: corrupt_data (checksum mismatch,
 // missing or malformed tensors or metadata, a value outside its known set), unsupported (another format

@@ -42,17 +42,24 @@ struct AdapterCacheStats {
 
 class AdapterCache {
  public:
-  // What the loader returns: the adapter, its version and the bytes read to get it.
+  // What the loader returns: the adapter, its version, the bytes read to get it, and the source's
+  // generation of the ref read before reading it (see GenerationOf).
   struct Loaded {
     LoraAdapter adapter;
     AdapterVersion version = 0;
     std::size_t file_bytes = 0;
+    std::uint64_t generation = 0;
   };
   // Reads one adapter (from an AdapterStore, a test's map...); its errors reach the callers of get.
   using Loader = std::function<Loaded(const AdapterRef&)>;
+  // The source's current generation of a ref (AdapterStore::generation): a resident adapter loaded at
+  // another generation is stale (written by someone else since) and is loaded again. Cheap: called on
+  // every hit.
+  using GenerationOf = std::function<std::uint64_t(const AdapterRef&)>;
 
-  // Error invalid_argument for a zero budget or no loader.
-  AdapterCache(AdapterCacheConfig config, Loader loader);
+  // Error invalid_argument for a zero budget or no loader. Without `generation_of`, only invalidate tells
+  // the cache that an adapter changed.
+  AdapterCache(AdapterCacheConfig config, Loader loader, GenerationOf generation_of = nullptr);
   AdapterCache(const AdapterCache&) = delete;
   AdapterCache& operator=(const AdapterCache&) = delete;
 
@@ -71,7 +78,7 @@ class AdapterCache {
   // not resident.
   bool set_resident_pin(const AdapterRef& ref, bool pinned);
 
-  // Resident or being loaded.
+  // Resident (and not stale) or being loaded.
   bool holds(const AdapterRef& ref) const;
   // A value that changes with every invalidation of `ref`: a caller that looked something up in the
   // store can tell whether an invalidation happened meanwhile (equal values: none). Only the refs
@@ -95,6 +102,7 @@ class AdapterCache {
     std::size_t bytes = 0;
     bool resident_pin = false;
     bool prefetched_unused = false;
+    std::uint64_t generation = 0;
   };
   using Result = std::shared_ptr<const LoadedAdapter>;
 
@@ -103,9 +111,15 @@ class AdapterCache {
   AdapterHandle hit(Entry& entry);               // under mutex_
   AdapterKey assign_key(const AdapterRef& ref);  // under mutex_: the first successful load gives it
   void load(const AdapterRef& ref, std::promise<Result>& promise, std::uint64_t epoch, bool prefetch);
+  // The resident entry of `ref` if there is one and it is not stale; a stale one is dropped as by
+  // invalidate. Under mutex_.
+  Entry* current(const AdapterRef& ref);
+  bool stale(const AdapterRef& ref, const Entry& entry) const;  // under mutex_
+  void invalidate_locked(const AdapterRef& ref);                // under mutex_
 
   AdapterCacheConfig config_;
   Loader loader_;
+  GenerationOf generation_of_;
   mutable std::mutex mutex_;                // everything below
   std::unique_ptr<EvictionPolicy> policy_;  // ordered by AdapterKey
   std::unordered_map<AdapterKey, Entry> entries_;

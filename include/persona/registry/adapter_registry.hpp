@@ -72,6 +72,11 @@ class AdapterRegistry {
   void pin_resident(TenantId tenant, const AdapterRef& adapter);
   void unpin_resident(const AdapterRef& adapter);
 
+  // Writes through another AdapterStore on the same root, in this process or another on the machine,
+  // are seen too: every acquire compares the adapter's generation in the store (AdapterStore::generation,
+  // a shared-memory read) with the one it was loaded at, and a resident adapter written since is loaded
+  // again; so is the memo of whether a tenant has its own adapter of an id.
+  //
   // Writes a new version through the store; the next acquire sees it (handles to the old one keep it).
   StoredAdapter put(const LoraAdapter& adapter, const std::optional<QuantSpec>& quantize = std::nullopt,
                     DType float_storage = DType::f32);
