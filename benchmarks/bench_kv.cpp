@@ -143,6 +143,34 @@ void run_pool_touch(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(2 * kPoolBlocks) * static_cast<std::int64_t>(state.iterations()));
 }
 
+// ---- Prefix cache -------------------------------------------------------------------------------------
+constexpr std::size_t kPrefixBlocks = 128, kPrefixTenants = 64;
+
+// A 2048-token prompt (128 blocks of 16, declared public) is cached once; each call creates a sequence with
+// it for one of 64 tenants, then frees it: 127 blocks found (hash, then the exact check of parent context,
+// key and tokens), retained and released with the per-tenant charge, and one block allocated for the
+// last token. Against pool/touch, the bare block-pool retain and release of the same number of blocks.
+void run_prefix_hit(benchmark::State& state) {
+  constexpr std::size_t kBlock = 16;
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, kBlock, 4 * kPrefixBlocks});
+  std::vector<std::int32_t> prompt(kPrefixBlocks * kBlock);
+  for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<std::int32_t>(i * 7 % 32000);
+  const SequenceId first =
+      cache.create_sequence({.tenant = 1, .prompt = prompt, .shared_prefix_tokens = prompt.size()});
+  Tensor<float> kv({prompt.size(), 1, 1});
+  cache.write_kv(first, 0, kv, kv);
+  std::size_t call = 0, cached = 0;
+  bench::timed(state, [&] {
+    const TenantId tenant = 2 + call++ % kPrefixTenants;
+    const SequenceId s =
+        cache.create_sequence({.tenant = tenant, .prompt = prompt, .shared_prefix_tokens = prompt.size()});
+    cached = cache.sequence_info(s).cached_tokens;
+    cache.free_sequence(s, tenant);
+  });
+  if (cached != (kPrefixBlocks - 1) * kBlock) state.SkipWithError("the prompt was not found in the cache");
+  state.SetItemsProcessed(static_cast<std::int64_t>(kPrefixBlocks - 1) * static_cast<std::int64_t>(state.iterations()));
+}
+
 // ---- Memory waste -------------------------------------------------------------------------------------
 struct Waste {
   std::size_t block_size;
@@ -193,6 +221,7 @@ void register_benchmarks() {
   }
   bench::add_case("pool/allocate_release", run_pool_allocate_release);
   bench::add_case("pool/touch", run_pool_touch);
+  bench::add_case("prefix/hit_free", run_prefix_hit);
 }
 
 void print_summary(const std::map<std::string, bench::Measurement>& results) {
@@ -236,6 +265,17 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
       fmt::print("| {} | {} | {} |\n", name, bench::format_time(per_op),
                  bench::format_time(m->min_seconds / static_cast<double>(2 * kPoolBlocks)));
     }
+  }
+  if (const auto* m = bench::find_result(results, "prefix/hit_free")) {
+    const auto* touch = bench::find_result(results, "pool/touch");
+    const double per_block = m->median_seconds / static_cast<double>(kPrefixBlocks - 1);
+    const double touch_op = touch ? 2.0 * touch->median_seconds / static_cast<double>(2 * kPoolBlocks) : 0.0;
+    fmt::print(
+        "\n## bench_kv: prefix-cache hit, {} cached blocks of 16 created and freed by one of {} tenants\n\n"
+        "| case | median per call | per hit block | pool retain + release | ratio |\n|---|---|---|---|---|\n"
+        "| prefix/hit_free | {} | {} | {} | {:.1f}x |\n",
+        kPrefixBlocks - 1, kPrefixTenants, bench::format_time(m->median_seconds), bench::format_time(per_block),
+        bench::format_time(touch_op), touch_op > 0 ? per_block / touch_op : 0.0);
   }
   fmt::print("\n## bench_kv: memory waste, 1,000 sequences of uniform random length 1..4096\n\n");
   fmt::print("| block size | paged: slots wasted | reserving 4096 per sequence |\n|---|---|---|\n");

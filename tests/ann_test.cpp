@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -179,6 +180,66 @@ TEST_CASE("Parallel inserts give the recall of serial ones; searches run during 
   CHECK(churn.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(0)).empty());
 }
 
+TEST_CASE("HnswIndex under threads adding, searching, updating, removing and compacting at once", "[ann][threads]") {
+  // std::threads only (no oneTBB), so that ThreadSanitizer sees every hand-off: scripts/test.sh runs this
+  // case under it. Tenant of label l: l % 3.
+  const std::size_t dim = 16, first = 600, added = 1200;
+  const std::vector<float> points = make_points(first + added + first, dim, 20, 31),
+                           queries = make_points(30, dim, 20, 32);
+  HnswIndex index(HnswConfig{.dim = dim, .M = 8, .ef_construction = 48, .ef_search = 64});
+  for (std::size_t i = 0; i < first; ++i) index.add(i, row(points, dim, i), i % 3);
+  std::atomic<int> running = 2;
+  std::atomic<std::size_t> wrong = 0;
+  std::thread adder([&] {
+    for (std::size_t i = first; i < first + added; ++i) index.add(i, row(points, dim, i), i % 3);
+    --running;
+  });
+  std::thread mutator([&] {  // of the first vectors: every fourth removed, the next one moved
+    for (std::size_t i = 0; i < first; i += 4) {
+      index.remove(i, i % 3);
+      index.update(i + 1, row(points, dim, first + added + i), (i + 1) % 3);
+      wrong += index.contains(i, i % 3) || !index.contains(i + 1, (i + 1) % 3) ? 1 : 0;
+      wrong += index.contains(i + 1, (i + 2) % 3) ? 1 : 0;  // never another tenant's
+    }
+    --running;
+  });
+  std::thread searcher([&] {
+    for (std::size_t s = 0; running > 0 || s < 50; ++s) {
+      const TenantId t = s % 3;
+      const auto found = index.search(row(queries, dim, s % 30), 10, SearchFilter::only_tenant(t));
+      for (std::size_t j = 0; j < found.size(); ++j) {
+        wrong += found[j].label % 3 == t ? 0 : 1;
+        if (j > 0) wrong += found[j - 1].distance <= found[j].distance ? 0 : 1;
+      }
+      wrong += index.search(row(queries, dim, s % 30), 5, SearchFilter::all_tenants()).size() == 5 ? 0 : 1;
+    }
+  });
+  for (int c = 0; c < 4 && running > 0; ++c) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    index.compact();
+  }
+  adder.join();
+  mutator.join();
+  searcher.join();
+  CHECK(wrong == 0);
+  CHECK(index.size() == first + added - first / 4);
+  index.compact();
+  CHECK(index.stats().deleted == 0);
+  // What is left answers as the exact index over the same vectors does.
+  FlatIndex flat(dim);
+  for (std::size_t i = 0; i < first + added; ++i) {
+    if (i < first && i % 4 == 0) continue;
+    flat.add(i, row(points, dim, i < first && i % 4 == 1 ? first + added + i - 1 : i), i % 3);
+  }
+  for (TenantId t : {0u, 1u, 2u}) {
+    const double r = recall(flat, queries, dim, 10, SearchFilter::only_tenant(t), [&](std::span<const float> q) {
+      return index.search(q, 10, SearchFilter::only_tenant(t));
+    });
+    INFO("tenant " << t << " recall " << r);
+    CHECK(r >= 0.95);
+  }
+}
+
 TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and never shows another tenant", "[ann]") {
   const std::size_t dim = 32, n = 20000;
   const std::vector<float> points = make_points(n, dim, 100, 7), queries = make_points(50, dim, 100, 8);
@@ -221,6 +282,23 @@ TEST_CASE("Tenant-filtered search keeps its recall at every selectivity and neve
   CHECK(foreign == 0);
   CHECK(results == expected);
   CHECK(hnsw.search(row(queries, dim, 0), 10, SearchFilter::only_tenant(999999)).empty());
+  // The same tenants through the filtered graph walk (an exact-scan limit below their sizes): at 10%, 1%
+  // and 0.1% selectivity the walk, completed by a scan when it finds fewer than k, keeps its recall.
+  HnswConfig walking{dim};
+  walking.exact_search_limit = 16;
+  HnswIndex walked(walking);
+  walked.add(labels, TensorView<const float>(points.data(), Shape{n, dim}), tenants);
+  for (TenantId t : {2u, 3u, 4u}) {
+    std::size_t walk_foreign = 0;
+    const double r = recall(flat, queries, dim, 10, SearchFilter::only_tenant(t), [&](std::span<const float> q) {
+      auto found = walked.search(q, 10, SearchFilter::only_tenant(t));
+      for (const Neighbor& nb : found) walk_foreign += tenants[nb.label] == t ? 0 : 1;
+      return found;
+    });
+    INFO("walked tenant " << t << " (" << held[t] << " vectors) recall " << r);
+    CHECK(r >= 0.95);
+    CHECK(walk_foreign == 0);
+  }
   // A predicate that passes 1% of the labels.
   const double r =
       recall(flat, queries, dim, 10, SearchFilter::all_tenants().where([](VectorLabel l) { return l % 100 == 3; }),

@@ -5,7 +5,9 @@
 
 #include <persona/core/file_io.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -38,4 +40,29 @@ TEST_CASE("read_file and MappedFile::open take regular files only, capped", "[co
   CHECK(read_file(regular, 100) == bytes);
   PERSONA_REQUIRE_ERROR(read_file(regular, 99), io_error, "100 bytes is more than the 99 bytes allowed here");
   PERSONA_REQUIRE_ERROR(read_file(folder.path / "missing.bin"), io_error, "missing.bin: cannot open");
+}
+
+TEST_CASE("A mapped file truncated by someone else is SIGBUS on the lost pages, as documented", "[core]") {
+  // The contract MappedFile documents (docs/security.md): persona maps only files it owns or that must be
+  // mapped (model checkpoints); files of others that are read whole (PEFT adapters) are copied instead.
+  TempFolder folder("mapped");
+  const auto path = folder.path / "file.bin";
+  write_file_atomically(path, std::vector<std::byte>(1 << 16, std::byte{7}));
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    struct sigaction bus {};
+    bus.sa_handler = [](int) { _exit(42); };
+    sigaction(SIGBUS, &bus, nullptr);
+    const std::shared_ptr<MappedFile> mapped = MappedFile::open(path);
+    if (static_cast<int>(mapped->bytes()[100]) != 7) _exit(1);
+    if (::truncate(path.c_str(), 0) != 0) _exit(2);
+    volatile std::byte lost = mapped->bytes()[1 << 15];  // a page past the new end
+    (void)lost;
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 42);
 }

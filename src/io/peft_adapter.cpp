@@ -1,5 +1,6 @@
 #include "persona/io/peft_adapter.hpp"
 
+#include "persona/core/file_io.hpp"
 #include "persona/io/safetensors.hpp"
 
 #include <nlohmann/json.hpp>
@@ -229,7 +230,10 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
 
 LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owner, const PeftReadOptions& options) {
   const std::string config = read_text(folder / "adapter_config.json");
-  const SafetensorsReader weights = SafetensorsReader::open(folder / "adapter_model.safetensors");
+  // Read, not mapped: the folder is someone else's, and a mapped file truncated under us would be SIGBUS.
+  const std::filesystem::path weights_path = folder / "adapter_model.safetensors";
+  const std::vector<std::byte> bytes = read_file(weights_path);
+  const SafetensorsReader weights = SafetensorsReader::parse(bytes, weights_path.string());
   PeftReadOptions named = options;
   if (named.id.empty()) named.id = folder.filename().string();
   return build_adapter(config, weights, owner, named, folder);
