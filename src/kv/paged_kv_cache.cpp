@@ -89,13 +89,12 @@ SequenceId PagedKvCache::create_sequence(const SequenceSpec& spec) {
     if (b == kNoBlock) break;
     st.hits.push_back(b);
     revived += st.pool.ref_count(b) == 0 ? 1 : 0;
-    charged += st.holds(b, tenant) ? 0 : 1;
+    charged += st.prepare_retain(b, tenant) ? 1 : 0;  // room made now: the retains below cannot fail
     parent_hash = hash;
     parent_context = st.meta[static_cast<std::size_t>(b)].context;
   }
   const std::size_t cached = st.hits.size() * bs, fresh = (spec.prompt.size() - cached + bs - 1) / bs;
   st.require_blocks(tenant, revived + fresh, charged + fresh, "create_sequence");
-  for (const BlockId b : st.hits) st.prepare_retain(b, tenant);
 
   const std::uint32_t slot = st.take_slot();
   detail::Sequence& s = st.sequences[slot];

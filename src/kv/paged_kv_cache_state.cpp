@@ -74,60 +74,6 @@ BlockId PagedKvCache::State::acquire(std::uint32_t owner) noexcept {
   return a.block;
 }
 
-bool PagedKvCache::State::holds(BlockId b, std::uint32_t tenant) const noexcept {
-  const BlockMeta& m = meta[static_cast<std::size_t>(b)];
-  return m.holder.tenant == tenant || std::any_of(m.more_holders.begin(), m.more_holders.end(),
-                                                  [&](const detail::BlockHolder& h) { return h.tenant == tenant; });
-}
-
-void PagedKvCache::State::prepare_retain(BlockId b, std::uint32_t tenant) {
-  BlockMeta& m = meta[static_cast<std::size_t>(b)];
-  if (m.holder.tenant != detail::kNoTenant && !holds(b, tenant)) m.more_holders.reserve(m.more_holders.size() + 1);
-}
-
-void PagedKvCache::State::retain(BlockId b, std::uint32_t tenant) noexcept {
-  BlockMeta& m = meta[static_cast<std::size_t>(b)];
-  pool.retain(b);
-  if (m.holder.tenant == tenant) {
-    ++m.holder.refs;
-    return;
-  }
-  for (detail::BlockHolder& h : m.more_holders) {
-    if (h.tenant == tenant) {
-      ++h.refs;
-      return;
-    }
-  }
-  ++tenants[tenant].blocks;
-  if (m.holder.tenant == detail::kNoTenant) {
-    m.holder = {tenant, 1};
-  } else {
-    m.more_holders.push_back({tenant, 1});  // room made by prepare_retain
-  }
-}
-
-void PagedKvCache::State::release(BlockId b, std::uint32_t tenant) noexcept {
-  BlockMeta& m = meta[static_cast<std::size_t>(b)];
-  pool.release(b);
-  detail::BlockHolder* h = &m.holder;
-  if (h->tenant != tenant) {
-    h = &*std::find_if(m.more_holders.begin(), m.more_holders.end(),
-                       [&](const detail::BlockHolder& x) { return x.tenant == tenant; });
-  }
-  if (--h->refs != 0) return;
-  --tenants[tenant].blocks;
-  if (h == &m.holder) {
-    if (m.more_holders.empty()) {
-      m.holder = {};
-      return;
-    }
-    m.holder = m.more_holders.back();
-  } else {
-    *h = m.more_holders.back();
-  }
-  m.more_holders.pop_back();
-}
-
 void PagedKvCache::State::copy_block(BlockId from, BlockId to, std::size_t slots) noexcept {
   const std::size_t row_bytes = config.head_dim * size_of(config.storage);
   for (std::size_t l = 0; l < config.layers; ++l) {

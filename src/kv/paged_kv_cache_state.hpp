@@ -194,8 +194,8 @@ struct PagedKvCache::State {
   // Whether `tenant` holds `b` already (a retain then charges it nothing).
   bool holds(BlockId b, std::uint32_t tenant) const noexcept;
   // Makes room for `tenant` among b's holders, so that the retain that follows cannot fail (may throw
-  // std::bad_alloc, changing nothing).
-  void prepare_retain(BlockId b, std::uint32_t tenant);
+  // std::bad_alloc, changing nothing observable). Returns whether that retain will charge the tenant.
+  bool prepare_retain(BlockId b, std::uint32_t tenant);
   // One more reference by one of `tenant`'s sequences; charges the tenant if it did not hold the block.
   void retain(BlockId b, std::uint32_t tenant) noexcept;
   // One reference by one of `tenant`'s sequences less; the tenant's charge goes with its last one.
@@ -212,5 +212,64 @@ struct PagedKvCache::State {
   std::uint64_t root_hash() const noexcept { return detail::mix(detail::kRootHash, hash_seed); }
   std::size_t reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens, const char* function);
 };
+
+// The per-block calls of every sequence operation, inline.
+inline bool PagedKvCache::State::holds(BlockId b, std::uint32_t tenant) const noexcept {
+  const BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  return m.holder.tenant == tenant || std::any_of(m.more_holders.begin(), m.more_holders.end(),
+                                                  [&](const detail::BlockHolder& h) { return h.tenant == tenant; });
+}
+
+inline bool PagedKvCache::State::prepare_retain(BlockId b, std::uint32_t tenant) {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  if (m.holder.tenant == tenant) return false;
+  if (m.holder.tenant == detail::kNoTenant) return true;
+  if (holds(b, tenant)) return false;
+  m.more_holders.reserve(m.more_holders.size() + 1);
+  return true;
+}
+
+inline void PagedKvCache::State::retain(BlockId b, std::uint32_t tenant) noexcept {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  pool.retain(b);
+  if (m.holder.tenant == tenant) {
+    ++m.holder.refs;
+    return;
+  }
+  for (detail::BlockHolder& h : m.more_holders) {
+    if (h.tenant == tenant) {
+      ++h.refs;
+      return;
+    }
+  }
+  ++tenants[tenant].blocks;
+  if (m.holder.tenant == detail::kNoTenant) {
+    m.holder = {tenant, 1};
+  } else {
+    m.more_holders.push_back({tenant, 1});  // room made by prepare_retain
+  }
+}
+
+inline void PagedKvCache::State::release(BlockId b, std::uint32_t tenant) noexcept {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  pool.release(b);
+  detail::BlockHolder* h = &m.holder;
+  if (h->tenant != tenant) {
+    h = &*std::find_if(m.more_holders.begin(), m.more_holders.end(),
+                       [&](const detail::BlockHolder& x) { return x.tenant == tenant; });
+  }
+  if (--h->refs != 0) return;
+  --tenants[tenant].blocks;
+  if (h == &m.holder) {
+    if (m.more_holders.empty()) {
+      m.holder = {};
+      return;
+    }
+    m.holder = m.more_holders.back();
+  } else {
+    *h = m.more_holders.back();
+  }
+  m.more_holders.pop_back();
+}
 
 }  // namespace persona
