@@ -68,7 +68,7 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
     PERSONA_CHECK_CODE(capacity_exhausted, bytes <= config_.ram_budget_bytes,
                        "adapter '{}' of tenant {} takes {} bytes; the RAM budget is {} bytes", ref.id, ref.owner, bytes,
                        config_.ram_budget_bytes);
-    Result loaded;
+    std::shared_ptr<const LoadedAdapter> loaded;
     {
       std::lock_guard lock(mutex_);
       const AdapterKey key = assign_key(ref);
@@ -96,14 +96,20 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
         last_bytes_[key - 1] = bytes;
       }
     }
-    promise.set_value(std::move(loaded));
+    promise.set_value(Result{std::move(loaded), std::nullopt, nullptr});
   } catch (...) {
     {
       std::lock_guard lock(mutex_);
       end_flight(ref, epoch);
       ++counts_.load_failures;
     }
-    promise.set_exception(std::current_exception());
+    try {
+      throw;
+    } catch (const Error& e) {
+      promise.set_value(Result{nullptr, Failure{e.code(), e.function(), e.message()}, nullptr});
+    } catch (...) {
+      promise.set_value(Result{nullptr, std::nullopt, std::current_exception()});
+    }
   }
 }
 
@@ -128,7 +134,10 @@ AdapterHandle AdapterCache::get(const AdapterRef& ref, bool prefetch) {
   }
   if (loader) load(ref, promise, epoch, prefetch);
   if (prefetch) return AdapterHandle();
-  return AdapterHandle(waiting.get());
+  const Result& result = waiting.get();
+  if (result.failure) throw Error(result.failure->code, result.failure->function, result.failure->message);
+  if (result.other) std::rethrow_exception(result.other);
+  return AdapterHandle(result.loaded);
 }
 
 AdapterHandle AdapterCache::find(const AdapterRef& ref) {

@@ -5,6 +5,7 @@
 // adapter, and AdapterRegistry checks ownership before asking.
 #pragma once
 
+#include "persona/core/error.hpp"
 #include "persona/core/ids.hpp"
 #include "persona/registry/adapter_handle.hpp"
 #include "persona/registry/eviction_policy.hpp"
@@ -16,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -104,7 +106,17 @@ class AdapterCache {
     bool prefetched_unused = false;
     std::uint64_t generation = 0;
   };
-  using Result = std::shared_ptr<const LoadedAdapter>;
+  // What a load hands every waiter: the adapter, or what went wrong as data, so that each waiter throws
+  // an Error of its own (one exception object rethrown in several threads is shared between them).
+  struct Failure {
+    ErrorCode code = ErrorCode::io_error;
+    std::string function, message;
+  };
+  struct Result {
+    std::shared_ptr<const LoadedAdapter> loaded;
+    std::optional<Failure> failure;
+    std::exception_ptr other;  // not a persona::Error (std::bad_alloc): rethrown as it is
+  };
 
   static bool pinned(const Entry& e) noexcept { return e.resident_pin || e.loaded.use_count() > 1; }
   void make_room(std::size_t incoming);          // under mutex_
