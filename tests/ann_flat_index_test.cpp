@@ -84,7 +84,7 @@ TEST_CASE("FlatIndex returns the exact k nearest, filtered, for every metric", "
   PERSONA_REQUIRE_ERROR(cosine.add(1, std::vector<float>(dim, 0.0f), 0), invalid_argument, "is zero");
 }
 
-TEST_CASE("FlatIndex load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
+TEST_CASE("FlatIndex load(save(index)) answers identically, bad files are clear Errors", "[ann]") {
   const std::size_t dim = 9, n = 400;
   const std::vector<float> points = make_points(n, dim, 8, 21), queries = make_points(30, dim, 8, 22);
   const auto folder = std::filesystem::temp_directory_path() / fmt::format("persona_flat_{}", ::getpid());

@@ -103,7 +103,7 @@ TEST_CASE("int8 storage keeps recall@10 with and without the exact re-rank", "[a
   }
 }
 
-TEST_CASE("Parallel inserts give the recall of serial ones; searches run during inserts", "[ann]") {
+TEST_CASE("Parallel inserts give the recall of serial ones, searches run during inserts", "[ann]") {
   const std::size_t dim = 32, n = 4000;
   const std::vector<float> points = make_points(n, dim, 50, 5), queries = make_points(100, dim, 50, 6);
   FlatIndex flat(dim);
@@ -457,6 +457,30 @@ TEST_CASE("Later inserts reuse deleted slots, updates move vectors, compaction g
   }
 }
 
+TEST_CASE("Distances that overflow never leave results unordered", "[ann]") {
+  // Finite vectors whose products overflow: inf - inf is NaN, which would compare false both ways and
+  // leave the k best unordered (the fuzzer found it through a damaged index). NaN counts as farthest.
+  const float big = 1e38f;
+  const std::vector<std::vector<float>> vectors = {{big, big}, {big, -big}, {1, 1}, {-big, big}, {2, -1}};
+  const std::vector<float> query = {big, big};
+  FlatIndex flat(2, Metric::inner_product);
+  HnswConfig config{.dim = 2, .metric = Metric::inner_product, .M = 4};
+  HnswIndex hnsw(config);
+  for (std::size_t i = 0; i < vectors.size(); ++i) {
+    flat.add(i, vectors[i], 0);
+    hnsw.add(i, vectors[i], 0);
+  }
+  for (const auto& found :
+       {flat.search(query, 5, SearchFilter::all_tenants()), hnsw.search(query, 5, SearchFilter::all_tenants())}) {
+    REQUIRE(found.size() == 5);
+    for (std::size_t i = 0; i < found.size(); ++i) {
+      CHECK_FALSE(std::isnan(found[i].distance));
+      if (i > 0) CHECK(found[i - 1].distance <= found[i].distance);
+    }
+    CHECK(found[0].label == 0);  // 1 - (2 x 1e76): the nearest by far
+  }
+}
+
 TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobytes", "[ann]") {
   HnswIndex empty(HnswConfig{128});
   CHECK(empty.stats().bytes < 16 * 1024);
@@ -477,7 +501,7 @@ TEST_CASE("HnswIndex bad input is a clear Error and an empty index costs kilobyt
         1);  // k beyond the size: what exists
 }
 
-TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "[ann]") {
+TEST_CASE("load(save(index)) answers identically, bad files are clear Errors", "[ann]") {
   const std::size_t dim = 24, n = 2000;
   const std::vector<float> points = make_points(n, dim, 20, 11), queries = make_points(50, dim, 20, 12);
   HnswIndex index(HnswConfig{dim, Metric::cosine, 8});
@@ -555,6 +579,19 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     }
   }
   CHECK(refused > 0);
+  // A non-finite vector element behind a recomputed checksum (found by the fuzzer: NaN distances left the
+  // results unordered) is corrupt_data, as add would refuse it.
+  {
+    // The f32 vectors start at byte 128: the 104-byte header padded to 64 (docs/formats.md).
+    constexpr std::size_t kElement1 = 128 + sizeof(float);
+    auto bad = bytes;
+    const float nan = std::nanf("");
+    std::memcpy(bad.data() + kElement1, &nan, sizeof(nan));
+    const std::size_t body = bytes.size() - sizeof(std::uint64_t);
+    const std::uint64_t sum = file_checksum(std::span<const std::byte>(bad.data(), body));
+    std::memcpy(bad.data() + body, &sum, sizeof(sum));
+    PERSONA_REQUIRE_ERROR(HnswIndex::load(write(bad)), corrupt_data, "element 1 of vector 0 is nan");
+  }
   check_index_versions(bytes, write, [](const std::filesystem::path& p) { return HnswIndex::load(p); });
   PERSONA_REQUIRE_ERROR(HnswIndex::load(folder / "missing.hnsw"), io_error, "missing.hnsw");
   // Mapped: the same answers, the vectors read from the file; writes copy pages and leave the file alone.
@@ -564,7 +601,7 @@ TEST_CASE("load(save(index)) answers identically; bad files are clear Errors", "
     for (std::size_t i = 0; i < 50; ++i)
       CHECK(mapped.search(row(queries, dim, i), 10, SearchFilter::all_tenants()) ==
             index.search(row(queries, dim, i), 10, SearchFilter::all_tenants()));
-    mapped.update(3, row(points, dim, 7), 0);
+    mapped.update(3, row(points, dim, 7), 1);  // label 3 is tenant 1's
     CHECK(mapped.search(row(points, dim, 7), 1, SearchFilter::all_tenants()).at(0).label == 3);
     CHECK(read_file(path) == bytes);
     // Inserts fill the deleted slots in place, then growing copies the vectors out of the file.

@@ -403,7 +403,7 @@ TEST_CASE("Only declared prompt tokens are public, keyed by the adapter that com
   CHECK(with_adapter(13, 5) == 8);
 }
 
-TEST_CASE("K/V must fit the storage type; a refused append changes nothing", "[kv]") {
+TEST_CASE("K/V must fit the storage type, a refused append changes nothing", "[kv]") {
   PagedKvCache f16(KvCacheConfig{2, 1, 2, 4, 8, 0, DType::f16});
   const SequenceId s = f16.create_sequence({.tenant = 1});
   Tensor<float> k({2, 1, 1, 2}), v({2, 1, 1, 2});
@@ -471,7 +471,7 @@ TEST_CASE("1,000 tenants with identical prompts share only the declared public p
   }
 }
 
-TEST_CASE("Eviction takes the least recently used cached blocks; pinned prefixes survive any pressure", "[kv]") {
+TEST_CASE("Eviction takes the least recently used cached blocks, pinned prefixes survive any pressure", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 1, 1, 2, 8});
   auto create = [&](std::uint64_t tenant, std::int32_t first) {
     const std::vector<std::int32_t> prompt = iota_tokens(5, first);  // 2 full blocks + 1

@@ -138,7 +138,7 @@ TEST_CASE("Codes and parameters land where docs/formats.md says", "[quant]") {
                         "cols = 100 is not a multiple of the group size 64");
 }
 
-TEST_CASE("QuantizedMatrix sizes are overflow-checked; plane_sizes gives them without allocating", "[quant]") {
+TEST_CASE("QuantizedMatrix sizes are overflow-checked, plane_sizes gives them without allocating", "[quant]") {
   for (const QuantSpec& spec : {QuantSpec{4, 32, false}, QuantSpec{8, 64, true, DType::f32}, QuantSpec::nf4(32),
                                 QuantSpec{2, 128, false, DType::bf16}}) {
     INFO(spec.to_string());

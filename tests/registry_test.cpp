@@ -36,7 +36,7 @@ using namespace persona::test;
 using persona::test::random_tensor;
 namespace fs = std::filesystem;
 
-TEST_CASE("AdapterStore keeps versions per tenant and adapter; unknown keys and bad ids are clear Errors",
+TEST_CASE("AdapterStore keeps versions per tenant and adapter, unknown keys and bad ids are clear Errors",
           "[registry]") {
   TempFolder folder;
   AdapterStore store(folder.path);
@@ -485,7 +485,7 @@ TEST_CASE("Destroying a registry with loads and prefetches in flight waits for t
   }
 }
 
-TEST_CASE("AdapterRegistry loads a cold adapter once for many threads; prefetch warms it", "[registry]") {
+TEST_CASE("AdapterRegistry loads a cold adapter once for many threads, prefetch warms it", "[registry]") {
   TempFolder folder;
   AdapterStore store(folder.path);
   store.put(tagged_adapter("big", 1, 9.0f, 1024, 16));
@@ -661,7 +661,7 @@ TEST_CASE("After a put or remove returns, no acquire gets what was there before 
   CHECK(checked > 200);
 }
 
-TEST_CASE("AdapterRegistry handles name the adapter's key and stored version; a put moves the version on",
+TEST_CASE("AdapterRegistry handles name the adapter's key and stored version, a put moves the version on",
           "[registry]") {
   const TempFolder root;
   AdapterStore store(root.path);

@@ -3,6 +3,8 @@
 #include "ann/hnsw_state.hpp"
 #include "persona/core/file_io.hpp"
 
+#include <cmath>
+
 namespace persona {
 namespace {
 
@@ -115,6 +117,21 @@ HnswIndex HnswIndex::load(const std::filesystem::path& path, LoadMode mode) {
     } else {
       r.get_array(st.codes.data(), count * st.code_stride, "int8 vectors");
     }
+  }
+  // Vectors as add would have taken them: finite (a NaN or infinite distance leaves results unordered),
+  // and int8 rows with a finite scale, offset and norm. The checksum pass has read every page already.
+  for (std::size_t i = 0; i < count && st.has_f32; ++i) {
+    const float* v = st.f32_row(static_cast<Slot>(i));
+    for (std::size_t d = 0; d < config.dim; ++d) {
+      PERSONA_CHECK_AT("load", corrupt_data, std::isfinite(v[d]), "{}: element {} of vector {} is {}", path.string(), d,
+                       i, v[d]);
+    }
+  }
+  for (std::size_t i = 0; i < count && st.has_codes; ++i) {
+    const detail::Int8RowHeader h = detail::int8_row_header(st.code_row(static_cast<Slot>(i)));
+    PERSONA_CHECK_AT("load", corrupt_data, std::isfinite(h.scale) && std::isfinite(h.offset) && std::isfinite(h.norm),
+                     "{}: int8 vector {} has scale {}, offset {}, norm {}", path.string(), i, h.scale, h.offset,
+                     h.norm);
   }
   r.get_array(st.labels.data(), count, "labels");
   r.get_array(st.tenants.data(), count, "tenants");

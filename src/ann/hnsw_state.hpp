@@ -98,7 +98,8 @@ struct HnswState {
       const Int8RowHeader h = int8_row_header(row);
       // q . x = offset * sum(q) + scale * (q . codes)
       const float dot = h.offset * q_sum + h.scale * k->dot_i8(q, int8_row_codes(row), dim);
-      return st->config.metric == Metric::l2 ? std::max(0.0f, q_norm - 2.0f * dot + h.norm) : 1.0f - dot;
+      return st->config.metric == Metric::l2 ? std::max(0.0f, ordered(q_norm - 2.0f * dot + h.norm))
+                                             : ordered(1.0f - dot);
     }
     // Asks for the first `lines` cache lines of a row the walk will read soon.
     void prefetch(Slot s, std::size_t lines) const noexcept {

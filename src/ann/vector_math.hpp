@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -33,9 +34,15 @@ inline void prepare_vector(Metric metric, std::size_t dim, std::span<const float
   }
 }
 
+// NaN as the farthest distance: finite vectors large enough to overflow (inf - inf) must not leave the
+// candidates unordered.
+inline float ordered(float distance) noexcept {
+  return distance == distance ? distance : std::numeric_limits<float>::infinity();
+}
+
 inline float distance(const persona::detail::DistanceKernelTable& k, Metric metric, const float* a, const float* b,
                       std::size_t dim) noexcept {
-  return metric == Metric::l2 ? k.squared_l2(a, b, dim) : 1.0f - k.dot(a, b, dim);
+  return ordered(metric == Metric::l2 ? k.squared_l2(a, b, dim) : 1.0f - k.dot(a, b, dim));
 }
 
 // Closer first; equal distances by label, so results do not depend on insertion or thread order.

@@ -77,8 +77,8 @@ class HnswIndex final : public VectorIndex {
   // versioned and checksummed. Not while another thread adds or removes.
   void save(const std::filesystem::path& path) const override;
   // Reads an index written by save. Error io_error (unreadable), corrupt_data (truncated, checksum
-  // mismatch, any count, level, link or label out of range), unsupported (a newer format version, naming
-  // both).
+  // mismatch, any count, level, link or label out of range, a non-finite vector element or int8 row
+  // scale, offset or norm), unsupported (a newer format version, naming both).
   static HnswIndex load(const std::filesystem::path& path, LoadMode mode = LoadMode::read);
 
   using VectorIndex::add;
