@@ -51,16 +51,18 @@ cmake --build build/sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j "$jobs"
 
-# ThreadSanitizer: the tests that race std::threads on one object: the registry (acquires, releases, puts
-# and removes from 2 threads; by-id lookups; single-flight loads; the history of puts, removes and
-# acquires from 4 threads; gets racing puts that prune) and the HNSW index (adds, searches, updates,
-# removes and compaction at once). The ones that hand work to oneTBB (acquire_async, prefetch, batch adds)
-# are left out: libtbb is not instrumented, so TSan cannot see its synchronization and reports its task
-# objects; AddressSanitizer runs them (destroying a registry with loads in flight included).
+# ThreadSanitizer: the tests that race threads on one object: the registry (acquires, releases, puts and
+# removes from 2 threads; by-id lookups; single-flight loads; the history of puts, removes and acquires
+# from 4 threads; gets racing puts that prune; acquire_async, prefetch and prefetch_ahead on the load
+# threads; destroying a registry with loads in flight; the cache alone) and the HNSW index (adds,
+# searches, updates, removes and compaction at once). The ones that run work on oneTBB (quantizing on
+# the way in, batch adds, the kernels) are left out: libtbb is not instrumented, so TSan cannot see its
+# synchronization; AddressSanitizer runs them.
 cmake -S . -B build/tsan -G Ninja "${instrumented[@]}" -DPERSONA_WERROR="$werror" -DPERSONA_SANITIZE=thread \
   -DPERSONA_BUILD_BENCHMARKS=OFF -DPERSONA_BUILD_EXAMPLES=OFF -DPERSONA_INSTALL=OFF
 cmake --build build/tsan -j "$jobs" --target registry_test ann_test
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-build/tsan/tests/registry_test \
-  "AdapterRegistry under 2 threads*,acquire by id*,AdapterRegistry pins*,After a put or remove returns*,With one version kept*"
+build/tsan/tests/registry_test "AdapterRegistry under 2 threads*,acquire by id*,AdapterRegistry pins*,\
+After a put or remove returns*,With one version kept*,Destroying a registry*,acquire_async and prefetch complete*,\
+AdapterRegistry loads a cold adapter once*,AdapterRegistry::prefetch_ahead*,AdapterCache*"
 build/tsan/tests/ann_test "[threads]"

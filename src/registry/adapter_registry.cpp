@@ -2,12 +2,12 @@
 
 #include "persona/core/error.hpp"
 
-#include <tbb/task_arena.h>
+#include "registry/load_workers.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -59,28 +59,9 @@ struct AdapterRegistry::State {
     prefetcher.record(handle.key(), last_time);
   }
 
-  // Loads for acquire_async and prefetch are enqueued to an arena: oneTBB then runs them on a worker even
-  // where it has none to spare (one CPU), which a task_group would only run once someone waits on it.
-  tbb::task_arena arena;
-  std::mutex task_mutex;  // tasks_pending
-  std::condition_variable task_done;
-  std::size_t tasks_pending = 0;
-
-  void run_async(std::function<void()> task) {
-    {
-      std::lock_guard lock(task_mutex);
-      ++tasks_pending;
-    }
-    arena.enqueue([this, task = std::move(task)] {
-      task();  // catches its own errors
-      std::lock_guard lock(task_mutex);
-      if (--tasks_pending == 0) task_done.notify_all();
-    });
-  }
-  void wait_tasks() {
-    std::unique_lock lock(task_mutex);
-    task_done.wait(lock, [this] { return tasks_pending == 0; });
-  }
+  // acquire_async and prefetch loads; declared last, so that they finish (in its destructor) before
+  // anything they use is destroyed.
+  detail::LoadWorkers workers{config.load_threads};
 
   void forget(const AdapterRef& ref) {
     cache.invalidate(ref);
@@ -101,10 +82,12 @@ struct AdapterRegistry::State {
   }
 };
 
-AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig config)
-    : state_(std::make_shared<State>(store, config)) {}
+AdapterRegistry::AdapterRegistry(AdapterStore& store, AdapterRegistryConfig config) {
+  PERSONA_CHECK(config.load_threads >= 1, "load_threads is 0; expected at least 1");
+  state_ = std::make_shared<State>(store, config);
+}
 
-AdapterRegistry::~AdapterRegistry() { state_->wait_tasks(); }
+AdapterRegistry::~AdapterRegistry() = default;  // the workers run what is queued before the state goes
 
 AdapterHandle AdapterRegistry::acquire(TenantId tenant, const AdapterRef& adapter) {
   return state_->acquire(tenant, adapter);
@@ -147,7 +130,7 @@ AdapterHandle AdapterRegistry::acquire(TenantId tenant, std::string_view id) {
 std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant, const AdapterRef& adapter) {
   auto promise = std::make_shared<std::promise<AdapterHandle>>();
   std::shared_future<AdapterHandle> result = promise->get_future().share();
-  state_->run_async([state = state_.get(), tenant, adapter, promise] {
+  state_->workers.run([state = state_.get(), tenant, adapter, promise] {
     try {
       promise->set_value(state->acquire(tenant, adapter));
     } catch (...) {
@@ -159,7 +142,7 @@ std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant
 
 void AdapterRegistry::prefetch(TenantId tenant, const AdapterRef& adapter) {
   if (adapter.owner != tenant && adapter.owner != kPublicTenant) return;  // never warms what it may not use
-  state_->run_async([state = state_.get(), adapter] {
+  state_->workers.run([state = state_.get(), adapter] {
     try {
       state->cache.get(adapter, true);
     } catch (...) {  // counted as a load failure

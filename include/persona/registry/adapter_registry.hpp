@@ -1,7 +1,8 @@
 // AdapterRegistry: the front door to adapters. acquire(tenant, adapter) checks ownership (another
 // tenant's adapter is permission_denied, public ones are open to all) and returns a pinned handle from
-// the RAM tier (AdapterCache) in front of the disk tier (AdapterStore); loads run on oneTBB workers for
-// acquire_async and prefetch; the access history feeds an AdapterPrefetcher that warms what it predicts.
+// the RAM tier (AdapterCache) in front of the disk tier (AdapterStore); loads for acquire_async and
+// prefetch run on the registry's own load threads; the access history feeds an AdapterPrefetcher that warms what it
+// predicts.
 #pragma once
 
 #include "persona/core/ids.hpp"
@@ -32,6 +33,9 @@ struct AdapterRegistryConfig {
   // default the steady clock since the registry was made.
   AdapterPrefetcherConfig prefetcher = {};
   std::function<double()> clock = nullptr;
+  // Threads of the registry's own that run acquire_async and prefetch loads (started on first use; a
+  // load mostly waits on the disk, so they are not oneTBB's compute workers).
+  std::size_t load_threads = 2;
 };
 
 // The RAM tier's figures (AdapterCacheStats), as JSON too.
@@ -43,7 +47,7 @@ class AdapterRegistry {
  public:
   // `store` must outlive the registry.
   AdapterRegistry(AdapterStore& store, AdapterRegistryConfig config = {});
-  ~AdapterRegistry();  // waits for loads in flight
+  ~AdapterRegistry();  // waits for loads in flight and queued
   AdapterRegistry(const AdapterRegistry&) = delete;
   AdapterRegistry& operator=(const AdapterRegistry&) = delete;
 
@@ -57,7 +61,8 @@ class AdapterRegistry {
   // The adapter if it is in RAM (counted as a hit), else an empty handle; never loads, never waits for a
   // load. Error permission_denied as acquire. For schedulers that start a load only for a miss.
   AdapterHandle try_acquire(TenantId tenant, const AdapterRef& adapter);
-  // Returns at once; the load runs on a oneTBB worker. Errors arrive through the future.
+  // Returns at once; the load runs on one of the registry's load threads. Errors arrive through the
+  // future.
   std::shared_future<AdapterHandle> acquire_async(TenantId tenant, const AdapterRef& adapter);
   // Loads the adapter into RAM ahead of use, if the tenant may use it; returns at once. Failures are only
   // counted.
