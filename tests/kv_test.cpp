@@ -622,6 +622,27 @@ TEST_CASE("A cache salt keeps otherwise equal prompts apart, the public prefix i
   CHECK(run(9, std::string_view("carol\0\0\0", 8), 8) == 0);
 }
 
+TEST_CASE("A block computed again behind a rewritten prefix takes over the entry its old copy left", "[kv]") {
+  // The old copy of the second block stays cached but follows a first block that was rolled back and
+  // rewritten (a new context): no lookup reaches it, and the block computed again must replace it, or
+  // that prompt's later blocks could never be cached again.
+  PagedKvCache cache(KvCacheConfig{1, 1, 1, 4, 16});
+  const std::vector<std::int32_t> prompt = iota_tokens(9, 0);
+  const SequenceId s = cache.create_sequence({.tenant = 1, .prompt = prompt});
+  Tensor<float> kv({9, 1, 1});
+  cache.write_kv(s, 0, kv, kv);
+  cache.truncate(s, 6);  // 3 tokens: the second block is released (still cached), the first rolled back
+  const std::vector<std::int32_t> rest(prompt.begin() + 3, prompt.end());
+  cache.append(s, rest, Tensor<float>({1, 6, 1, 1}), Tensor<float>({1, 6, 1, 1}));  // the same tokens again
+  const SequenceId again = cache.create_sequence({.tenant = 1, .prompt = prompt});
+  CHECK(cache.sequence_info(again).cached_tokens == 8);
+  CHECK(cache.blocks(again)[1] == cache.blocks(s)[1]);
+  cache.free_sequence(again, 1);
+  cache.free_sequence(s, 1);
+  CHECK(cache.stats().used_blocks == 0);
+  CHECK(cache.stats().cached_blocks + cache.stats().free_blocks == 16);
+}
+
 TEST_CASE("A prefix match checks the block's whole context, not only hashes", "[kv]") {
   // Two blocks with equal tokens and key whose parents' hashes might collide: the match is decided by the
   // parent's context number, which only an exactly equal prefix shares.

@@ -72,6 +72,14 @@ TEST_CASE("AdapterStore keeps versions per tenant and adapter, unknown keys and 
   CHECK(store.list(7).empty());
   PERSONA_REQUIRE_ERROR(store.get(7, "style"), not_found, "has no adapter 'style'");
   PERSONA_REQUIRE_ERROR(store.remove(7, "style"), not_found, "has no adapter 'style'");
+  // A version number never names two adapters (the KV prefix cache keys K/V by it): after a remove, a
+  // put numbers on from the last one removed, also in a store opened later.
+  CHECK(store.put(tagged_adapter("style", 7, 5.0f)).version == 5);  // versions 2..4 were removed
+  store.remove(7, "style");
+  CHECK(AdapterStore(folder.path).put(tagged_adapter("style", 7, 6.0f)).version == 6);
+  CHECK(store.versions(7, "style") == std::vector<std::uint64_t>{6});
+  CHECK(store.list(7) == std::vector<std::string>{"style"});  // the floor file is no adapter
+  store.remove(7, "style");
   CHECK(tag_of(store.get(8, "style")) == 3.0f);  // the other tenant's adapter of the same name is untouched
   // A store opened again on the folder sees the same adapters.
   AdapterStore again(folder.path);
@@ -200,6 +208,25 @@ TEST_CASE("Killing a writer at any moment leaves whole versions only", "[registr
   const std::uint64_t next = store.put(tagged_adapter("style", 1, 7.0f, 1024, 16)).version;
   CHECK(tag_of(store.get(1, "style")) == 7.0f);
   CHECK(store.versions(1, "style").back() == next);
+}
+
+TEST_CASE("A resident pin stays with the adapter through new versions, whoever writes them", "[registry]") {
+  TempFolder folder;
+  AdapterStore mine(folder.path), theirs(folder.path);
+  mine.put(tagged_adapter("common", kPublicTenant, 1.0f));
+  AdapterRegistry registry(mine);
+  const AdapterRef common{kPublicTenant, "common"};
+  registry.pin_resident(5, common);
+  const std::size_t bytes = registry.metrics().pinned_bytes;
+  CHECK(bytes > 0);
+  theirs.put(tagged_adapter("common", kPublicTenant, 2.0f));  // another store: seen through the generation
+  CHECK(tag_of(registry.acquire(5, common).adapter()) == 2.0f);
+  CHECK(registry.metrics().pinned_bytes == bytes);              // the new version, pinned without a handle
+  registry.put(tagged_adapter("common", kPublicTenant, 3.0f));  // through the registry itself
+  CHECK(tag_of(registry.acquire(5, common).adapter()) == 3.0f);
+  CHECK(registry.metrics().pinned_bytes == bytes);
+  registry.unpin_resident(common);
+  CHECK(registry.metrics().pinned_bytes == 0);
 }
 
 TEST_CASE("Writers in two processes on one root never take the same version", "[registry]") {

@@ -88,8 +88,11 @@ bool create_file_atomically(const std::filesystem::path& path, std::span<const s
   if (!created) PERSONA_THROW(io_error, "{}: link failed: {}", path.string(), std::strerror(err));
   try {
     sync_folder(folder_of(path));
-  } catch (const Error&) {
-    ::unlink(path.c_str());
+  } catch (const Error& e) {
+    if (::unlink(path.c_str()) != 0) {
+      PERSONA_THROW(io_error, "{}: created, but maybe not durably ({}), and it could not be removed again: {}",
+                    path.string(), e.message(), std::strerror(errno));
+    }
     throw;
   }
   return true;

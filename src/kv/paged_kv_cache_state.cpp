@@ -114,12 +114,37 @@ void PagedKvCache::State::hash_written_blocks(Sequence& s) noexcept {
       m.context = meta[static_cast<std::size_t>(equal)].context;  // the same context, cached in another block
     } else {
       m.context = ++contexts;
+      if (const BlockId held = index.find(m.hash); held != kNoBlock && unreachable_behind(held, b, parent_hash)) {
+        forget_cached(held);
+      }
       if (index.insert(m.hash, b)) {  // false: another context has this hash; this block stays uncached
         m.registered = true;
         pool.set_cacheable(b, true);
       }
     }
     s.hashed_blocks = i + 1;
+  }
+}
+
+bool PagedKvCache::State::unreachable_behind(BlockId held, BlockId fresh_block,
+                                             std::uint64_t parent_hash) const noexcept {
+  const BlockMeta& h = meta[static_cast<std::size_t>(held)];
+  const BlockMeta& fresh = meta[static_cast<std::size_t>(fresh_block)];
+  if (fresh.parent_context == 0 || !(h.key == fresh.key) || h.parent_context == fresh.parent_context) return false;
+  if (!std::equal(tokens_of(held), tokens_of(held) + config.block_size, tokens_of(fresh_block))) return false;
+  // The index holds one block per hash: the one at the parent's hash is what every lookup walks through.
+  const BlockId parent = index.find(parent_hash);
+  return parent != kNoBlock && meta[static_cast<std::size_t>(parent)].context == fresh.parent_context;
+}
+
+void PagedKvCache::State::forget_cached(BlockId b) noexcept {
+  BlockMeta& m = meta[static_cast<std::size_t>(b)];
+  index.erase(m.hash);
+  m.registered = false;
+  if (pool.ref_count(b) == 0) {
+    pool.uncache(b);
+  } else {
+    pool.set_cacheable(b, false);  // its holders keep it; released, it is freed
   }
 }
 

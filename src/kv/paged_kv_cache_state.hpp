@@ -210,6 +210,12 @@ struct PagedKvCache::State {
   BlockId lookup(std::uint64_t parent_hash, std::uint64_t parent_context, const BlockKey& key,
                  std::span<const std::int32_t> tokens, std::uint64_t& hash) const noexcept;
   std::uint64_t root_hash() const noexcept { return detail::mix(detail::kRootHash, hash_seed); }
+  // Whether cached block `held` holds what `fresh` (being hashed, after the parent at `parent_hash`)
+  // holds, under the same key, but after another context that no lookup can reach any more: the prefix
+  // before it was rewritten or evicted. `fresh` then takes its place in the index.
+  bool unreachable_behind(BlockId held, BlockId fresh, std::uint64_t parent_hash) const noexcept;
+  // Takes a block out of the prefix cache (freed if nobody holds it).
+  void forget_cached(BlockId b) noexcept;
   std::size_t reserve_tokens(Sequence& s, std::span<const std::int32_t> tokens, const char* function);
 };
 

@@ -91,7 +91,7 @@ void AdapterCache::load(const AdapterRef& ref, std::promise<Result>& promise, st
           entries_.erase(old);
         }
         policy_->insert(key, bytes);
-        entries_[key] = Entry{loaded, bytes, false, prefetch, read.generation};
+        entries_[key] = Entry{loaded, bytes, resident_pins_.contains(ref), prefetch, read.generation};
         resident_bytes_ += bytes;
         last_bytes_[key - 1] = bytes;
       }
@@ -187,7 +187,12 @@ bool AdapterCache::set_resident_pin(const AdapterRef& ref, bool pin) {
   const auto key = keys_.find(ref);
   const auto it = key == keys_.end() ? entries_.end() : entries_.find(key->second);
   if (it != entries_.end()) it->second.resident_pin = pin;
-  if (!pin) make_room(0);
+  if (!pin) {
+    resident_pins_.erase(ref);
+    make_room(0);
+  } else if (it != entries_.end()) {
+    resident_pins_.insert(ref);
+  }
   return it != entries_.end();
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <unordered_map>
 #include <vector>
 
@@ -142,12 +143,15 @@ std::shared_future<AdapterHandle> AdapterRegistry::acquire_async(TenantId tenant
 
 void AdapterRegistry::prefetch(TenantId tenant, const AdapterRef& adapter) {
   if (adapter.owner != tenant && adapter.owner != kPublicTenant) return;  // never warms what it may not use
-  state_->workers.run([state = state_.get(), adapter] {
-    try {
-      state->cache.get(adapter, true);
-    } catch (...) {  // counted as a load failure
-    }
-  });
+  try {
+    state_->workers.run([state = state_.get(), adapter] {
+      try {
+        state->cache.get(adapter, true);
+      } catch (...) {  // counted as a load failure
+      }
+    });
+  } catch (const std::system_error&) {  // no load thread could start: a prefetch is only a hint
+  }
 }
 
 std::size_t AdapterRegistry::prefetch_ahead(double horizon_seconds, std::size_t byte_budget) {

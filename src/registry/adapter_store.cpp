@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -43,6 +44,30 @@ std::optional<AdapterVersion> version_of(const fs::path& file) {
 }
 
 std::string file_name(AdapterVersion version) { return fmt::format("v{:020}{}", version, kExtension); }
+
+// Where a remove leaves the last version it removed, beside the adapter's folder: a put after a remove
+// numbers on from it, so that a version number never names two different adapters (the KV prefix cache
+// keys K/V by it).
+fs::path floor_file(const fs::path& adapter_folder) {
+  return adapter_folder.parent_path() / fmt::format(".{}.removed", adapter_folder.filename().string());
+}
+
+// The last version removed (0 if none).
+AdapterVersion read_floor(const fs::path& adapter_folder) {
+  const fs::path path = floor_file(adapter_folder);
+  std::error_code error;
+  if (!fs::exists(path, error)) return 0;
+  const std::vector<std::byte> bytes = read_file(path, 32);
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  AdapterVersion version = 0;
+  const auto [at, failed] = std::from_chars(text.data(), text.data() + text.size(), version);
+  PERSONA_CHECK_CODE(corrupt_data, failed == std::errc{} && at == text.data() + text.size(), "{}: not a version number",
+                     path.string());
+  return version;
+}
+
+// A process-wide count that names removed folders uniquely, with the pid, among all stores.
+std::atomic<std::uint64_t> removals{0};
 
 }  // namespace
 
@@ -164,9 +189,19 @@ StoredAdapter AdapterStore::put(const LoraAdapter& adapter, const std::optional<
   // the others take the next.
   for (int attempt = 1;; ++attempt) {
     const std::vector<AdapterVersion> before = versions(adapter.tenant(), adapter.id());
-    stored.version = before.empty() ? 1 : before.back() + 1;
+    stored.version = (before.empty() ? read_floor(dir) : before.back()) + 1;
     stored.path = dir / file_name(stored.version);
-    if (create_file_atomically(stored.path, file)) break;
+    try {
+      if (create_file_atomically(stored.path, file)) break;
+    } catch (const Error& e) {
+      // Readers elsewhere may have seen a name that was then undone: have them look again.
+      generations_->bump(adapter.tenant(), adapter.id());
+      // The folder moved away under us (a remove by another writer): make it again and retry.
+      std::error_code missing;
+      if (e.code() != ErrorCode::io_error || fs::is_directory(dir, missing) || attempt >= 1000) throw;
+      create_folders_durably(dir);
+      continue;
+    }
     PERSONA_CHECK_CODE(io_error, attempt < 1000, "{}: 1000 other writers took the next version first", dir.string());
   }
   stored.file_bytes = file.size();
@@ -185,7 +220,10 @@ void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
   // One rename takes every version at once (deleting file by file let a reader see an older version
   // for a moment, and a crash keep it); the pid and a count keep the name unique across processes.
   const fs::path dir = folder(tenant, adapter), removed_root = root_ / "removed";
-  const fs::path removed = removed_root / fmt::format("{}.{}.{}.{}", tenant, adapter, ::getpid(), ++removals_);
+  const fs::path removed = removed_root / fmt::format("{}.{}.{}.{}", tenant, adapter, ::getpid(), ++removals);
+  // First the floor for later puts, durably: a crash after the rename must not restart the numbers.
+  const std::string last = std::to_string(stored.back());
+  write_file_atomically(floor_file(dir), std::as_bytes(std::span(last.data(), last.size())));
   std::error_code error;
   fs::create_directories(removed_root, error);
   if (!error) fs::rename(dir, removed, error);
@@ -196,10 +234,16 @@ void AdapterStore::remove(TenantId tenant, std::string_view adapter) {
   generations_->bump(tenant, adapter);
   try {
     sync_folder(dir.parent_path());
-  } catch (const Error&) {
+  } catch (const Error& e) {
     // Not durably gone: put it back, so that an error always means "not removed".
-    fs::rename(removed, dir, error);
+    std::error_code back;
+    fs::rename(removed, dir, back);
     generations_->bump(tenant, adapter);
+    if (back) {  // a put by another writer made the folder anew meanwhile: say what the state is
+      PERSONA_THROW(io_error,
+                    "{}: removed, but the removal may not survive a crash ({}), and it could not be undone: {}",
+                    dir.string(), e.message(), back.message());
+    }
     throw;
   }
   fs::remove_all(removed, error);  // what is left after a crash goes at the next open

@@ -16,7 +16,16 @@ void LoadWorkers::run(std::function<void()> task) {
     std::lock_guard lock(mutex_);
     tasks_.push_back(std::move(task));
     // One more thread while fewer than wanted run: a burst of loads spreads over them from the start.
-    if (threads_.size() < wanted_) threads_.emplace_back([this] { work(); });
+    if (threads_.size() < wanted_) {
+      try {
+        threads_.emplace_back([this] { work(); });
+      } catch (...) {
+        if (threads_.empty()) {  // no thread at all: the task would never run
+          tasks_.pop_back();
+          throw;
+        }  // else the running ones take it
+      }
+    }
   }
   ready_.notify_one();
 }

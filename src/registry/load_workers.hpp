@@ -22,7 +22,8 @@ class LoadWorkers {
   LoadWorkers(const LoadWorkers&) = delete;
   LoadWorkers& operator=(const LoadWorkers&) = delete;
 
-  // Queues `task` (which must not throw) and returns at once.
+  // Queues `task` (which must not throw) and returns at once. Error (std::system_error) only when no
+  // thread runs and none can be started; the task is then not queued.
   void run(std::function<void()> task);
 
  private:

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace persona {
@@ -77,7 +78,8 @@ class AdapterCache {
   // load that began before; that load's own waiters still get its result).
   void invalidate(const AdapterRef& ref);
   // Keeps a resident adapter resident without a handle (counted against the budget); false when it is
-  // not resident.
+  // not resident. The pin belongs to the ref: a version loaded later (after a put, or a write seen
+  // through the generation) is pinned too, until unpinned.
   bool set_resident_pin(const AdapterRef& ref, bool pinned);
 
   // Resident (and not stale) or being loaded.
@@ -145,6 +147,7 @@ class AdapterCache {
   std::unordered_map<AdapterRef, AdapterKey> keys_;
   std::vector<AdapterRef> refs_;                          // [key - 1]
   std::vector<std::size_t> last_bytes_;                   // [key - 1]
+  std::unordered_set<AdapterRef> resident_pins_;          // refs pinned resident, whichever version is loaded
   std::unordered_map<AdapterRef, std::uint64_t> epochs_;  // the refs invalidated since the last reset
   std::uint64_t untracked_epoch_ = 0;                     // the epoch of every other ref
   std::uint64_t last_epoch_ = 0;                          // every invalidation takes a new one

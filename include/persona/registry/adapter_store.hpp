@@ -85,7 +85,9 @@ class AdapterStore {
   // cannot be listed.
   std::vector<AdapterVersion> versions(TenantId tenant, std::string_view adapter) const;
   // Deletes every version of the adapter at once: its folder is renamed away, then deleted, so a reader
-  // sees every version or none (never an older one left by a half-done delete, nor after a crash).
+  // sees every version or none (never an older one left by a half-done delete, nor after a crash). The
+  // last version number is kept (tenants/<tenant>/.<adapter>.removed): a later put numbers on from it,
+  // so that no version number ever names two different adapters.
   // Error not_found if it has none, io_error if the folder cannot be moved or the move made durable (the
   // adapter is then still there).
   void remove(TenantId tenant, std::string_view adapter);
@@ -102,8 +104,7 @@ class AdapterStore {
   std::filesystem::path root_;
   AdapterStoreConfig config_;
   std::unique_ptr<detail::StoreGenerations> generations_;
-  std::mutex writers_;          // puts and removes in this process, one at a time
-  std::uint64_t removals_ = 0;  // names the removed folders of this object (under writers_)
+  std::mutex writers_;  // puts and removes of this object, one at a time
 };
 
 }  // namespace persona
