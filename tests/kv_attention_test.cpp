@@ -133,6 +133,58 @@ TEST_CASE("Paged prefill attention is causal over the cached prefix and the new 
   }
 }
 
+TEST_CASE("Sliding-window attention sees only the last window positions", "[kv]") {
+  for (const auto& [storage, layout] : {std::pair{DType::f32, KvLayout::nhd}, std::pair{DType::i8, KvLayout::hnd}}) {
+    DYNAMIC_SECTION(name_of(storage)) {
+      const AttentionCase c{4, 2, 2, 24, storage, layout};
+      std::vector<SequenceId> ids;
+      const std::vector<std::size_t> contexts{3, 21, 70};
+      const PagedKvCache cache = fragmented_cache(c, contexts, ids, 7);
+      for (const std::size_t window : {1u, 5u, 16u, 40u}) {
+        const AttentionConfig config{4, 0.0f, window};
+        const std::vector<std::size_t> queries{3, 9, 37};
+        const Tensor<float> q = random_tensor({49, 4, 24}, static_cast<std::uint32_t>(window));
+        Tensor<float> expected(q.shape());
+        paged_prefill_attention_ref(cache, 0, ids, queries, q, expected, config);
+        // An independent oracle: each query attends without a window to a cache holding only its window.
+        std::size_t row = 0;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          Tensor<float> k({contexts[i], 2, 24}), v({contexts[i], 2, 24});
+          cache.read_kv(ids[i], 0, k, v, 1);
+          for (std::size_t t = 0; t < queries[i]; ++t, ++row) {
+            const std::size_t context = contexts[i] - queries[i] + t + 1;
+            const std::size_t start = context > window ? context - window : 0, n = context - start;
+            PagedKvCache alone(KvCacheConfig{1, 2, 24, 4, n / 4 + 2, 0, DType::f32, KvLayout::nhd});
+            const SequenceId id = alone.create_sequence({1});
+            alone.append(id, std::vector<std::int32_t>(n, 3),
+                         TensorView<const float>(&k(start, 0, 0), {1, n, 2, 24}),
+                         TensorView<const float>(&v(start, 0, 0), {1, n, 2, 24}));
+            Tensor<float> one({1, 4, 24});
+            paged_decode_attention_ref(alone, 0, std::vector<SequenceId>{id},
+                                       TensorView<const float>(&q(row, 0, 0), {1, 4, 24}), one,
+                                       AttentionConfig{4});
+            for (std::size_t j = 0; j < 4 * 24; ++j) CHECK(one.data()[j] == Approx((&expected(row, 0, 0))[j]).margin(1e-5));
+          }
+        }
+        for_each_level_and_threads([&](IsaLevel, int) {
+          Tensor<float> out(q.shape());
+          paged_prefill_attention(cache, 0, ids, queries, q, out, config);
+          CHECK(max_abs_difference(out, expected) < 2e-5f);
+          Tensor<float> last({3, 4, 24}), decoded({3, 4, 24}), decoded_ref({3, 4, 24});
+          std::size_t end = 0;
+          for (std::size_t i = 0; i < 3; ++i) {
+            end += queries[i];
+            std::copy_n(&q(end - 1, 0, 0), 4 * 24, &last(i, 0, 0));
+          }
+          paged_decode_attention(cache, 0, ids, last, decoded, config);
+          paged_decode_attention_ref(cache, 0, ids, last, decoded_ref, config);
+          CHECK(max_abs_difference(decoded, decoded_ref) < 2e-5f);
+        });
+      }
+    }
+  }
+}
+
 TEST_CASE("Bad input to attention is a clear Error", "[kv]") {
   PagedKvCache cache(KvCacheConfig{1, 2, 8, 4, 8});
   const SequenceId s = cache.create_sequence({1, {}, iota_tokens(3, 0)});

@@ -26,6 +26,12 @@ struct AttentionBatch {
   TensorView<float> out;
   std::size_t group = 1;  // query heads per KV head
   float scale = 1.0f;
+  std::size_t window = 0;  // 0: none
+
+  // The first position a query at context length `context` (position context - 1) attends to.
+  std::size_t window_start(std::size_t context) const noexcept {
+    return window == 0 || context <= window ? 0 : context - window;
+  }
 
   std::size_t queries(std::size_t i) const noexcept { return query_counts.empty() ? 1 : query_counts[i]; }
   std::size_t query_row(std::size_t i) const noexcept { return query_counts.empty() ? i : first_query[i]; }
@@ -74,6 +80,7 @@ AttentionBatch validate_batch(const PagedKvCache& cache, std::size_t layer, std:
   }
   batch.group = config.q_heads / c.kv_heads;
   batch.scale = config.scale > 0.0f ? config.scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  batch.window = config.window;
   return batch;
 }
 
@@ -104,6 +111,7 @@ void run_paged(const AttentionBatch& batch) {
           rows.q[r] = q + offset;
           rows.out[r] = out + offset;
           rows.context[r] = length - queries + t + 1;
+          rows.start[r] = batch.window_start(rows.context[r]);
         }
         kernels.attend(view, rows);
       }
@@ -129,14 +137,16 @@ void run_dense(const AttentionBatch& batch) {
           v.data() + kv_head * dim, Eigen::Index(length), Eigen::Index(dim),
           Eigen::OuterStride<>(Eigen::Index(kv_heads * dim)));
       for (std::size_t t = 0; t < queries; ++t) {
-        const std::size_t context = length - queries + t + 1;
+        const std::size_t context = length - queries + t + 1, start = batch.window_start(context);
+        const auto span = Eigen::Index(context - start);
         const std::size_t offset = ((first + t) * q_heads + head) * dim;
         const Eigen::Map<const Eigen::VectorXf> query(batch.q.data() + offset, Eigen::Index(dim));
-        const Eigen::VectorXd scores = (keys.topRows(Eigen::Index(context)).cast<double>() * query.cast<double>()) *
-                                       static_cast<double>(batch.scale);
+        const Eigen::VectorXd scores =
+            (keys.middleRows(Eigen::Index(start), span).cast<double>() * query.cast<double>()) *
+            static_cast<double>(batch.scale);
         const Eigen::VectorXd weights = (scores.array() - scores.maxCoeff()).exp();
         const Eigen::VectorXd result =
-            values.topRows(Eigen::Index(context)).cast<double>().transpose() * weights / weights.sum();
+            values.middleRows(Eigen::Index(start), span).cast<double>().transpose() * weights / weights.sum();
         Eigen::Map<Eigen::VectorXf>(batch.out.data() + offset, Eigen::Index(dim)) = result.cast<float>();
       }
     }

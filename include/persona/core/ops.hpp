@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace persona {
 
@@ -43,9 +44,21 @@ void swiglu_ref(TensorView<const float> gate, TensorView<const float> up, Tensor
 // Rotary position embedding, in place, in the Llama convention of Hugging Face transformers
 // (rotate_half: dimension i pairs with i + head_dim/2; frequency theta^(-2i/head_dim)).
 // x: [tokens, heads, head_dim] with contiguous heads; token t sits at position position_offset + t.
+// Scaling of the frequencies for contexts past the training length, as transformers' rope_type:
+// linear divides every frequency by factor (position interpolation); llama3 (Llama 3.1) divides the low
+// frequencies by factor, keeps the high ones and interpolates between them.
+enum class RopeScaling { none, linear, llama3 };
 struct RopeConfig {
   float theta = 10000.0f;
+  RopeScaling scaling = RopeScaling::none;
+  float factor = 1.0f;                        // linear and llama3: finite, >= 1
+  float low_freq_factor = 1.0f;               // llama3: 0 < low_freq_factor < high_freq_factor
+  float high_freq_factor = 4.0f;              // llama3
+  std::size_t original_max_positions = 8192;  // llama3: the training context, > 0
 };
+// The head_dim / 2 frequencies the rotation uses (theta^(-2i/head_dim), scaled); Error(invalid_argument)
+// naming the field for a config out of the ranges above.
+std::vector<double> rope_inverse_frequencies(const RopeConfig& config, std::size_t head_dim);
 void rope(TensorView<float> x, std::size_t position_offset, const RopeConfig& config = {});
 void rope_ref(TensorView<float> x, std::size_t position_offset, const RopeConfig& config = {});
 // The same with an explicit position per token (a decode batch of different sequences).

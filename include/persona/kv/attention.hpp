@@ -15,6 +15,9 @@ namespace persona {
 struct AttentionConfig {
   std::size_t q_heads = 0;  // a multiple of the cache's kv_heads; query head h reads KV head h / (q_heads / kv_heads)
   float scale = 0.0f;       // 0: 1 / sqrt(head_dim)
+  // Sliding-window attention (Mistral, Qwen2 sliding layers): the query at position p attends to the last
+  // `window` positions, p - window + 1 .. p, as transformers' sliding_window mask. 0: all positions.
+  std::size_t window = 0;
 };
 
 // For sequence i, q[i] ([q_heads, head_dim]) attends to all of the sequence's positions in `layer`

@@ -25,12 +25,13 @@ struct AttentionHead {
   float scale;              // multiplies q . k
 };
 
-// Query rows that share the head; row r attends to positions [0, context[r]), context[r] >= 1.
+// Query rows that share the head; row r attends to positions [start[r], context[r]), start < context.
 struct AttentionRows {
   std::size_t count;
   const float* q[kMaxAttentionRows];  // [head_dim] each
   float* out[kMaxAttentionRows];      // [head_dim] each; overwritten
   std::size_t context[kMaxAttentionRows];
+  std::size_t start[kMaxAttentionRows];
 };
 
 struct AttentionKernelTable {

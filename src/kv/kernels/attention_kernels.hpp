@@ -150,8 +150,11 @@ struct AttentionKernels {
     const std::size_t dim = layer.head_dim, mask = layer.block_size - 1;
     const std::size_t row_bytes = dim * size_of(S);
     const std::size_t count = rows.count;
-    std::size_t max_context = 0;
-    for (std::size_t r = 0; r < count; ++r) max_context = std::max(max_context, rows.context[r]);
+    std::size_t max_context = 0, min_start = rows.start[0];
+    for (std::size_t r = 0; r < count; ++r) {
+      max_context = std::max(max_context, rows.context[r]);
+      min_start = std::min(min_start, rows.start[r]);
+    }
 
     alignas(64) float acc[kMaxAttentionRows][kMaxHeadDim];
     alignas(64) float weights[kMaxAttentionRows][kAttentionTile];
@@ -173,7 +176,7 @@ struct AttentionKernels {
       return layer.row_index(static_cast<std::size_t>(head.blocks[position >> head.block_shift]), position & mask,
                              head.head);
     };
-    for (std::size_t pos = 0, n = 0; pos < max_context; pos += n) {
+    for (std::size_t pos = min_start, n = 0; pos < max_context; pos += n) {
       n = std::min(kAttentionTile, max_context - pos);
       std::size_t tile_rows[kAttentionTile];
       const std::byte* value_rows[kAttentionTile];
@@ -204,13 +207,15 @@ struct AttentionKernels {
         });
       }
 
-      // Online softmax: positions past a row's context weigh zero.
+      // Online softmax: positions outside a row's [start, context) weigh zero.
       const std::size_t lanes = (n + L - 1) / L * L;
       for (std::size_t r = 0; r < count; ++r) {
         const std::size_t valid = rows.context[r] > pos ? std::min(n, rows.context[r] - pos) : 0;
+        const std::size_t skipped = std::min(valid, rows.start[r] > pos ? rows.start[r] - pos : 0);
         float* w = weights[r];
         std::fill(w + valid, w + lanes, -std::numeric_limits<float>::infinity());
-        if (valid == 0) {
+        std::fill(w, w + skipped, -std::numeric_limits<float>::infinity());
+        if (valid == skipped) {
           std::fill_n(w, lanes, 0.0f);
           continue;
         }

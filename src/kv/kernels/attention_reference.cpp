@@ -19,7 +19,7 @@ void attend_ref(const AttentionHead& head, const AttentionRows& rows) noexcept {
   for (std::size_t r = 0; r < rows.count; ++r) {
     double max = -std::numeric_limits<double>::infinity(), sum = 0.0;
     std::fill_n(acc.begin(), dim, 0.0);
-    for (std::size_t pos = 0; pos < rows.context[r]; ++pos) {
+    for (std::size_t pos = rows.start[r]; pos < rows.context[r]; ++pos) {
       const std::size_t row =
           layer.row_index(static_cast<std::size_t>(head.blocks[pos >> head.block_shift]), pos & mask, head.head);
       kv_load_row(layer, layer.k, layer.k_scale, row, key.data());
