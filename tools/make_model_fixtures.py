@@ -96,11 +96,14 @@ def main():
         model = T.AutoModelForCausalLM.from_config(config).eval()
         randomize(model, 1000 + index)
         dtype = options.get("dtype", torch.float32)
-        # Round to the stored dtype, then compute in float32 on the rounded weights.
-        model = model.to(dtype).to(torch.float32)
+        # Round the parameters to the stored dtype, then compute in float32 on the rounded weights (not
+        # model.to(dtype), which would round the rotary inv_freq buffer as well).
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(dtype).to(torch.float32))
         folder = OUT / name
         model.to(dtype).save_pretrained(folder, max_shard_size=options.get("max_shard_size", "50GB"))
-        model = model.to(torch.float32)
+        model = T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         if options.get("fused"):
             (folder / "model.safetensors").unlink()
             state = {k: v.contiguous() for k, v in model.state_dict().items()}

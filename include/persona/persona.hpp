@@ -26,6 +26,8 @@
 #include "persona/lora/lora_apply.hpp"
 #include "persona/lora/lora_module.hpp"
 #include "persona/lora/lora_quantize.hpp"
+#include "persona/model/checkpoint.hpp"
+#include "persona/model/model.hpp"
 #include "persona/model/model_config.hpp"
 #include "persona/moe/expert_plan.hpp"
 #include "persona/moe/moe_ffn.hpp"

@@ -1,0 +1,105 @@
+// Model: a decoder loaded from a Hugging Face model folder (read_model_config + Checkpoint), and the
+// forward of one serving step over a PagedKvCache, with every token's own LoRA adapter on every linear
+// layer, the routed and shared experts included. Supported architectures: model_config.hpp; how weights
+// are stored and how to bring a checkpoint: docs/models.md.
+#pragma once
+
+#include "persona/core/tensor.hpp"
+#include "persona/kv/kv_cache_config.hpp"
+#include "persona/kv/paged_kv_cache.hpp"
+#include "persona/lora/lora_adapter.hpp"
+#include "persona/model/model_config.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace persona {
+
+// How the base model's linear layers are held in memory: f32 (converted from bf16, f16 or f32 files), or
+// quantized at load to persona's int8 / int4 group formats (symmetric, groups of 32 along the input).
+// Embeddings, norms and router weights stay f32.
+enum class WeightFormat { f32, int8, int4 };
+
+struct ModelLoadOptions {
+  WeightFormat weights = WeightFormat::f32;
+};
+
+// One serving step: each sequence brings its next tokens (a chunk of prompt, or one decode token), whose
+// positions the caller has already appended to the cache (PagedKvCache::append_tokens or
+// create_sequence with the prompt); forward computes them and writes their K/V in every layer.
+struct ForwardBatch {
+  std::span<const SequenceId> sequences = {};
+  std::span<const std::size_t> token_counts = {};  // per sequence, >= 1
+  std::span<const std::int32_t> tokens = {};  // all sequences' tokens, in sequence order
+  // Per token: the adapter slot (an index into adapters) or kNoLora; empty: no token is adapted.
+  std::span<const std::int32_t> lora_slots = {};
+  std::span<const LoraAdapter* const> adapters = {};
+  // Rows of `tokens` whose logits to return, in this order; empty: the last token of each sequence.
+  std::span<const std::size_t> logit_rows = {};
+};
+
+// Scratch of the forward: activations, the LoRA and MoE workspaces, routing. Grown to the largest step it
+// has run and reused, so that steady-state steps allocate little. One per concurrent caller.
+class ModelWorkspace {
+ public:
+  ModelWorkspace();
+  ~ModelWorkspace();
+  ModelWorkspace(ModelWorkspace&&) noexcept;
+  ModelWorkspace& operator=(ModelWorkspace&&) noexcept;
+  std::size_t bytes() const noexcept;
+
+  struct Impl;  // defined in src/model (opaque to users)
+
+ private:
+  friend class Model;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Model {
+ public:
+  // Reads config.json (read_model_config) and the weights. Errors name the file, tensor or field: a
+  // tensor missing, left over (not part of the architecture), or of the wrong shape or dtype
+  // (Error(shape_mismatch) / corrupt_data), plus those of read_model_config and Checkpoint::open.
+  static Model load(const std::filesystem::path& folder, const ModelLoadOptions& options = {});
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  const ModelConfig& config() const noexcept;
+  WeightFormat weight_format() const noexcept;
+  // Bytes of the weights as held.
+  std::size_t weight_bytes() const noexcept;
+
+  // A cache shaped for this model: its layers, KV heads and head_dim.
+  KvCacheConfig kv_cache_config(std::size_t num_blocks, std::size_t block_size = 16,
+                                DType storage = DType::f32) const;
+
+  // The names of the linear layers of `layer` LoRA may adapt, as PEFT's module paths below
+  // "model.layers.<layer>." (e.g. "self_attn.q_proj", "mlp.experts.3.gate_proj",
+  // "block_sparse_moe.experts.3.w1"), each with its [out, in] shape.
+  struct AdaptableModule {
+    std::string name;
+    std::size_t out = 0, in = 0;
+  };
+  std::vector<AdaptableModule> adaptable_modules(std::size_t layer) const;
+
+  // Runs one step and returns the logits of the requested rows: [rows, vocab]. Errors (before anything is
+  // written): shapes that disagree, a token outside the vocabulary, a sequence whose appended positions do
+  // not match its token count, a slot without an adapter, an adapter module whose shape does not fit the
+  // model's layer (naming the adapter, layer and module). Results do not depend on the thread count.
+  Tensor<float> forward(const ForwardBatch& batch, PagedKvCache& cache, ModelWorkspace& workspace) const;
+
+  struct Weights;  // defined in src/model (opaque to users)
+
+ private:
+  Model();
+  std::unique_ptr<Weights> weights_;
+};
+
+}  // namespace persona

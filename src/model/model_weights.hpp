@@ -1,0 +1,60 @@
+// The weights of a loaded Model, as the forward reads them (model_load.cpp fills them, model_forward.cpp
+// runs them). Internal: the public face is persona/model/model.hpp.
+#pragma once
+
+#include "persona/model/model.hpp"
+#include "persona/moe/moe_ffn.hpp"
+#include "persona/moe/top_k_router.hpp"
+#include "persona/quant/weight_matrix.hpp"
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace persona::detail {
+
+// A linear layer y = x W^T + b, and the module name LoRA adapters address it by.
+struct Linear {
+  WeightMatrix weight;      // [out, in]
+  std::vector<float> bias;  // [out], or empty
+  std::string module;       // e.g. "self_attn.q_proj"
+};
+
+// A SwiGLU MLP down(silu(gate x) * up x): the dense MLP, or the shared expert.
+struct Mlp {
+  Linear gate, up, down;
+};
+
+struct DecoderLayer {
+  Tensor<float> input_norm, post_attention_norm;
+  Tensor<float> q_norm, k_norm;  // [head_dim] (Qwen3), or empty
+  Linear q, k, v, o;
+  std::size_t window = 0;  // sliding window, 0: none
+  bool sparse = false;     // MoE (else the dense mlp)
+  Mlp mlp;                 // the dense MLP
+  // MoE: the router [E, hidden], the routed experts (as moe_ffn takes them) with their module names
+  // (gate, up, down), and Qwen2-MoE's shared expert behind its sigmoid gate [1, hidden].
+  Tensor<float> router;
+  std::vector<ExpertFfn> experts;
+  std::vector<std::array<std::string, 3>> expert_modules;
+  std::optional<Mlp> shared_expert;
+  Tensor<float> shared_expert_gate;
+};
+
+}  // namespace persona::detail
+
+namespace persona {
+
+struct Model::Weights {
+  ModelConfig config;
+  WeightFormat format = WeightFormat::f32;
+  Tensor<float> embedding;  // [vocab, hidden]
+  Tensor<float> final_norm;
+  // The output projection; empty when tied and f32 (the forward multiplies by the embedding itself).
+  std::optional<WeightMatrix> lm_head;
+  std::vector<detail::DecoderLayer> layers;
+  std::optional<TopKRouter> router;
+};
+
+}  // namespace persona

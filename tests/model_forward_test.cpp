@@ -1,0 +1,187 @@
+// Model::forward against transformers itself: tests/data/models (tools/make_model_fixtures.py) holds tiny
+// random models of every architecture and transformers' logits for fixed prompts. With f32 weights persona
+// must match every prefill position and 16 greedy steps to 1e-4 of the largest logit with the same greedy
+// tokens, whether the prompt comes whole, in chunks, or batched with the other prompts.
+#include "test_support.hpp"
+
+#include <persona/core/error.hpp>
+#include <persona/io/safetensors.hpp>
+#include <persona/model/checkpoint.hpp>
+#include <persona/model/model.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <vector>
+
+using namespace persona;
+
+namespace {
+
+const std::filesystem::path kModels = PERSONA_TEST_DATA_DIR "/models";
+const std::vector<std::string> kCases{"llama",   "llama_tied", "mistral",   "qwen2",          "qwen3",
+                                      "mixtral", "qwen2_moe",  "qwen3_moe", "qwen3_moe_fused"};
+constexpr std::size_t kPrompts = 3;
+constexpr std::size_t kGreedySteps = 16;
+
+std::vector<std::int32_t> read_ids(const SafetensorsReader& r, const std::string& name) {
+  const SafetensorsTensor& t = r.tensor(name);
+  REQUIRE(t.dtype == SafetensorsDType::I32);
+  std::vector<std::int32_t> ids(t.numel());
+  std::memcpy(ids.data(), t.data.data(), t.data.size());
+  return ids;
+}
+
+// The largest |a - b| relative to the largest |b| (the "within 1e-4 of the largest logit").
+double relative_error(const float* a, const float* b, std::size_t n) {
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
+  }
+  return worst / scale;
+}
+
+std::int32_t argmax(const float* logits, std::size_t n) {
+  return static_cast<std::int32_t>(std::max_element(logits, logits + n) - logits);
+}
+
+struct Fixture {
+  std::vector<std::vector<std::int32_t>> prompts, greedy;
+  std::vector<Tensor<float>> prefill, greedy_logits;
+};
+
+Fixture read_fixture(const std::string& name) {
+  const SafetensorsReader r = SafetensorsReader::open(kModels / name / "expected.safetensors");
+  Fixture f;
+  for (std::size_t i = 0; i < kPrompts; ++i) {
+    f.prompts.push_back(read_ids(r, "prompt." + std::to_string(i)));
+    f.greedy.push_back(read_ids(r, "greedy." + std::to_string(i)));
+    f.prefill.push_back(r.read_f32("prefill." + std::to_string(i)));
+    f.greedy_logits.push_back(r.read_f32("greedy_logits." + std::to_string(i)));
+  }
+  return f;
+}
+
+// Runs `prompt` through the model in chunks of `chunk` tokens (0: whole), then greedy decoding until
+// `steps` tokens are chosen. prefill: the logits of every prompt position; steps[s]: the logits token s was
+// chosen from (steps[0] is the last prompt position's).
+struct Run {
+  Tensor<float> prefill, steps;
+  std::vector<std::int32_t> tokens;
+};
+
+Run run_alone(const Model& model, const std::vector<std::int32_t>& prompt, std::size_t chunk, std::size_t steps) {
+  const std::size_t V = model.config().vocab_size;
+  PagedKvCache cache(model.kv_cache_config(64, 4));
+  ModelWorkspace workspace;
+  const SequenceId id = cache.create_sequence({.tenant = 1});
+  Run run{Tensor<float>({prompt.size(), V}), Tensor<float>({steps, V}), {}};
+  if (chunk == 0) chunk = prompt.size();
+  for (std::size_t begin = 0; begin < prompt.size(); begin += chunk) {
+    const std::size_t n = std::min(chunk, prompt.size() - begin);
+    const std::span<const std::int32_t> tokens(prompt.data() + begin, n);
+    cache.append_tokens(id, tokens);
+    std::vector<std::size_t> rows(n), counts{n};
+    std::iota(rows.begin(), rows.end(), 0);
+    const std::vector<SequenceId> ids{id};
+    const Tensor<float> logits = model.forward({ids, counts, tokens, {}, {}, rows}, cache, workspace);
+    std::copy_n(logits.data(), n * V, run.prefill.data() + begin * V);
+  }
+  std::copy_n(run.prefill.data() + (prompt.size() - 1) * V, V, run.steps.data());
+  for (std::size_t s = 0;; ++s) {
+    run.tokens.push_back(argmax(run.steps.data() + s * V, V));
+    if (s + 1 == steps) break;
+    const std::vector<std::int32_t> token{run.tokens.back()};
+    cache.append_tokens(id, token);
+    const std::vector<SequenceId> ids{id};
+    const std::vector<std::size_t> counts{1};
+    const Tensor<float> logits = model.forward({ids, counts, token}, cache, workspace);
+    std::copy_n(logits.data(), V, run.steps.data() + (s + 1) * V);
+  }
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("Every architecture matches transformers' logits and greedy tokens with f32 weights", "[model]") {
+  for (const std::string& name : kCases) {
+    DYNAMIC_SECTION(name) {
+      const Model model = Model::load(kModels / name);
+      const Fixture f = read_fixture(name);
+      const std::size_t V = model.config().vocab_size;
+      for (std::size_t i = 0; i < kPrompts; ++i) {
+        const std::size_t n = f.prompts[i].size();
+        for (const std::size_t chunk : {std::size_t{0}, std::size_t{5}}) {
+          INFO("prompt " << i << ", chunk " << chunk);
+          const Run run = run_alone(model, f.prompts[i], chunk, kGreedySteps);
+          CHECK(relative_error(run.prefill.data(), f.prefill[i].data(), n * V) < 1e-4);
+          CHECK(run.tokens == f.greedy[i]);
+          for (std::size_t s = 0; s < kGreedySteps && run.tokens == f.greedy[i]; ++s) {
+            INFO("greedy step " << s);
+            CHECK(relative_error(run.steps.data() + s * V, f.greedy_logits[i].data() + s * V, V) < 1e-4);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("A batch mixing prefill chunks and decode tokens equals each sequence alone", "[model]") {
+  for (const std::string& name : {std::string("qwen3"), std::string("qwen2_moe"), std::string("mistral")}) {
+    DYNAMIC_SECTION(name) {
+      const Model model = Model::load(kModels / name);
+      const Fixture f = read_fixture(name);
+      const std::size_t V = model.config().vocab_size;
+      PagedKvCache cache(model.kv_cache_config(128, 4));
+      ModelWorkspace workspace;
+      // Prompt 0 runs its prefill first, then decodes while prompts 1 and 2 prefill in chunks of 7 beside it.
+      std::vector<SequenceId> ids;
+      for (std::size_t i = 0; i < kPrompts; ++i) ids.push_back(cache.create_sequence({.tenant = 1}));
+      std::vector<std::size_t> done(kPrompts, 0);
+      std::vector<std::vector<std::int32_t>> generated(kPrompts);
+      std::vector<Tensor<float>> last(kPrompts);
+      for (std::size_t step = 0; step < 8; ++step) {
+        std::vector<SequenceId> batch_ids;
+        std::vector<std::size_t> counts;
+        std::vector<std::int32_t> tokens;
+        std::vector<std::size_t> owners;
+        for (std::size_t i = 0; i < kPrompts; ++i) {
+          const std::vector<std::int32_t>& prompt = f.prompts[i];
+          std::vector<std::int32_t> next;
+          if (done[i] < prompt.size()) {
+            const std::size_t n = i == 0 ? prompt.size() : std::min<std::size_t>(7, prompt.size() - done[i]);
+            next.assign(prompt.begin() + static_cast<std::ptrdiff_t>(done[i]),
+                        prompt.begin() + static_cast<std::ptrdiff_t>(done[i] + n));
+            done[i] += n;
+          } else {
+            next.push_back(argmax(last[i].data(), V));
+            generated[i].push_back(next[0]);
+          }
+          cache.append_tokens(ids[i], next);
+          batch_ids.push_back(ids[i]);
+          counts.push_back(next.size());
+          tokens.insert(tokens.end(), next.begin(), next.end());
+          owners.push_back(i);
+        }
+        const Tensor<float> logits = model.forward({batch_ids, counts, tokens}, cache, workspace);
+        for (std::size_t r = 0; r < owners.size(); ++r) {
+          last[owners[r]] = Tensor<float>({V});
+          std::copy_n(logits.data() + r * V, V, last[owners[r]].data());
+        }
+      }
+      for (std::size_t i = 0; i < kPrompts; ++i) {
+        INFO("prompt " << i);
+        REQUIRE(!generated[i].empty());
+        const std::vector<std::int32_t> expected(f.greedy[i].begin(),
+                                                 f.greedy[i].begin() + static_cast<std::ptrdiff_t>(generated[i].size()));
+        CHECK(generated[i] == expected);
+        const std::size_t s = generated[i].size();
+        if (s < kGreedySteps) CHECK(relative_error(last[i].data(), f.greedy_logits[i].data() + s * V, V) < 1e-4);
+      }
+    }
+  }
+}
