@@ -12,13 +12,15 @@ save_pretrained (one case sharded, some in bf16 or f16; "qwen3_moe_fused" writes
 layout transformers 5 holds in memory), and records in <case>/expected.safetensors, for each prompt i:
 "prompt.<i>" (int32 token ids), "prefill.<i>" ([len, vocab] logits of every prompt position), "greedy.<i>"
 (the 16 tokens greedy decoding produces after the prompt, int32) and "greedy_logits.<i>" ([16, vocab], the
-logits each greedy token was chosen from). Logits come from the model run in float32 on the weights as
+logits each greedy token was chosen from), and the same under "lora." with the case's PEFT adapter (saved in
+<case>/adapter: LoRA on attention, MLP and experts; one rsLoRA, one DoRA, one rank_pattern). Logits come from the model run in float32 on the weights as
 stored (bf16 and f16 weights rounded first), so that persona's f32 path can match them to 1e-4.
 """
 import json
 import pathlib
 import shutil
 
+import peft
 import safetensors.torch
 import torch
 import transformers as T
@@ -56,6 +58,35 @@ CASES = {
 }
 
 
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
+FUSED_EXPERTS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+# The PEFT adapter of each case (peft.LoraConfig arguments), saved in <case>/adapter.
+ADAPTERS = {
+    "llama": dict(r=8, lora_alpha=16, use_rslora=True, target_modules=ATTENTION + MLP),
+    "llama_tied": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    "mistral": dict(r=4, lora_alpha=8, target_modules=ATTENTION + MLP),
+    "qwen2": dict(r=4, lora_alpha=8, target_modules=ATTENTION + MLP, rank_pattern={"down_proj": 2}),
+    "qwen3": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]),
+    # PEFT turns w1/w2/w3 into target_parameters on transformers 5's fused experts (and a regex rank_pattern).
+    "mixtral": dict(r=4, lora_alpha=8, target_modules=ATTENTION + ["w1", "w2", "w3"]),
+    "qwen2_moe": dict(r=4, lora_alpha=8, target_modules=ATTENTION + MLP, target_parameters=FUSED_EXPERTS),
+    "qwen3_moe": dict(r=4, lora_alpha=8, target_modules=ATTENTION + MLP),
+    "qwen3_moe_fused": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], target_parameters=FUSED_EXPERTS),
+}
+
+
+def randomize_adapter(model, seed):
+    """PEFT zeroes B (and sets DoRA magnitudes to the weight norms); random factors make the delta visible."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.6 / p.shape[-1] ** 0.5))
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+
+
 def randomize(model, seed):
     """Normal weights of scale 0.5 / sqrt(fan-in) (norm weights near 1), so that logits are not all near zero."""
     g = torch.Generator().manual_seed(seed)
@@ -69,21 +100,21 @@ def randomize(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * (1.5 / p.shape[-1] ** 0.5))
 
 
-def record(model):
+def record(model, prefix=""):
     tensors = {}
     for i, prompt in enumerate(PROMPTS):
         ids = torch.tensor([prompt])
         with torch.no_grad():
-            tensors[f"prefill.{i}"] = model(ids).logits[0].float().contiguous()
+            tensors[f"{prefix}prefill.{i}"] = model(ids).logits[0].float().contiguous()
             # Greedy by hand (the whole sequence recomputed each step): generate() would mask the eos ids.
             tokens, logits = list(prompt), []
             for _ in range(GREEDY_STEPS):
                 step = model(torch.tensor([tokens])).logits[0, -1].float()
                 logits.append(step)
                 tokens.append(int(step.argmax()))
-        tensors[f"prompt.{i}"] = torch.tensor(prompt, dtype=torch.int32)
-        tensors[f"greedy.{i}"] = torch.tensor(tokens[len(prompt):], dtype=torch.int32)
-        tensors[f"greedy_logits.{i}"] = torch.stack(logits).contiguous()
+        tensors[f"{prefix}prompt.{i}"] = torch.tensor(prompt, dtype=torch.int32)
+        tensors[f"{prefix}greedy.{i}"] = torch.tensor(tokens[len(prompt):], dtype=torch.int32)
+        tensors[f"{prefix}greedy_logits.{i}"] = torch.stack(logits).contiguous()
     return tensors
 
 
@@ -109,6 +140,11 @@ def main():
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             safetensors.torch.save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
         expected = record(model)
+        adapted = peft.get_peft_model(model, peft.LoraConfig(**ADAPTERS[name])).eval()
+        randomize_adapter(adapted, 2000 + index)
+        adapted.save_pretrained(folder / "adapter")
+        (folder / "adapter" / "README.md").unlink()  # PEFT's model card template
+        expected.update(record(adapted, "lora."))
         safetensors.torch.save_file(expected, folder / "expected.safetensors")
         print(name, sorted(p.name for p in folder.iterdir()))
 
