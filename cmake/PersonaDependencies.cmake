@@ -1,5 +1,6 @@
 # Dependency lookup. Everything comes from installed packages (Debian: libeigen3-dev libxsimd-dev
-# libfmt-dev libtbb-dev nlohmann-json3-dev, plus catch2 and libbenchmark-dev for tests and benchmarks);
+# libfmt-dev libtbb-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev, plus catch2 and libbenchmark-dev
+# for tests and benchmarks);
 # the build never touches the network.
 find_package(Eigen3 3.4 REQUIRED NO_MODULE)
 find_package(fmt 9 REQUIRED)

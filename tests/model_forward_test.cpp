@@ -5,7 +5,9 @@
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
+#include <persona/io/peft_adapter.hpp>
 #include <persona/io/safetensors.hpp>
+#include <persona/lora/lora_apply.hpp>
 #include <persona/model/checkpoint.hpp>
 #include <persona/model/model.hpp>
 
@@ -54,14 +56,15 @@ struct Fixture {
   std::vector<Tensor<float>> prefill, greedy_logits;
 };
 
-Fixture read_fixture(const std::string& name) {
+// prefix "": the base model's expectations; "lora.": with the case's PEFT adapter.
+Fixture read_fixture(const std::string& name, const std::string& prefix = "") {
   const SafetensorsReader r = SafetensorsReader::open(kModels / name / "expected.safetensors");
   Fixture f;
   for (std::size_t i = 0; i < kPrompts; ++i) {
-    f.prompts.push_back(read_ids(r, "prompt." + std::to_string(i)));
-    f.greedy.push_back(read_ids(r, "greedy." + std::to_string(i)));
-    f.prefill.push_back(r.read_f32("prefill." + std::to_string(i)));
-    f.greedy_logits.push_back(r.read_f32("greedy_logits." + std::to_string(i)));
+    f.prompts.push_back(read_ids(r, prefix + "prompt." + std::to_string(i)));
+    f.greedy.push_back(read_ids(r, prefix + "greedy." + std::to_string(i)));
+    f.prefill.push_back(r.read_f32(prefix + "prefill." + std::to_string(i)));
+    f.greedy_logits.push_back(r.read_f32(prefix + "greedy_logits." + std::to_string(i)));
   }
   return f;
 }
@@ -74,7 +77,8 @@ struct Run {
   std::vector<std::int32_t> tokens;
 };
 
-Run run_alone(const Model& model, const std::vector<std::int32_t>& prompt, std::size_t chunk, std::size_t steps) {
+Run run_alone(const Model& model, const std::vector<std::int32_t>& prompt, std::size_t chunk, std::size_t steps,
+              const LoraAdapter* adapter = nullptr) {
   const std::size_t V = model.config().vocab_size;
   PagedKvCache cache(model.kv_cache_config(64, 4));
   ModelWorkspace workspace;
@@ -88,7 +92,9 @@ Run run_alone(const Model& model, const std::vector<std::int32_t>& prompt, std::
     std::vector<std::size_t> rows(n), counts{n};
     std::iota(rows.begin(), rows.end(), 0);
     const std::vector<SequenceId> ids{id};
-    const Tensor<float> logits = model.forward({ids, counts, tokens, {}, {}, rows}, cache, workspace);
+    const std::vector<std::int32_t> slots(adapter != nullptr ? n : 0, 0);
+    const std::vector<const LoraAdapter*> adapters{adapter};
+    const Tensor<float> logits = model.forward({ids, counts, tokens, slots, adapters, rows}, cache, workspace);
     std::copy_n(logits.data(), n * V, run.prefill.data() + begin * V);
   }
   std::copy_n(run.prefill.data() + (prompt.size() - 1) * V, V, run.steps.data());
@@ -99,7 +105,9 @@ Run run_alone(const Model& model, const std::vector<std::int32_t>& prompt, std::
     cache.append_tokens(id, token);
     const std::vector<SequenceId> ids{id};
     const std::vector<std::size_t> counts{1};
-    const Tensor<float> logits = model.forward({ids, counts, token}, cache, workspace);
+    const std::vector<std::int32_t> slots(adapter != nullptr ? 1 : 0, 0);
+    const std::vector<const LoraAdapter*> adapters{adapter};
+    const Tensor<float> logits = model.forward({ids, counts, token, slots, adapters}, cache, workspace);
     std::copy_n(logits.data(), V, run.steps.data() + (s + 1) * V);
   }
   return run;
@@ -130,11 +138,38 @@ TEST_CASE("Every architecture matches transformers' logits and greedy tokens wit
   }
 }
 
-TEST_CASE("A batch mixing prefill chunks and decode tokens equals each sequence alone", "[model]") {
-  for (const std::string& name : {std::string("qwen3"), std::string("qwen2_moe"), std::string("mistral")}) {
+TEST_CASE("Every architecture with its PEFT adapter matches transformers + PEFT", "[model]") {
+  for (const std::string& name : kCases) {
     DYNAMIC_SECTION(name) {
       const Model model = Model::load(kModels / name);
-      const Fixture f = read_fixture(name);
+      const LoraAdapter adapter = read_peft_adapter(kModels / name / "adapter", 1);
+      const Fixture f = read_fixture(name, "lora.");
+      const std::size_t V = model.config().vocab_size;
+      for (std::size_t i = 0; i < kPrompts; ++i) {
+        INFO("prompt " << i);
+        const Run run = run_alone(model, f.prompts[i], 0, kGreedySteps, &adapter);
+        CHECK(relative_error(run.prefill.data(), f.prefill[i].data(), f.prompts[i].size() * V) < 1e-4);
+        CHECK(run.tokens == f.greedy[i]);
+        for (std::size_t s = 0; s < kGreedySteps && run.tokens == f.greedy[i]; ++s) {
+          INFO("greedy step " << s);
+          CHECK(relative_error(run.steps.data() + s * V, f.greedy_logits[i].data() + s * V, V) < 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("A batch mixing prefill chunks, decode tokens and adapters equals each sequence alone", "[model]") {
+  for (const std::string& name : {std::string("qwen3"), std::string("qwen2_moe"), std::string("mixtral"),
+                                  std::string("mistral")}) {
+    DYNAMIC_SECTION(name) {
+      const Model model = Model::load(kModels / name);
+      // Prompts 0 and 2 run with the adapter, prompt 1 with the base model, in the same steps.
+      const LoraAdapter adapter = read_peft_adapter(kModels / name / "adapter", 1);
+      const std::vector<const LoraAdapter*> adapters{&adapter};
+      const Fixture base = read_fixture(name), lora = read_fixture(name, "lora.");
+      const auto expected = [&](std::size_t i) -> const Fixture& { return i == 1 ? base : lora; };
+      const Fixture& f = base;
       const std::size_t V = model.config().vocab_size;
       PagedKvCache cache(model.kv_cache_config(128, 4));
       ModelWorkspace workspace;
@@ -149,6 +184,7 @@ TEST_CASE("A batch mixing prefill chunks and decode tokens equals each sequence 
         std::vector<std::size_t> counts;
         std::vector<std::int32_t> tokens;
         std::vector<std::size_t> owners;
+        std::vector<std::int32_t> slots;
         for (std::size_t i = 0; i < kPrompts; ++i) {
           const std::vector<std::int32_t>& prompt = f.prompts[i];
           std::vector<std::int32_t> next;
@@ -165,9 +201,10 @@ TEST_CASE("A batch mixing prefill chunks and decode tokens equals each sequence 
           batch_ids.push_back(ids[i]);
           counts.push_back(next.size());
           tokens.insert(tokens.end(), next.begin(), next.end());
+          slots.insert(slots.end(), next.size(), i == 1 ? kNoLora : 0);
           owners.push_back(i);
         }
-        const Tensor<float> logits = model.forward({batch_ids, counts, tokens}, cache, workspace);
+        const Tensor<float> logits = model.forward({batch_ids, counts, tokens, slots, adapters}, cache, workspace);
         for (std::size_t r = 0; r < owners.size(); ++r) {
           last[owners[r]] = Tensor<float>({V});
           std::copy_n(logits.data() + r * V, V, last[owners[r]].data());
@@ -176,11 +213,12 @@ TEST_CASE("A batch mixing prefill chunks and decode tokens equals each sequence 
       for (std::size_t i = 0; i < kPrompts; ++i) {
         INFO("prompt " << i);
         REQUIRE(!generated[i].empty());
-        const std::vector<std::int32_t> expected(f.greedy[i].begin(),
-                                                 f.greedy[i].begin() + static_cast<std::ptrdiff_t>(generated[i].size()));
-        CHECK(generated[i] == expected);
+        const Fixture& e = expected(i);
+        const std::vector<std::int32_t> tokens(e.greedy[i].begin(),
+                                               e.greedy[i].begin() + static_cast<std::ptrdiff_t>(generated[i].size()));
+        CHECK(generated[i] == tokens);
         const std::size_t s = generated[i].size();
-        if (s < kGreedySteps) CHECK(relative_error(last[i].data(), f.greedy_logits[i].data() + s * V, V) < 1e-4);
+        if (s < kGreedySteps) CHECK(relative_error(last[i].data(), e.greedy_logits[i].data() + s * V, V) < 1e-4);
       }
     }
   }

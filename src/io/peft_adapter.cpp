@@ -1,8 +1,10 @@
 #include "persona/io/peft_adapter.hpp"
 
 #include "persona/core/file_io.hpp"
+#include "io/peft_pattern.hpp"
 #include "persona/io/safetensors.hpp"
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -21,40 +23,15 @@ struct PeftConfig {
   double lora_alpha = 8.0;
   bool use_rslora = false;
   bool use_dora = false;
-  std::vector<std::pair<std::string, std::size_t>> rank_pattern;  // in file order, as PEFT tries them
-  std::vector<std::pair<std::string, double>> alpha_pattern;
+  detail::PeftPatterns rank_pattern, alpha_pattern;  // in file order, as PEFT tries them
+  std::vector<std::string> target_parameters;        // parameters adapted through ParamWrapper (fused experts)
+  std::vector<std::string> modules_to_save;
+
+  std::size_t rank_of(std::string_view name) const {
+    return rank_pattern.find(name).has_value() ? static_cast<std::size_t>(*rank_pattern.find(name)) : r;
+  }
+  double alpha_of(std::string_view name) const { return alpha_pattern.find(name).value_or(lora_alpha); }
 };
-
-// A pattern key as PEFT writes them: a module name or suffix. Only these characters are accepted, so the
-// regex PEFT builds from a key ("(.*\.)?(key)$") has no quantifiers or groups, and matching it is the
-// linear loop below ('.' matching any character), never a regex engine fed with file contents.
-bool is_plain_pattern_key(std::string_view key) {
-  return !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '.';
-  });
-}
-
-bool matches_whole(std::string_view text, std::string_view key) {
-  if (text.size() != key.size()) return false;
-  for (std::size_t i = 0; i < key.size(); ++i) {
-    if (key[i] != '.' && key[i] != text[i]) return false;
-  }
-  return true;
-}
-
-// PEFT's get_pattern_key: the first key k (in file order) for which the module name matches
-// "(.*\.)?(k)$": k itself, or k right after a literal '.'.
-template <class Value>
-const Value* pattern_value(const std::vector<std::pair<std::string, Value>>& patterns, std::string_view module_name) {
-  for (const auto& [key, value] : patterns) {
-    if (matches_whole(module_name, key)) return &value;
-    for (std::size_t p = 1; p + key.size() <= module_name.size(); ++p) {
-      if (module_name[p - 1] == '.' && matches_whole(module_name.substr(p), key)) return &value;
-    }
-  }
-  return nullptr;
-}
 
 // adapter_config.json is a few KB; a larger one is not PEFT's (and /dev/zero is not a file).
 constexpr std::size_t kMaxConfigBytes = 16u << 20;
@@ -64,11 +41,12 @@ std::string read_text(const std::filesystem::path& path) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
-PeftConfig parse_config(std::string_view text, const std::filesystem::path& path, const PeftReadOptions& options) {
-  const nlohmann::json json = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+PeftConfig parse_config(std::string_view text, const std::filesystem::path& path) {
+  // ordered_json: rank_pattern and alpha_pattern keys are tried in file order, as PEFT does.
+  const nlohmann::ordered_json json = nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, false);
   if (json.is_discarded() || !json.is_object())
     PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: not a JSON object", path.string());
-  auto field = [&](const char* name) -> const nlohmann::json* {
+  auto field = [&](const char* name) -> const nlohmann::ordered_json* {
     const auto it = json.find(name);
     return it == json.end() || it->is_null() ? nullptr : &*it;
   };
@@ -76,20 +54,22 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
     PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: peft_type is {}, only LORA is supported", path.string(),
                      type->dump());
   }
-  if (!options.skip_unsupported) {
-    if (const auto* bias = field("bias"); bias != nullptr && *bias != "none") {
-      PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: bias is {}: bias training is not supported",
-                       path.string(), bias->dump());
-    }
-    if (const auto* bias = field("lora_bias"); bias != nullptr && bias->is_boolean() && bias->get<bool>()) {
-      PERSONA_THROW_AT("read_peft_adapter", unsupported, "{}: lora_bias is true: LoRA biases are not supported",
-                       path.string());
-    }
-    if (const auto* saved = field("modules_to_save"); saved != nullptr && !saved->empty()) {
-      PERSONA_THROW_AT("read_peft_adapter", unsupported,
-                       "{}: modules_to_save is {}: full module copies are not supported (skip_unsupported drops them)",
-                       path.string(), saved->dump());
-    }
+  // What changes the adapted model's outputs and persona does not apply is refused, whatever the options:
+  // dropping it would serve a different model than the one trained.
+  if (const auto* bias = field("bias"); bias != nullptr && *bias != "none") {
+    PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                     "{}: bias is {}: the adapter trains the base model's biases, which persona does not apply",
+                     path.string(), bias->dump());
+  }
+  if (const auto* bias = field("lora_bias"); bias != nullptr && bias->is_boolean() && bias->get<bool>()) {
+    PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                     "{}: lora_bias is true: the adapter's lora_B layers have biases, which persona does not apply",
+                     path.string());
+  }
+  if (const auto* tokens = field("trainable_token_indices"); tokens != nullptr && !tokens->empty()) {
+    PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                     "{}: trainable_token_indices: the adapter retrains embedding rows, which persona does not apply",
+                     path.string());
   }
   PeftConfig config;
   try {
@@ -98,27 +78,20 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
     if (const auto* rs = field("use_rslora")) config.use_rslora = rs->get<bool>();
     if (const auto* dora = field("use_dora")) config.use_dora = dora->get<bool>();
     if (const auto* p = field("rank_pattern")) {
-      for (const auto& [k, v] : p->items()) config.rank_pattern.emplace_back(k, v.get<std::size_t>());
-    }
-    if (const auto* p = field("alpha_pattern")) {
-      for (const auto& [k, v] : p->items()) config.alpha_pattern.emplace_back(k, v.get<double>());
-    }
-  } catch (const nlohmann::json::exception& e) {
-    PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: a field has the wrong type: {}", path.string(), e.what());
-  }
-  auto check_keys = [&](const auto& patterns, const char* field_name) {
-    for (const auto& [key, value] : patterns) {
-      if (!is_plain_pattern_key(key)) {
-        PERSONA_THROW_AT(
-            "read_peft_adapter", unsupported,
-            "{}: {} key '{}' is not a module name (letters, digits, '_', '-', '.'): regex patterns are not "
-            "supported",
-            path.string(), field_name, key);
+      for (const auto& [k, v] : p->items()) {
+        config.rank_pattern.add(k, static_cast<double>(v.get<std::size_t>()), "rank_pattern");
       }
     }
-  };
-  check_keys(config.rank_pattern, "rank_pattern");
-  check_keys(config.alpha_pattern, "alpha_pattern");
+    if (const auto* p = field("alpha_pattern")) {
+      for (const auto& [k, v] : p->items()) config.alpha_pattern.add(k, v.get<double>(), "alpha_pattern");
+    }
+    if (const auto* p = field("target_parameters")) config.target_parameters = p->get<std::vector<std::string>>();
+    if (const auto* p = field("modules_to_save")) config.modules_to_save = p->get<std::vector<std::string>>();
+  } catch (const nlohmann::ordered_json::exception& e) {
+    PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: a field has the wrong type: {}", path.string(), e.what());
+  } catch (const Error& e) {
+    throw Error(e.code(), "read_peft_adapter", fmt::format("{}: {}", path.string(), e.message()));
+  }
   return config;
 }
 
@@ -151,24 +124,119 @@ bool parse_key(std::string_view key, ParsedKey& out) {
   return false;
 }
 
+// Task heads PEFT keeps in modules_to_save for classification and QA models: a causal LM's generated
+// tokens never read them, so skip_unsupported may drop them. Any other saved module (lm_head, a layer)
+// changes the served output and is refused.
+bool is_task_head(std::string_view module) {
+  for (const std::string_view head : {"score", "classifier", "qa_outputs", "cls", "pooler"}) {
+    if (module == head) return true;
+  }
+  return false;
+}
+
+// The wrappers PEFT nests around one fused experts module ("mlp.experts", its ".base_layer", ...): each
+// adapts one [E, out, in] parameter with A [r*E, in] and B [out, r*E].
+struct FusedWrapper {
+  std::string a_key, b_key, peft_name;
+};
+
+// Splits the ParamWrapper factors of one fused parameter into per-expert modules: expert e's A is rows
+// [e r, (e+1) r) of A and its B the columns j r... of B reshaped (out, r, E) (PEFT's get_delta_factors:
+// column k E + e is rank k of expert e). gate_up_proj ([E, 2F, in]) becomes gate_proj (rows [0, F)) and
+// up_proj (rows [F, 2F)), sharing A.
+void add_fused_experts(LoraAdapter& adapter, std::size_t layer, const std::string& experts_path,
+                       const std::string& parameter, const Tensor<float>& a, const Tensor<float>& b, std::size_t rank,
+                       double alpha, LoraScaling scaling, const std::string& source) {
+  const std::size_t experts = a.dim(0) / rank, in = a.dim(1), out = b.dim(0);
+  const bool gate_up = parameter == "gate_up_proj";
+  if (gate_up && out % 2 != 0) {
+    PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: {}.{} has {} outputs; gate_up_proj needs an even count",
+                     source, experts_path, parameter, out);
+  }
+  for (std::size_t e = 0; e < experts; ++e) {
+    Tensor<float> ae({rank, in});
+    std::copy_n(a.data() + e * rank * in, rank * in, ae.data());
+    const auto b_rows = [&](std::size_t first, std::size_t rows) {
+      Tensor<float> be({rows, rank});
+      for (std::size_t o = 0; o < rows; ++o) {
+        for (std::size_t k = 0; k < rank; ++k) be(o, k) = b(first + o, k * experts + e);
+      }
+      return be;
+    };
+    const auto add = [&](const char* projection, Tensor<float> a_e, Tensor<float> b_e) {
+      adapter.add(LoraTarget{layer, fmt::format("{}.{}.{}", experts_path, e, projection)},
+                  LoraModule(LoraMatrix(std::move(a_e)), LoraMatrix(std::move(b_e)), static_cast<float>(alpha),
+                             scaling));
+    };
+    if (gate_up) {
+      add("gate_proj", ae, b_rows(0, out / 2));
+      add("up_proj", std::move(ae), b_rows(out / 2, out / 2));
+    } else {
+      add("down_proj", std::move(ae), b_rows(0, out));
+    }
+  }
+}
+
 // The adapter from the config text and the opened weights; `folder` names the files in errors.
 LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader& weights, TenantId owner,
                           const PeftReadOptions& options, const std::filesystem::path& folder) {
   const auto config_path = folder / "adapter_config.json";
-  const std::filesystem::path weights_path = weights.source();
-  const PeftConfig config = parse_config(config_json, config_path, options);
+  const std::string weights_path = weights.source();
+  const PeftConfig config = parse_config(config_json, config_path);
+  for (const std::string& module : config.modules_to_save) {
+    if (!is_task_head(module) || !options.skip_unsupported) {
+      PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                       "{}: modules_to_save is [\"{}\"]: the adapter replaces that module with a trained copy, "
+                       "which persona does not serve{}",
+                       config_path.string(), fmt::join(config.modules_to_save, "\", \""),
+                       is_task_head(module) ? " (a task head: skip_unsupported drops it)" : "");
+    }
+  }
   struct Pair {
     std::string a_key, b_key, magnitude_key, peft_name;
   };
   std::map<LoraTarget, Pair> pairs;
+  // Fused experts (target_parameters): per (layer, experts module path), its wrappers outermost first.
+  std::map<std::pair<std::size_t, std::string>, std::map<std::size_t, FusedWrapper>> fused;
   for (const SafetensorsTensor& t : weights.tensors()) {
     ParsedKey key;
     if (!parse_key(t.name, key)) {
-      if (options.skip_unsupported) continue;
+      const std::string_view name = std::string_view(t.name).substr(
+          t.name.starts_with(kKeyPrefix) ? kKeyPrefix.size() : 0);
+      const std::string_view module = name.substr(0, name.find('.'));
+      if (options.skip_unsupported && is_task_head(module) &&
+          std::find(config.modules_to_save.begin(), config.modules_to_save.end(), module) !=
+              config.modules_to_save.end()) {
+        continue;
+      }
+      if (name.find("lora_embedding_") != std::string_view::npos || name.starts_with("lm_head.") ||
+          name.find("embed_tokens.") != std::string_view::npos) {
+        PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                         "{}: tensor '{}': LoRA on the embeddings or lm_head changes every output and persona does "
+                         "not apply it yet",
+                         weights_path, t.name);
+      }
       PERSONA_THROW_AT("read_peft_adapter", unsupported,
-                       "{}: tensor '{}' is not a LoRA A or B matrix or a DoRA magnitude of a decoder layer "
-                       "(modules_to_save and bias tensors are not supported)",
-                       weights_path.string(), t.name);
+                       "{}: tensor '{}' is not a LoRA A or B matrix or a DoRA magnitude of a decoder layer's "
+                       "module; persona does not know what it changes",
+                       weights_path, t.name);
+    }
+    // A ParamWrapper around fused experts: "<...>.experts[.base_layer...]".
+    std::string_view module = key.module;
+    std::size_t depth = 0;
+    while (module.ends_with(".base_layer")) {
+      module.remove_suffix(std::string_view(".base_layer").size());
+      ++depth;
+    }
+    if (!config.target_parameters.empty() && (module == "experts" || module.ends_with(".experts"))) {
+      if (key.matrix == 'M') {
+        PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}': PEFT has no DoRA for target_parameters",
+                         weights_path, t.name);
+      }
+      FusedWrapper& w = fused[{key.layer, std::string(module)}][depth];
+      (key.matrix == 'A' ? w.a_key : w.b_key) = t.name;
+      w.peft_name = key.peft_name.substr(0, key.peft_name.size() - (key.module.size() - module.size()));
+      continue;
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
     std::string& slot = key.matrix == 'A' ? pair.a_key : key.matrix == 'B' ? pair.b_key : pair.magnitude_key;
@@ -181,47 +249,99 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
       PERSONA_THROW_AT("read_peft_adapter", unsupported,
                        "{}: tensors '{}' and '{}' both map to layer {} module {}: persona reads one stack of "
                        "decoder layers (encoder-decoder models and vision towers are not supported)",
-                       weights_path.string(), other, t.name, key.layer, key.module);
+                       weights_path, other, t.name, key.layer, key.module);
     }
     pair.peft_name = key.peft_name;
     slot = t.name;
   }
+  const LoraScaling scaling = config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard;
+  const auto read_pair = [&](const std::string& a_key, const std::string& b_key, Tensor<float>& a, Tensor<float>& b) {
+    if (a_key.empty() || b_key.empty()) {
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has no matching lora_{} tensor", weights_path,
+                       a_key.empty() ? b_key : a_key, a_key.empty() ? 'A' : 'B');
+    }
+    a = weights.read_f32(a_key);
+    b = weights.read_f32(b_key);
+    if (a.rank() != 2 || b.rank() != 2)
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' or its lora_B is not a matrix", weights_path,
+                       a_key);
+  };
   LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, owner);
   for (auto& [target, pair] : pairs) {
-    if (pair.a_key.empty() || pair.b_key.empty()) {
-      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has no matching lora_{} tensor",
-                       weights_path.string(), pair.a_key.empty() ? pair.b_key : pair.a_key,
-                       pair.a_key.empty() ? 'A' : 'B');
-    }
-    Tensor<float> a = weights.read_f32(pair.a_key), b = weights.read_f32(pair.b_key);
-    if (a.rank() != 2 || b.rank() != 2)
-      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' or its lora_B is not a matrix",
-                       weights_path.string(), pair.a_key);
-    const std::size_t* pattern_rank = pattern_value(config.rank_pattern, pair.peft_name);
-    const std::size_t rank = pattern_rank != nullptr ? *pattern_rank : config.r;
+    Tensor<float> a, b;
+    read_pair(pair.a_key, pair.b_key, a, b);
+    const std::size_t rank = config.rank_of(pair.peft_name);
     if (a.dim(0) != rank || b.dim(1) != rank) {
       PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has rank {} (B: {}) but the config says {}",
-                       weights_path.string(), pair.a_key, a.dim(0), b.dim(1), rank);
+                       weights_path, pair.a_key, a.dim(0), b.dim(1), rank);
     }
     Tensor<float> magnitude;
     if (config.use_dora != !pair.magnitude_key.empty()) {
       PERSONA_CHECK_AT("read_peft_adapter", corrupt_data, !config.use_dora,
-                       "{}: use_dora is true but '{}' has no lora_magnitude_vector", weights_path.string(), pair.a_key);
-      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' is present but use_dora is false",
-                       weights_path.string(), pair.magnitude_key);
+                       "{}: use_dora is true but '{}' has no lora_magnitude_vector", weights_path, pair.a_key);
+      PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' is present but use_dora is false", weights_path,
+                       pair.magnitude_key);
     }
     if (config.use_dora) {
       magnitude = weights.read_f32(pair.magnitude_key);
       if (magnitude.rank() != 1 || magnitude.dim(0) != b.dim(0)) {
         PERSONA_THROW_AT("read_peft_adapter", corrupt_data, "{}: '{}' has shape {} but the module has {} outputs",
-                         weights_path.string(), pair.magnitude_key, magnitude.shape().to_string(), b.dim(0));
+                         weights_path, pair.magnitude_key, magnitude.shape().to_string(), b.dim(0));
       }
     }
-    const double* pattern_alpha = pattern_value(config.alpha_pattern, pair.peft_name);
-    const double alpha = pattern_alpha != nullptr ? *pattern_alpha : config.lora_alpha;
-    adapter.add(target, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)), static_cast<float>(alpha),
-                                   config.use_rslora ? LoraScaling::rank_stabilized : LoraScaling::standard,
-                                   std::move(magnitude)));
+    adapter.add(target, LoraModule(LoraMatrix(std::move(a)), LoraMatrix(std::move(b)),
+                                   static_cast<float>(config.alpha_of(pair.peft_name)), scaling, std::move(magnitude)));
+  }
+  for (const auto& [where, wrappers] : fused) {
+    const auto& [layer, path] = where;
+    // Which wrapper adapts which parameter: gate_up_proj's A reads the hidden size that down_proj writes
+    // (B's rows), and its B writes twice the width down_proj's A reads.
+    std::vector<std::pair<std::string, const FusedWrapper*>> adapted;
+    std::vector<Tensor<float>> as, bs;
+    for (const auto& [depth, w] : wrappers) {
+      Tensor<float> a, b;
+      read_pair(w.a_key, w.b_key, a, b);
+      as.push_back(std::move(a));
+      bs.push_back(std::move(b));
+      adapted.emplace_back("", &w);
+    }
+    if (wrappers.size() == 2) {
+      const auto is_gate_up = [&](std::size_t g, std::size_t d) {
+        return bs[g].dim(0) == 2 * as[d].dim(1) && bs[d].dim(0) == as[g].dim(1);
+      };
+      if (is_gate_up(0, 1)) {
+        adapted[0].first = "gate_up_proj";
+        adapted[1].first = "down_proj";
+      } else if (is_gate_up(1, 0)) {
+        adapted[0].first = "down_proj";
+        adapted[1].first = "gate_up_proj";
+      }
+    } else if (wrappers.size() == 1) {
+      for (const std::string& p : config.target_parameters) {
+        const std::string_view name = std::string_view(p).substr(p.rfind('.') == std::string::npos ? 0 : p.rfind('.') + 1);
+        if (config.target_parameters.size() == 1 && (name == "gate_up_proj" || name == "down_proj")) {
+          adapted[0].first = std::string(name);
+        }
+      }
+    }
+    for (std::size_t i = 0; i < adapted.size(); ++i) {
+      const FusedWrapper& w = *adapted[i].second;
+      if (adapted[i].first.empty()) {
+        PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                         "{}: '{}': target_parameters {} on '{}' are not the gate_up_proj and down_proj of fused "
+                         "experts persona knows",
+                         weights_path, w.a_key, fmt::join(config.target_parameters, ", "), w.peft_name);
+      }
+      const std::string name = w.peft_name + "." + adapted[i].first;
+      const std::size_t rank = config.rank_of(name);
+      if (rank == 0 || as[i].dim(0) % rank != 0 || as[i].dim(0) == 0 || bs[i].dim(1) != as[i].dim(0)) {
+        PERSONA_THROW_AT("read_peft_adapter", corrupt_data,
+                         "{}: '{}' is [{}, {}] and its lora_B [{}, {}]: not rank {} times a number of experts",
+                         weights_path, w.a_key, as[i].dim(0), as[i].dim(1), bs[i].dim(0), bs[i].dim(1), rank);
+      }
+      add_fused_experts(adapter, layer, path, adapted[i].first, as[i], bs[i], rank, config.alpha_of(name), scaling,
+                        weights_path);
+    }
   }
   return adapter;
 }

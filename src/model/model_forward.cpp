@@ -88,6 +88,7 @@ constexpr std::size_t kExpertLinear = 7;  // expert e's gate is kExpertLinear + 
 struct LinearRef {
   const std::string* module = nullptr;
   std::size_t out = 0, in = 0;
+  const std::string* alias = nullptr;  // another name adapters may use (expert_aliases)
 };
 
 std::vector<LinearRef> linears_of(const detail::DecoderLayer& l, std::size_t per_layer) {
@@ -107,9 +108,10 @@ std::vector<LinearRef> linears_of(const detail::DecoderLayer& l, std::size_t per
   }
   for (std::size_t e = 0; e < l.experts.size(); ++e) {
     const ExpertFfn& f = l.experts[e];
-    refs[kExpertLinear + 3 * e] = {&l.expert_modules[e][0], f.gate.rows(), f.gate.cols()};
-    refs[kExpertLinear + 3 * e + 1] = {&l.expert_modules[e][1], f.up.rows(), f.up.cols()};
-    refs[kExpertLinear + 3 * e + 2] = {&l.expert_modules[e][2], f.down.rows(), f.down.cols()};
+    const auto alias = [&](std::size_t p) { return l.expert_aliases.empty() ? nullptr : &l.expert_aliases[e][p]; };
+    refs[kExpertLinear + 3 * e] = {&l.expert_modules[e][0], f.gate.rows(), f.gate.cols(), alias(0)};
+    refs[kExpertLinear + 3 * e + 1] = {&l.expert_modules[e][1], f.up.rows(), f.up.cols(), alias(1)};
+    refs[kExpertLinear + 3 * e + 2] = {&l.expert_modules[e][2], f.down.rows(), f.down.cols(), alias(2)};
   }
   return refs;
 }
@@ -131,6 +133,7 @@ LoraStep plan_lora(const Model::Weights& w, const ForwardBatch& batch, std::span
     refs[l] = linears_of(w.layers[l], step.per_layer);
     for (const LinearRef& r : refs[l]) {
       if (r.module != nullptr) known.emplace(std::pair{l, std::string_view(*r.module)}, r);
+      if (r.alias != nullptr) known.emplace(std::pair{l, std::string_view(*r.alias)}, r);
     }
   }
   for (std::size_t s = 0; s < S; ++s) {
@@ -165,6 +168,7 @@ LoraStep plan_lora(const Model::Weights& w, const ForwardBatch& batch, std::span
       for (std::size_t s = 0; s < S; ++s) {
         if (slot_tokens[s] == 0) continue;
         const LoraModule* m = batch.adapters[s]->find(l, *r.module);
+        if (m == nullptr && r.alias != nullptr) m = batch.adapters[s]->find(l, *r.alias);
         step.modules[(l * step.per_layer + i) * S + s] = m;
         present[s] = m != nullptr;
         any = any || present[s];

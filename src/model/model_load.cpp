@@ -116,6 +116,10 @@ void load_experts(TensorSource& source, const ModelConfig& c, const std::string&
   for (std::size_t e = 0; e < E; ++e) {
     const std::string expert = fmt::format("{}experts.{}.", moe_block, e);
     for (std::size_t p = 0; p < 3; ++p) layer.expert_modules[e][p] = expert + projections[p];
+    if (mixtral) {
+      layer.expert_aliases.push_back({fmt::format("mlp.experts.{}.gate_proj", e), fmt::format("mlp.experts.{}.up_proj", e),
+                                      fmt::format("mlp.experts.{}.down_proj", e)});
+    }
     ExpertFfn& ffn = layer.experts[e];
     if (is_fused) {
       ffn.gate = source.weight(slice(gate_up, e, 0, F));

@@ -38,6 +38,10 @@ struct DecoderLayer {
   Tensor<float> router;
   std::vector<ExpertFfn> experts;
   std::vector<std::array<std::string, 3>> expert_modules;
+  // Other names adapters may use for them: Mixtral's experts are "block_sparse_moe.experts.<e>.w1/w3/w2" in
+  // transformers 4 and per-expert PEFT files, "mlp.experts.<e>.gate_proj/up_proj/down_proj" as the PEFT
+  // reader names what it splits from transformers 5's fused experts. Empty when there is one name.
+  std::vector<std::array<std::string, 3>> expert_aliases;
   std::optional<Mlp> shared_expert;
   Tensor<float> shared_expert_gate;
 };

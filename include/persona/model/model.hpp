@@ -8,6 +8,7 @@
 #include "persona/kv/kv_cache_config.hpp"
 #include "persona/kv/paged_kv_cache.hpp"
 #include "persona/lora/lora_adapter.hpp"
+#include "persona/lora/lora_apply.hpp"  // kNoLora
 #include "persona/model/model_config.hpp"
 
 #include <cstddef>
