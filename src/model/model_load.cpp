@@ -44,20 +44,25 @@ class TensorSource {
     return {t.data(), t.data() + n};
   }
 
-  // A weight [out, in] in the chosen format.
-  WeightMatrix weight(Tensor<float> w) const {
-    switch (format_) {
-      case WeightFormat::int8: return WeightMatrix(quantize(w, QuantSpec{8, 32}));
-      case WeightFormat::int4: return WeightMatrix(quantize(w, QuantSpec{4, 32}));
-      default: return WeightMatrix(std::move(w));
+  // A weight [out, in] in the chosen format: quantized in groups of 32 inputs, or of 16 or 8 where the
+  // input count is not a multiple of 32 (real models' always is; tiny test models' may not be).
+  WeightMatrix weight(Tensor<float> w, std::string_view name) const {
+    if (format_ == WeightFormat::f32) return WeightMatrix(std::move(w));
+    const int bits = format_ == WeightFormat::int8 ? 8 : 4;
+    for (const std::size_t group : {32u, 16u, 8u}) {
+      const QuantSpec spec{bits, group};
+      if (w.dim(1) % group != 0 || group % tile_traits(bits).columns_per_tile != 0) continue;
+      return WeightMatrix(quantize(w, spec));
     }
+    PERSONA_THROW_AT(kFunction, unsupported, "{}: tensor '{}' has {} inputs, not a multiple of 8: it cannot be held as int{}",
+                     checkpoint_.folder().string(), name, w.dim(1), bits);
   }
 
   detail::Linear linear(const std::string& prefix, const std::string& module, std::size_t out, std::size_t in,
                         bool bias) {
     detail::Linear l;
     l.module = module;
-    l.weight = weight(read(prefix + module + ".weight", {out, in}));
+    l.weight = weight(read(prefix + module + ".weight", {out, in}), prefix + module + ".weight");
     if (bias) l.bias = read_vector(prefix + module + ".bias", out);
     return l;
   }
@@ -122,13 +127,17 @@ void load_experts(TensorSource& source, const ModelConfig& c, const std::string&
     }
     ExpertFfn& ffn = layer.experts[e];
     if (is_fused) {
-      ffn.gate = source.weight(slice(gate_up, e, 0, F));
-      ffn.up = source.weight(slice(gate_up, e, F, F));
-      ffn.down = source.weight(slice(down, e, 0, H));
+      ffn.gate = source.weight(slice(gate_up, e, 0, F), fused);
+      ffn.up = source.weight(slice(gate_up, e, F, F), fused);
+      ffn.down = source.weight(slice(down, e, 0, H), prefix + "mlp.experts.down_proj");
     } else {
-      ffn.gate = source.weight(source.read(prefix + expert + projections[0] + ".weight", {F, H}));
-      ffn.up = source.weight(source.read(prefix + expert + projections[1] + ".weight", {F, H}));
-      ffn.down = source.weight(source.read(prefix + expert + projections[2] + ".weight", {H, F}));
+      for (std::size_t p = 0; p < 3; ++p) {
+        const std::string tensor = prefix + expert + projections[p] + ".weight";
+        WeightMatrix w = source.weight(source.read(tensor, p == 2 ? std::vector<std::size_t>{H, F}
+                                                                  : std::vector<std::size_t>{F, H}),
+                                       tensor);
+        (p == 0 ? ffn.gate : p == 1 ? ffn.up : ffn.down) = std::move(w);
+      }
     }
   }
   if (c.shared_expert_intermediate_size != 0) {
@@ -162,11 +171,13 @@ Model Model::load(const std::filesystem::path& folder, const ModelLoadOptions& o
   w.embedding = source.read("model.embed_tokens.weight", {c.vocab_size, H});
   w.final_norm = source.read("model.norm.weight", {H});
   if (!c.tie_word_embeddings) {
-    w.lm_head = source.weight(source.read("lm_head.weight", {c.vocab_size, H}));
+    w.lm_head = source.weight(source.read("lm_head.weight", {c.vocab_size, H}), "lm_head.weight");
   } else {
     // Some tied checkpoints store the copy too; transformers ties it to the embedding regardless.
     if (source.contains("lm_head.weight")) source.mark_read("lm_head.weight");
-    if (options.weights != WeightFormat::f32) w.lm_head = source.weight(Tensor<float>(w.embedding));
+    if (options.weights != WeightFormat::f32) {
+      w.lm_head = source.weight(Tensor<float>(w.embedding), "model.embed_tokens.weight");
+    }
   }
   for (std::size_t l = 0; l < c.num_layers; ++l) {
     const std::string prefix = fmt::format("model.layers.{}.", l);
