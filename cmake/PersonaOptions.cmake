@@ -2,6 +2,7 @@
 # project, so a project that vendors persona builds just the library.
 option(PERSONA_BUILD_TESTS "Build the test suite" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_BUILD_EXAMPLES "Build the examples" ${PROJECT_IS_TOP_LEVEL})
+option(PERSONA_BUILD_PROGRAM "Build the persona command-line program" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_BUILD_BENCHMARKS "Build the benchmarks" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_INSTALL "Generate the install target and package config" ${PROJECT_IS_TOP_LEVEL})
 option(PERSONA_WERROR "Treat compiler warnings as errors (ON in CI)" OFF)

@@ -1,0 +1,133 @@
+// persona run: loads a model folder (and optionally a LoRA adapter), feeds it the prompt's token ids and
+// decodes greedily, printing the generated ids.
+#include "command_line.hpp"
+#include "commands.hpp"
+
+#include <persona/persona.hpp>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+namespace persona::cli {
+namespace {
+
+constexpr const char* kRunUsage =
+    "usage: persona run --model DIR --tokens ID,ID,... [--max-new-tokens N] [--adapter PEFT_DIR|FILE.persona]\n"
+    "                   [--weights f32|int8|int4] [--ignore-eos] [--logits-out FILE.safetensors] [--print ids]\n"
+    "                   [--threads N]\n"
+    "\n"
+    "Loads the Hugging Face model folder DIR (config.json, model.safetensors or shards), runs the prompt's\n"
+    "token ids through it and decodes greedily until N new tokens (default 16) or an eos id of\n"
+    "generation_config.json (printed, then the run stops). Prints the generated ids on one line, separated\n"
+    "by spaces.\n"
+    "  --adapter         a PEFT LoRA adapter folder, or a persona adapter file (persona convert-peft), applied\n"
+    "                    to every token\n"
+    "  --weights         how the base weights are held: f32 (default), or quantized at load to int8 / int4\n"
+    "  --ignore-eos      decode N tokens whatever they are\n"
+    "  --logits-out      also write the logits each token was chosen from: \"logits\" [N, vocab] (F32) and\n"
+    "                    \"tokens\" [N] (I32) in a safetensors file\n"
+    "  --print ids       the output form (token ids; text comes with the tokenizer)\n"
+    "  --threads         worker threads (default: all cores)\n";
+
+WeightFormat parse_weights(const std::string& text) {
+  if (text == "f32") return WeightFormat::f32;
+  if (text == "int8") return WeightFormat::int8;
+  if (text == "int4") return WeightFormat::int4;
+  throw UsageError(fmt::format("--weights takes f32, int8 or int4, not '{}'", text));
+}
+
+std::size_t argmax(const float* logits, std::size_t n) {
+  return static_cast<std::size_t>(std::max_element(logits, logits + n) - logits);
+}
+
+}  // namespace
+
+int run_command(int argc, char** argv, int first) {
+  std::filesystem::path model_dir, adapter_path, logits_out;
+  std::vector<std::int32_t> prompt;
+  std::size_t max_new_tokens = 16;
+  WeightFormat weights = WeightFormat::f32;
+  bool ignore_eos = false;
+  try {
+    const CommandLine cl(argc, argv, first,
+                         {"--model", "--adapter", "--weights", "--tokens", "--max-new-tokens", "--logits-out",
+                          "--print", "--threads"},
+                         {"--ignore-eos"});
+    if (cl.help()) {
+      std::fputs(kRunUsage, stdout);
+      return 0;
+    }
+    if (!cl.positional().empty()) throw UsageError(fmt::format("unexpected argument '{}'", cl.positional()[0]));
+    model_dir = cl.required("--model");
+    for (const std::uint64_t id :
+         parse_number_list(cl.required("--tokens"), "--tokens", 0, std::numeric_limits<std::int32_t>::max())) {
+      prompt.push_back(static_cast<std::int32_t>(id));
+    }
+    max_new_tokens = cl.number("--max-new-tokens", 1, 1u << 20).value_or(16);
+    if (const auto w = cl.value("--weights")) weights = parse_weights(*w);
+    if (const auto p = cl.value("--print"); p && *p != "ids") {
+      throw UsageError(fmt::format("--print takes ids, not '{}'", *p));
+    }
+    if (const auto a = cl.value("--adapter")) adapter_path = *a;
+    ignore_eos = cl.has("--ignore-eos");
+    if (const auto l = cl.value("--logits-out")) logits_out = *l;
+    if (const auto threads = cl.number("--threads", 1, 1024)) set_num_threads(static_cast<int>(*threads));
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "persona run: %s\n\n%s", e.what(), kRunUsage);
+    return 2;
+  }
+
+  try {
+    const Model model = Model::load(model_dir, {weights});
+    const ModelConfig& config = model.config();
+    // The adapter serves this one local run: its owner is the public tenant, the sequence's tenant 1.
+    std::optional<LoraAdapter> adapter;
+    if (!adapter_path.empty()) {
+      adapter = std::filesystem::is_directory(adapter_path) ? read_peft_adapter(adapter_path, kPublicTenant)
+                                                            : read_persona_adapter(adapter_path);
+    }
+    const std::size_t positions = prompt.size() + max_new_tokens;
+    PagedKvCache cache(model.kv_cache_config(positions / 16 + 2, 16));
+    ModelWorkspace workspace;
+    const SequenceId id = cache.create_sequence({.tenant = 1});
+    const std::vector<SequenceId> ids{id};
+    const std::vector<const LoraAdapter*> adapters{adapter ? &*adapter : nullptr};
+
+    const std::size_t V = config.vocab_size;
+    std::vector<std::int32_t> generated;
+    std::vector<float> all_logits;
+    std::vector<std::int32_t> next = prompt;
+    while (generated.size() < max_new_tokens) {
+      cache.append_tokens(id, next);
+      const std::vector<std::size_t> counts{next.size()};
+      const std::vector<std::int32_t> slots(adapter ? next.size() : 0, 0);
+      const Tensor<float> logits = model.forward({ids, counts, next, slots, adapters}, cache, workspace);
+      const auto token = static_cast<std::int32_t>(argmax(logits.data(), V));
+      generated.push_back(token);
+      if (!logits_out.empty()) all_logits.insert(all_logits.end(), logits.data(), logits.data() + V);
+      if (!ignore_eos &&
+          std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), token) != config.eos_token_ids.end()) {
+        break;
+      }
+      next = {token};
+    }
+    if (!logits_out.empty()) {
+      SafetensorsWriter writer;
+      writer.add("logits", TensorView<const float>(all_logits.data(), {generated.size(), V}));
+      writer.add("tokens", SafetensorsDType::I32, {generated.size()}, std::as_bytes(std::span(generated)));
+      writer.write(logits_out);
+    }
+    fmt::print("{}\n", fmt::join(generated, " "));
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "persona run: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace persona::cli
