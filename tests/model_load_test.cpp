@@ -198,6 +198,12 @@ TEST_CASE("An adapter made for another architecture or shape is refused, naming 
   const std::vector<SequenceId> llama_ids{llama_id};
   PERSONA_REQUIRE_ERROR(llama_model.forward({llama_ids, one, token, slot, wrong_architecture}, llama_cache, workspace),
                         invalid_argument, "which this LlamaForCausalLM model does not have");
+  // An adapter for a model whose layers sit elsewhere (a vision-language model's language_model).
+  LoraAdapter elsewhere = read_peft_adapter(kModels / "qwen3" / "adapter", 1);
+  elsewhere.set_layers_path("model.language_model.layers");
+  const std::vector<const LoraAdapter*> other_path{&elsewhere};
+  PERSONA_REQUIRE_ERROR(qwen3.forward({ids, one, token, slot, other_path}, cache, workspace), invalid_argument,
+                        "was made for a model whose layers are at 'model.language_model.layers'");
   CHECK(cache.written_tokens(id, 0) == 0);
   // What the model lists as adaptable is what it accepts: every module of the Mixtral fixture.
   const Model mixtral_model = Model::load(kModels / "mixtral");

@@ -181,6 +181,31 @@ TEST_CASE("PEFT -> persona -> PEFT keeps the adapter", "[io][peft]") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("An adapter keeps its model's layer path from PEFT to the persona file and back to PEFT", "[io][peft]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_peft_path_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string key = "base_model.model.model.language_model.layers.3.self_attn.q_proj.lora_";
+  SafetensorsWriter weights;
+  weights.add(key + "A.weight", Tensor<float>({4, 8}));
+  weights.add(key + "B.weight", Tensor<float>({8, 4}));
+  weights.write(dir / "adapter_model.safetensors");
+  std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})";
+  const LoraAdapter read = read_peft_adapter(dir, 1);
+  CHECK(read.layers_path() == "model.language_model.layers");
+  REQUIRE(read.find(3, "self_attn.q_proj") != nullptr);
+  // PEFT's own layout adapters keep the default.
+  CHECK(read_peft_adapter(kData / "plain", 1).layers_path() == "model.layers");
+  // The writer writes the path it read, so PEFT loads the tensors back where they came from.
+  write_peft_adapter(read, dir / "out");
+  const SafetensorsReader written = SafetensorsReader::open(dir / "out" / "adapter_model.safetensors");
+  CHECK(written.contains(key + "A.weight"));
+  CHECK(written.contains(key + "B.weight"));
+  // The persona file keeps it too.
+  write_persona_adapter(read, dir / "a.persona");
+  CHECK(read_persona_adapter(dir / "a.persona").layers_path() == "model.language_model.layers");
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]") {
   PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "modules_to_save", kPublicTenant), unsupported,
                         "modules_to_save is [\"lm_head\"]");
@@ -189,6 +214,20 @@ TEST_CASE("What persona cannot honour is an Error naming the field", "[io][peft]
       read_peft_adapter(kData / "modules_to_save", kPublicTenant, PeftReadOptions{.id = "", .skip_unsupported = true}),
       unsupported, "which persona does not serve");
   PERSONA_REQUIRE_ERROR(read_peft_adapter(kData / "missing", kPublicTenant), io_error, "adapter_config.json");
+  // Pickles are never unpickled; a folder of named adapters says which it holds.
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_peft_kinds_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "pickled");
+  std::ofstream(dir / "pickled" / "adapter_config.json") << R"({"peft_type": "LORA", "r": 4})";
+  std::ofstream(dir / "pickled" / "adapter_model.bin") << "PK";
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir / "pickled", kPublicTenant), unsupported,
+                        "adapter_model.bin is a pickle file");
+  std::filesystem::create_directories(dir / "named");
+  std::filesystem::copy(kData / "plain", dir / "named" / "formal");
+  std::filesystem::copy(kData / "rslora", dir / "named" / "casual");
+  PERSONA_REQUIRE_ERROR(read_peft_adapter(dir / "named", kPublicTenant), not_found,
+                        "holds named adapters (casual, formal)");
+  CHECK(read_peft_adapter(dir / "named" / "casual", kPublicTenant).modules().size() > 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][peft]") {
@@ -257,7 +296,7 @@ TEST_CASE("Corrupt PEFT folders are Errors naming the file and the key", "[io][p
     towers.write(dir / "adapter_model.safetensors");
     INFO((crossed ? "encoder A with decoder B" : "both stacks whole"));
     PERSONA_REQUIRE_ERROR(read_peft_adapter(dir, kPublicTenant), unsupported,
-                          "both map to layer 0 module self_attn.q_proj");
+                          "adapt layers under 'model.encoder.layers' and 'model.decoder.layers'");
     try {
       (void)read_peft_adapter(dir, kPublicTenant);
     } catch (const Error& e) {

@@ -96,6 +96,7 @@ PeftConfig parse_config(std::string_view text, const std::filesystem::path& path
 }
 
 struct ParsedKey {
+  std::string layers_path;  // e.g. "model.layers"
   std::size_t layer;
   std::string module;     // e.g. "self_attn.q_proj"
   std::string peft_name;  // e.g. "model.layers.0.self_attn.q_proj"
@@ -118,7 +119,8 @@ bool parse_key(std::string_view key, ParsedKey& out) {
       layer = layer * 10 + static_cast<std::size_t>(name[i] - '0');
     }
     if (digits == 0 || i >= name.size() || name[i] != '.' || i + 1 == name.size()) return false;
-    out = {layer, std::string(name.substr(i + 1)), std::string(name), m};
+    out = {std::string(name.substr(0, at + kLayersMarker.size() - 1)), layer, std::string(name.substr(i + 1)),
+           std::string(name), m};
     return true;
   }
   return false;
@@ -196,6 +198,7 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     std::string a_key, b_key, magnitude_key, peft_name;
   };
   std::map<LoraTarget, Pair> pairs;
+  std::string layers_path, layers_path_key;  // the first tensor's, which every other must share
   // Fused experts (target_parameters): per (layer, experts module path), its wrappers outermost first.
   std::map<std::pair<std::size_t, std::string>, std::map<std::size_t, FusedWrapper>> fused;
   for (const SafetensorsTensor& t : weights.tensors()) {
@@ -221,6 +224,17 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
                        "module; persona does not know what it changes",
                        weights_path, t.name);
     }
+    // Two stacks of layers (an encoder's and a decoder's, a vision tower's beside the language model's)
+    // are not one model's decoder: refused, naming a tensor of each.
+    if (layers_path.empty()) {
+      layers_path = key.layers_path;
+      layers_path_key = t.name;
+    } else if (key.layers_path != layers_path) {
+      PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                       "{}: tensors '{}' and '{}' adapt layers under '{}' and '{}': persona reads one stack of "
+                       "decoder layers (encoder-decoder models and vision towers are not supported)",
+                       weights_path, layers_path_key, t.name, layers_path, key.layers_path);
+    }
     // A ParamWrapper around fused experts: "<...>.experts[.base_layer...]".
     std::string_view module = key.module;
     std::size_t depth = 0;
@@ -240,17 +254,6 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
     }
     Pair& pair = pairs[LoraTarget{key.layer, key.module}];
     std::string& slot = key.matrix == 'A' ? pair.a_key : key.matrix == 'B' ? pair.b_key : pair.magnitude_key;
-    // Two module paths that meet at one layer and module (an encoder's and a decoder's layers, a vision
-    // tower's next to the language model's) would silently replace or cross-pair each other's matrices.
-    if (!pair.peft_name.empty() && pair.peft_name != key.peft_name) {
-      const std::string& other = !pair.a_key.empty()   ? pair.a_key
-                                 : !pair.b_key.empty() ? pair.b_key
-                                                       : pair.magnitude_key;
-      PERSONA_THROW_AT("read_peft_adapter", unsupported,
-                       "{}: tensors '{}' and '{}' both map to layer {} module {}: persona reads one stack of "
-                       "decoder layers (encoder-decoder models and vision towers are not supported)",
-                       weights_path, other, t.name, key.layer, key.module);
-    }
     pair.peft_name = key.peft_name;
     slot = t.name;
   }
@@ -267,6 +270,7 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
                        a_key);
   };
   LoraAdapter adapter(options.id.empty() ? folder.filename().string() : options.id, owner);
+  if (!layers_path.empty()) adapter.set_layers_path(layers_path);
   for (auto& [target, pair] : pairs) {
     Tensor<float> a, b;
     read_pair(pair.a_key, pair.b_key, a, b);
@@ -349,6 +353,29 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
 }  // namespace
 
 LoraAdapter read_peft_adapter(const std::filesystem::path& folder, TenantId owner, const PeftReadOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::exists(folder / "adapter_config.json", ec)) {
+    // PEFT saves several named adapters of one model as subfolders, each a folder of its own.
+    std::vector<std::string> named;
+    for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+      if (entry.is_directory(ec) && std::filesystem::exists(entry.path() / "adapter_config.json", ec)) {
+        named.push_back(entry.path().filename().string());
+      }
+    }
+    std::sort(named.begin(), named.end());
+    if (!named.empty()) {
+      PERSONA_THROW_AT("read_peft_adapter", not_found,
+                       "{} holds named adapters ({}): read one of its subfolders, each a PEFT adapter folder",
+                       folder.string(), fmt::join(named, ", "));
+    }
+  }
+  if (!std::filesystem::exists(folder / "adapter_model.safetensors", ec) &&
+      std::filesystem::exists(folder / "adapter_model.bin", ec)) {
+    PERSONA_THROW_AT("read_peft_adapter", unsupported,
+                     "{}: adapter_model.bin is a pickle file, which persona does not read (unpickling runs code): "
+                     "re-save the adapter with save_pretrained(..., safe_serialization=True)",
+                     folder.string());
+  }
   const std::string config = read_text(folder / "adapter_config.json");
   // Read, not mapped: the folder is someone else's, and a mapped file truncated under us would be SIGBUS.
   const std::filesystem::path weights_path = folder / "adapter_model.safetensors";
@@ -415,12 +442,12 @@ void write_peft_adapter(const LoraAdapter& adapter, const std::filesystem::path&
   SafetensorsWriter weights;
   weights.set_metadata("format", "pt");
   for (const auto& [target, module] : adapter.modules()) {
-    const std::string name = fmt::format("model.layers.{}.{}", target.layer, target.module);
+    const std::string name = fmt::format("{}.{}.{}", adapter.layers_path(), target.layer, target.module);
     // Full names with an anchor-free regex match only this module (PEFT matches "(.*\.)?(name)$").
     if (module.rank() != r) config["rank_pattern"][name] = module.rank();
     if (module.alpha() != alpha) config["alpha_pattern"][name] = module.alpha();
-    weights.add(fmt::format("base_model.{}.lora_A.weight", "model." + name), module.a().to_f32());
-    weights.add(fmt::format("base_model.{}.lora_B.weight", "model." + name), module.b().to_f32());
+    weights.add(fmt::format("base_model.model.{}.lora_A.weight", name), module.a().to_f32());
+    weights.add(fmt::format("base_model.model.{}.lora_B.weight", name), module.b().to_f32());
     if (dora) weights.add(fmt::format("base_model.model.{}.lora_magnitude_vector", name), module.dora_magnitude());
   }
   std::filesystem::create_directories(folder);

@@ -178,7 +178,11 @@ std::vector<std::byte> encode_persona_adapter(const LoraAdapter& adapter, DType 
   tensors.set_metadata("persona.format", std::string(kFormat));
   tensors.set_metadata("persona.version", std::to_string(kPersonaAdapterVersion));
   tensors.set_metadata("persona.adapter",
-                       nlohmann::json{{"id", adapter.id()}, {"tenant", adapter.tenant()}, {"modules", modules}}.dump());
+                       nlohmann::json{{"id", adapter.id()},
+                                      {"tenant", adapter.tenant()},
+                                      {"layers_path", adapter.layers_path()},
+                                      {"modules", modules}}
+                           .dump());
   // Serialize with the digits as '0', hash the whole file, then write the digits in their place.
   tensors.set_metadata("persona.checksum", std::string(kChecksumPlaceholder));
   std::vector<std::byte> file = tensors.serialize();
@@ -236,6 +240,8 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
   }
   try {
     LoraAdapter adapter(description.at("id").get<std::string>(), description.at("tenant").get<TenantId>());
+    // Files written before layers_path was recorded held "model.layers" adapters.
+    adapter.set_layers_path(description.value("layers_path", std::string("model.layers")));
     for (const auto& m : description.at("modules")) {
       const LoraTarget target{m.at("layer").get<std::size_t>(), m.at("module").get<std::string>()};
       const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);

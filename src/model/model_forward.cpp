@@ -139,6 +139,12 @@ LoraStep plan_lora(const Model::Weights& w, const ForwardBatch& batch, std::span
   for (std::size_t s = 0; s < S; ++s) {
     if (slot_tokens[s] == 0) continue;
     const LoraAdapter& adapter = *batch.adapters[s];
+    if (adapter.layers_path() != "model.layers") {
+      PERSONA_THROW_AT(kFunction, invalid_argument,
+                       "adapter '{}' (slot {}) was made for a model whose layers are at '{}'; this {} model's are at "
+                       "'model.layers'",
+                       adapter.id(), s, adapter.layers_path(), to_string(w.config.architecture));
+    }
     for (const auto& [target, module] : adapter.modules()) {
       const auto it = known.find({target.layer, std::string_view(target.module)});
       if (it == known.end()) {

@@ -27,6 +27,11 @@ class LoraAdapter {
 
   const std::string& id() const noexcept { return id_; }
   TenantId tenant() const noexcept { return tenant_; }
+  // Where the host model keeps its decoder layers, as a module path ("model.layers" for every model
+  // persona/model runs; "model.language_model.layers" or "model.decoder.layers" elsewhere): PEFT's
+  // tensor names are <layers_path>.<layer>.<module>, and a model serves only adapters made for its path.
+  const std::string& layers_path() const noexcept { return layers_path_; }
+  void set_layers_path(std::string path) { layers_path_ = std::move(path); }
 
   // Error(invalid_argument) if the target already has a module.
   void add(LoraTarget target, LoraModule module);
@@ -38,6 +43,7 @@ class LoraAdapter {
  private:
   std::string id_;
   TenantId tenant_ = kPublicTenant;
+  std::string layers_path_ = "model.layers";
   std::map<LoraTarget, LoraModule> modules_;
 };
 
