@@ -138,6 +138,31 @@ TEST_CASE("Every architecture matches transformers' logits and greedy tokens wit
   }
 }
 
+TEST_CASE("bf16 weights of a bf16 checkpoint are used in place and match transformers", "[model]") {
+  // The qwen2 fixture is stored in bf16: its weights are exact in bf16, so only summation order differs.
+  const Model model = Model::load(kModels / "qwen2", {WeightFormat::bf16});
+  CHECK(model.weight_format() == WeightFormat::bf16);
+  CHECK(10 * model.mapped_weight_bytes() > 9 * model.weight_bytes());
+  const Model f32 = Model::load(kModels / "qwen2");
+  CHECK(f32.mapped_weight_bytes() == 0);
+  const Fixture f = read_fixture("qwen2");
+  const std::size_t V = model.config().vocab_size;
+  for (std::size_t i = 0; i < kPrompts; ++i) {
+    INFO("prompt " << i);
+    for (const std::size_t chunk : {std::size_t{0}, std::size_t{3}}) {
+      const Run run = run_alone(model, f.prompts[i], chunk, kGreedySteps);
+      CHECK(relative_error(run.prefill.data(), f.prefill[i].data(), f.prompts[i].size() * V) < 1e-4);
+      CHECK(run.tokens == f.greedy[i]);
+    }
+  }
+  // With an adapter too.
+  const LoraAdapter adapter = read_peft_adapter(kModels / "qwen2" / "adapter", 1);
+  const Fixture lora = read_fixture("qwen2", "lora.");
+  const Run run = run_alone(model, lora.prompts[2], 0, kGreedySteps, &adapter);
+  CHECK(run.tokens == lora.greedy[2]);
+  CHECK(relative_error(run.prefill.data(), lora.prefill[2].data(), lora.prompts[2].size() * V) < 1e-4);
+}
+
 TEST_CASE("Every architecture with its PEFT adapter matches transformers + PEFT", "[model]") {
   for (const std::string& name : kCases) {
     DYNAMIC_SECTION(name) {
@@ -244,7 +269,7 @@ double kl_divergence(const float* p_logits, const float* q_logits, std::size_t n
 
 }  // namespace
 
-TEST_CASE("int8 and int4 weights stay close to f32: KL divergence of the next-token distribution", "[model]") {
+TEST_CASE("bf16, int8 and int4 weights stay close to f32: KL divergence of the next-token distribution", "[model]") {
   // Over every prefill position of the fixture prompts. These tiny random models are far more sensitive to
   // quantization than trained ones (peaky logits from 32-wide layers; torch's own weight-only int4 g32 on
   // them measures a mean KL of 0.12-0.16 too): the bounds are loose absolute ones plus int8 being an order
@@ -272,15 +297,20 @@ TEST_CASE("int8 and int4 weights stay close to f32: KL divergence of the next-to
   for (const std::string& name : kCases) {
     DYNAMIC_SECTION(name) {
       const Model f32 = Model::load(kModels / name);
+      const Model bf16 = Model::load(kModels / name, {WeightFormat::bf16});
       const Model int8 = Model::load(kModels / name, {WeightFormat::int8});
       const Model int4 = Model::load(kModels / name, {WeightFormat::int4});
       CHECK(int8.weight_format() == WeightFormat::int8);
       CHECK(int8.weight_bytes() < f32.weight_bytes());
       CHECK(int4.weight_bytes() < int8.weight_bytes());
       const Fixture f = read_fixture(name);
-      const Measured m8 = measure(f32, int8, f), m4 = measure(f32, int4, f);
-      INFO(name << ": int8 mean KL " << m8.mean_kl << ", max " << m8.max_kl << ", top-1 " << m8.top1 << "; int4 mean KL "
+      const Measured m16 = measure(f32, bf16, f), m8 = measure(f32, int8, f), m4 = measure(f32, int4, f);
+      INFO(name << ": bf16 mean KL " << m16.mean_kl << ", max " << m16.max_kl << ", top-1 " << m16.top1 << "; int8 mean KL " << m8.mean_kl << ", max " << m8.max_kl << ", top-1 " << m8.top1 << "; int4 mean KL "
                 << m4.mean_kl << ", max " << m4.max_kl << ", top-1 " << m4.top1);
+      CHECK(bf16.weight_bytes() < f32.weight_bytes());
+      CHECK(m16.mean_kl < 1e-3);
+      CHECK(m16.top1 >= 0.95);
+      CHECK(m16.mean_kl * 3 < m8.mean_kl);
       CHECK(m8.mean_kl < 0.02);
       CHECK(m8.max_kl < 0.3);
       CHECK(m8.top1 >= 0.9);

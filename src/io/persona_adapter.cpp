@@ -96,11 +96,12 @@ void add_matrix(SafetensorsWriter& w, const std::string& key, const LoraMatrix& 
       w.add(key + ".minima", SafetensorsDType::U8, {q->minima().size()}, std::as_bytes(q->minima()));
     }
   } else if (float_storage == DType::f32) {
-    w.add(key + ".weight", *m.f32());
+    w.add(key + ".weight", m.to_f32());
   } else {
     const bool half = float_storage == DType::f16;
+    const Tensor<float> values = m.to_f32();
     w.add(key + ".weight", half ? SafetensorsDType::F16 : SafetensorsDType::BF16, {m.rows(), m.cols()},
-          half ? narrow<f16>(*m.f32(), key) : narrow<bf16>(*m.f32(), key));
+          half ? narrow<f16>(values, key) : narrow<bf16>(values, key));
   }
 }
 

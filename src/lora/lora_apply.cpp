@@ -158,6 +158,8 @@ void prefetch_start(const LoraMatrix& matrix, std::size_t bytes) noexcept {
   if (const QuantizedMatrix* q = matrix.quantized_matrix()) {
     lines(q->codes().data(), q->codes().size());
     lines(q->scales().data(), q->scales().size());
+  } else if (const Bf16Matrix* b = matrix.bf16()) {
+    lines(b->data(), b->bytes());
   } else {
     lines(matrix.f32()->data(), matrix.f32()->numel() * sizeof(float));
   }

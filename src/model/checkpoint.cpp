@@ -126,6 +126,11 @@ Tensor<float> Checkpoint::read_f32(std::string_view name) const {
   return readers_[e.reader].read_f32(name);
 }
 
+std::shared_ptr<const void> Checkpoint::owner_of(std::string_view name) const {
+  (void)tensor(name);
+  return readers_[tensors_.find(name)->second.reader].mapping();
+}
+
 const std::string& Checkpoint::file_of(std::string_view name) const {
   const auto it = tensors_.find(name);
   if (it == tensors_.end()) {

@@ -398,7 +398,12 @@ Tensor<float> Model::forward(const ForwardBatch& batch, PagedKvCache& cache, Mod
   const TensorView<float> q = view(ws.q, T, QW), k = view(ws.k, T, KW), v = view(ws.v, T, KW);
   const TensorView<float> attn = view(ws.attn, T, QW);
   for (std::size_t t = 0; t < T; ++t) {
-    std::copy_n(w.embedding.data() + static_cast<std::size_t>(batch.tokens[t]) * H, H, x.data() + t * H);
+    const auto token = static_cast<std::size_t>(batch.tokens[t]);
+    if (const Tensor<float>* e = w.embedding.f32()) {
+      std::copy_n(e->data() + token * H, H, x.data() + t * H);
+    } else {
+      w.embedding.bf16()->row_f32(token, {x.data() + t * H, H});
+    }
   }
   for (std::size_t l = 0; l < w.layers.size(); ++l) {
     const detail::DecoderLayer& layer = w.layers[l];
@@ -439,11 +444,7 @@ Tensor<float> Model::forward(const ForwardBatch& batch, PagedKvCache& cache, Mod
   for (std::size_t r = 0; r < R; ++r) std::copy_n(x.data() + logit_rows[r] * H, H, rows.data() + r * H);
   rmsnorm(rows, w.final_norm.span(), c.rms_norm_eps, normed);
   Tensor<float> logits({R, c.vocab_size});
-  if (w.lm_head) {
-    w.lm_head->multiply(normed, logits);
-  } else {
-    matmul(normed, w.embedding, logits, Transpose::yes);
-  }
+  (w.lm_head ? *w.lm_head : w.embedding).multiply(normed, logits);
   return logits;
 }
 

@@ -20,7 +20,8 @@ class TensorSource {
  public:
   TensorSource(const Checkpoint& checkpoint, WeightFormat format) : checkpoint_(checkpoint), format_(format) {}
 
-  Tensor<float> read(const std::string& name, std::vector<std::size_t> shape) {
+  // The tensor `name`, checked to have `shape` and a float dtype, and marked read.
+  const SafetensorsTensor& checked(const std::string& name, const std::vector<std::size_t>& shape) {
     if (!checkpoint_.contains(name)) {
       PERSONA_THROW_AT(kFunction, corrupt_data, "{}: tensor '{}' is missing (expected shape [{}])",
                        checkpoint_.folder().string(), name, fmt::join(shape, ", "));
@@ -36,6 +37,11 @@ class TensorSource {
                        checkpoint_.folder().string(), name, checkpoint_.file_of(name), to_string(t.dtype));
     }
     read_.insert(name);
+    return t;
+  }
+
+  Tensor<float> read(const std::string& name, const std::vector<std::size_t>& shape) {
+    (void)checked(name, shape);
     return checkpoint_.read_f32(name);
   }
 
@@ -44,10 +50,32 @@ class TensorSource {
     return {t.data(), t.data() + n};
   }
 
-  // A weight [out, in] in the chosen format: quantized in groups of 32 inputs, or of 16 or 8 where the
-  // input count is not a multiple of 32 (real models' always is; tiny test models' may not be).
-  WeightMatrix weight(Tensor<float> w, std::string_view name) const {
+  // Rows [first, first + rows) of matrix `index` of the tensor `name` of shape `shape` ([out, in], or
+  // [count, R, in] for fused experts), in the chosen format: bf16 views the file's bytes in place when they
+  // are bf16; int8 and int4 quantize in groups of 32 inputs, or of 16 or 8 where the input count is not a
+  // multiple of 32 (real models' always is; tiny test models' may not be).
+  WeightMatrix matrix(const std::string& name, const std::vector<std::size_t>& shape, std::size_t index = 0,
+                      std::size_t first = 0, std::size_t rows = 0) {
+    const SafetensorsTensor& t = checked(name, shape);
+    const std::size_t cols = shape.back(), per_matrix = shape.size() == 3 ? shape[1] : shape[0];
+    if (rows == 0) rows = per_matrix;
+    const std::size_t offset = (index * per_matrix + first) * cols;
+    if (format_ == WeightFormat::bf16 && t.dtype == SafetensorsDType::BF16) {
+      return WeightMatrix(Bf16Matrix(t.data.subspan(offset * 2, rows * cols * 2), rows, cols, checkpoint_.owner_of(name)));
+    }
+    // A fused experts tensor is sliced 2 E or E times: read it once.
+    if (cached_name_ != name) {
+      cached_ = checkpoint_.read_f32(name);
+      cached_name_ = name;
+    }
+    Tensor<float> w({rows, cols});
+    std::copy_n(cached_.data() + offset, rows * cols, w.data());
+    return convert(std::move(w), name);
+  }
+
+  WeightMatrix convert(Tensor<float> w, std::string_view name) const {
     if (format_ == WeightFormat::f32) return WeightMatrix(std::move(w));
+    if (format_ == WeightFormat::bf16) return WeightMatrix(Bf16Matrix::from_f32(w));
     const int bits = format_ == WeightFormat::int8 ? 8 : 4;
     for (const std::size_t group : {32u, 16u, 8u}) {
       const QuantSpec spec{bits, group};
@@ -62,7 +90,7 @@ class TensorSource {
                         bool bias) {
     detail::Linear l;
     l.module = module;
-    l.weight = weight(read(prefix + module + ".weight", {out, in}), prefix + module + ".weight");
+    l.weight = matrix(prefix + module + ".weight", {out, in});
     if (bias) l.bias = read_vector(prefix + module + ".bias", out);
     return l;
   }
@@ -90,16 +118,10 @@ class TensorSource {
  private:
   const Checkpoint& checkpoint_;
   WeightFormat format_;
+  std::string cached_name_;
+  Tensor<float> cached_;
   std::set<std::string, std::less<>> read_;
 };
-
-// Rows [first, first + rows) of matrix `index` of a [count, R, C] tensor, as a [rows, C] tensor.
-Tensor<float> slice(const Tensor<float>& t, std::size_t index, std::size_t first, std::size_t rows) {
-  const std::size_t cols = t.dim(2);
-  Tensor<float> out({rows, cols});
-  std::copy_n(t.data() + (index * t.dim(1) + first) * cols, rows * cols, out.data());
-  return out;
-}
 
 void load_experts(TensorSource& source, const ModelConfig& c, const std::string& prefix, detail::DecoderLayer& layer) {
   const std::size_t E = c.num_experts, H = c.hidden_size, F = c.moe_intermediate_size;
@@ -113,11 +135,7 @@ void load_experts(TensorSource& source, const ModelConfig& c, const std::string&
   layer.router = source.read(prefix + (is_fused ? "mlp." : moe_block) + "gate.weight", {E, H});
   layer.experts.resize(E);
   layer.expert_modules.resize(E);
-  Tensor<float> gate_up, down;
-  if (is_fused) {
-    gate_up = source.read(fused, {E, 2 * F, H});
-    down = source.read(prefix + "mlp.experts.down_proj", {E, H, F});
-  }
+  const std::string fused_down = prefix + "mlp.experts.down_proj";
   for (std::size_t e = 0; e < E; ++e) {
     const std::string expert = fmt::format("{}experts.{}.", moe_block, e);
     for (std::size_t p = 0; p < 3; ++p) layer.expert_modules[e][p] = expert + projections[p];
@@ -127,17 +145,13 @@ void load_experts(TensorSource& source, const ModelConfig& c, const std::string&
     }
     ExpertFfn& ffn = layer.experts[e];
     if (is_fused) {
-      ffn.gate = source.weight(slice(gate_up, e, 0, F), fused);
-      ffn.up = source.weight(slice(gate_up, e, F, F), fused);
-      ffn.down = source.weight(slice(down, e, 0, H), prefix + "mlp.experts.down_proj");
+      ffn.gate = source.matrix(fused, {E, 2 * F, H}, e, 0, F);
+      ffn.up = source.matrix(fused, {E, 2 * F, H}, e, F, F);
+      ffn.down = source.matrix(fused_down, {E, H, F}, e);
     } else {
-      for (std::size_t p = 0; p < 3; ++p) {
-        const std::string tensor = prefix + expert + projections[p] + ".weight";
-        WeightMatrix w = source.weight(source.read(tensor, p == 2 ? std::vector<std::size_t>{H, F}
-                                                                  : std::vector<std::size_t>{F, H}),
-                                       tensor);
-        (p == 0 ? ffn.gate : p == 1 ? ffn.up : ffn.down) = std::move(w);
-      }
+      ffn.gate = source.matrix(prefix + expert + projections[0] + ".weight", {F, H});
+      ffn.up = source.matrix(prefix + expert + projections[1] + ".weight", {F, H});
+      ffn.down = source.matrix(prefix + expert + projections[2] + ".weight", {H, F});
     }
   }
   if (c.shared_expert_intermediate_size != 0) {
@@ -168,15 +182,23 @@ Model Model::load(const std::filesystem::path& folder, const ModelLoadOptions& o
   TensorSource source(checkpoint, options.weights);
   const std::size_t H = c.hidden_size, D = c.head_dim;
 
-  w.embedding = source.read("model.embed_tokens.weight", {c.vocab_size, H});
+  // The embedding is f32 with f32 weights, else bf16 (in place when the file's is): a row gather needs no
+  // quantized format, and bf16 halves what the vocabulary costs.
+  const bool f32_embedding = options.weights == WeightFormat::f32;
+  {
+    TensorSource embedding_source(checkpoint, f32_embedding ? WeightFormat::f32 : WeightFormat::bf16);
+    w.embedding = embedding_source.matrix("model.embed_tokens.weight", {c.vocab_size, H});
+    source.mark_read("model.embed_tokens.weight");
+  }
   w.final_norm = source.read("model.norm.weight", {H});
   if (!c.tie_word_embeddings) {
-    w.lm_head = source.weight(source.read("lm_head.weight", {c.vocab_size, H}), "lm_head.weight");
+    w.lm_head = source.matrix("lm_head.weight", {c.vocab_size, H});
   } else {
     // Some tied checkpoints store the copy too; transformers ties it to the embedding regardless.
     if (source.contains("lm_head.weight")) source.mark_read("lm_head.weight");
-    if (options.weights != WeightFormat::f32) {
-      w.lm_head = source.weight(Tensor<float>(w.embedding), "model.embed_tokens.weight");
+    // f32 and bf16 multiply by the embedding itself; int8 and int4 need a quantized copy.
+    if (options.weights == WeightFormat::int8 || options.weights == WeightFormat::int4) {
+      w.lm_head = source.convert(checkpoint.read_f32("model.embed_tokens.weight"), "model.embed_tokens.weight");
     }
   }
   for (std::size_t l = 0; l < c.num_layers; ++l) {
@@ -216,7 +238,7 @@ std::size_t Model::weight_bytes() const noexcept {
   const Weights& w = *weights_;
   const auto linear = [](const detail::Linear& l) { return l.weight.bytes() + l.bias.size() * sizeof(float); };
   const auto mlp = [&](const detail::Mlp& m) { return linear(m.gate) + linear(m.up) + linear(m.down); };
-  std::size_t total = (w.embedding.numel() + w.final_norm.numel()) * sizeof(float);
+  std::size_t total = w.embedding.bytes() + w.final_norm.numel() * sizeof(float);
   if (w.lm_head) total += w.lm_head->bytes();
   for (const detail::DecoderLayer& l : w.layers) {
     total += (l.input_norm.numel() + l.post_attention_norm.numel() + l.q_norm.numel() + l.k_norm.numel() +
@@ -225,6 +247,23 @@ std::size_t Model::weight_bytes() const noexcept {
     total += linear(l.q) + linear(l.k) + linear(l.v) + linear(l.o);
     if (!l.sparse) total += mlp(l.mlp);
     for (const ExpertFfn& e : l.experts) total += e.bytes();
+    if (l.shared_expert) total += mlp(*l.shared_expert);
+  }
+  return total;
+}
+
+std::size_t Model::mapped_weight_bytes() const noexcept {
+  const Weights& w = *weights_;
+  const auto mapped = [](const WeightMatrix& m) {
+    const Bf16Matrix* b = m.bf16();
+    return b != nullptr && b->in_place() ? b->bytes() : 0;
+  };
+  const auto mlp = [&](const detail::Mlp& m) { return mapped(m.gate.weight) + mapped(m.up.weight) + mapped(m.down.weight); };
+  std::size_t total = mapped(w.embedding) + (w.lm_head ? mapped(*w.lm_head) : 0);
+  for (const detail::DecoderLayer& l : w.layers) {
+    total += mapped(l.q.weight) + mapped(l.k.weight) + mapped(l.v.weight) + mapped(l.o.weight);
+    if (!l.sparse) total += mlp(l.mlp);
+    for (const ExpertFfn& e : l.experts) total += mapped(e.gate) + mapped(e.up) + mapped(e.down);
     if (l.shared_expert) total += mlp(*l.shared_expert);
   }
   return total;

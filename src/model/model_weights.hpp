@@ -53,9 +53,9 @@ namespace persona {
 struct Model::Weights {
   ModelConfig config;
   WeightFormat format = WeightFormat::f32;
-  Tensor<float> embedding;  // [vocab, hidden]
+  WeightMatrix embedding;  // [vocab, hidden]: f32, or bf16 for the other formats
   Tensor<float> final_norm;
-  // The output projection; empty when tied and f32 (the forward multiplies by the embedding itself).
+  // The output projection; empty when tied and f32 or bf16 (the forward multiplies by the embedding).
   std::optional<WeightMatrix> lm_head;
   std::vector<detail::DecoderLayer> layers;
   std::optional<TopKRouter> router;

@@ -195,6 +195,8 @@ void moe_ffn_ref(TensorView<const float> x, const Routing& routing, std::span<co
   auto product = [](const WeightMatrix& m, TensorView<const float> in, TensorView<float> out) {
     if (const QuantizedMatrix* q = m.quantized_matrix()) {
       quantized_matmul_ref(in, *q, out);
+    } else if (const Bf16Matrix* b = m.bf16()) {
+      bf16_matmul_ref(in, *b, out);
     } else {
       matmul_ref(in, *m.f32(), out, Transpose::yes);
     }

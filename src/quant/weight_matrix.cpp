@@ -15,29 +15,37 @@ WeightMatrix::WeightMatrix(Tensor<float> weights) : storage_(std::move(weights))
 
 WeightMatrix::WeightMatrix(QuantizedMatrix weights) : storage_(std::move(weights)) {}
 
+WeightMatrix::WeightMatrix(Bf16Matrix weights) : storage_(std::move(weights)) {}
+
 std::size_t WeightMatrix::rows() const noexcept {
   if (const auto* q = quantized_matrix()) return q->rows();
+  if (const auto* b = bf16()) return b->rows();
   return f32()->rank() == 2 ? f32()->dim(0) : 0;
 }
 
 std::size_t WeightMatrix::cols() const noexcept {
   if (const auto* q = quantized_matrix()) return q->cols();
+  if (const auto* b = bf16()) return b->cols();
   return f32()->rank() == 2 ? f32()->dim(1) : 0;
 }
 
 std::string WeightMatrix::format() const {
   if (const auto* q = quantized_matrix()) return q->spec().to_string();
+  if (bf16() != nullptr) return "bf16";
   return "f32";
 }
 
 std::size_t WeightMatrix::bytes() const noexcept {
   if (const auto* q = quantized_matrix()) return q->bytes();
+  if (const auto* b = bf16()) return b->bytes();
   return f32()->numel() * sizeof(float);
 }
 
 void WeightMatrix::multiply(TensorView<const float> x, TensorView<float> out) const {
   if (const auto* q = quantized_matrix()) {
     quantized_matmul(x, *q, out, QuantProductPath::int8_activations);
+  } else if (const auto* b = bf16()) {
+    bf16_matmul(x, *b, out);
   } else {
     matmul(x, *f32(), out, Transpose::yes);
   }
@@ -45,6 +53,7 @@ void WeightMatrix::multiply(TensorView<const float> x, TensorView<float> out) co
 
 Tensor<float> WeightMatrix::to_f32() const {
   if (const auto* q = quantized_matrix()) return dequantize(*q);
+  if (const auto* b = bf16()) return b->to_f32();
   return *f32();
 }
 
@@ -58,6 +67,13 @@ void weight_product(const WeightMatrix& w, TensorView<const float> x, TensorView
     return;
   }
   PERSONA_ASSERT(!accumulate);
+  if (const Bf16Matrix* b = w.bf16()) {
+    // Already inside a task of the caller's: every row on this thread.
+    quant_kernels(active_isa_level())
+        .product_bf16({b->data(), b->cols(), x.data(), x.dim(0) > 1 ? x.stride(0) : b->cols(), x.dim(0), out.data(),
+                       out.dim(0) > 1 ? out.stride(0) : b->rows(), 0, b->rows()});
+    return;
+  }
   const Tensor<float>& f = *w.f32();
   MatmulArgs args{};
   args.a = x.data();

@@ -18,7 +18,7 @@ namespace {
 
 constexpr const char* kRunUsage =
     "usage: persona run --model DIR --tokens ID,ID,... [--max-new-tokens N] [--adapter PEFT_DIR|FILE.persona]\n"
-    "                   [--weights f32|int8|int4] [--ignore-eos] [--logits-out FILE.safetensors] [--print ids]\n"
+    "                   [--weights f32|bf16|int8|int4] [--ignore-eos] [--logits-out FILE.safetensors] [--print ids]\n"
     "                   [--threads N]\n"
     "\n"
     "Loads the Hugging Face model folder DIR (config.json, model.safetensors or shards), runs the prompt's\n"
@@ -27,7 +27,8 @@ constexpr const char* kRunUsage =
     "by spaces.\n"
     "  --adapter         a PEFT LoRA adapter folder, or a persona adapter file (persona convert-peft), applied\n"
     "                    to every token\n"
-    "  --weights         how the base weights are held: f32 (default), or quantized at load to int8 / int4\n"
+    "  --weights         how the base weights are held: f32 (default), bf16 (a bf16 checkpoint's used in place\n"
+    "                    from its mapping), or quantized at load to int8 / int4\n"
     "  --ignore-eos      decode N tokens whatever they are\n"
     "  --logits-out      also write the logits each token was chosen from: \"logits\" [N, vocab] (F32) and\n"
     "                    \"tokens\" [N] (I32) in a safetensors file\n"
@@ -36,9 +37,10 @@ constexpr const char* kRunUsage =
 
 WeightFormat parse_weights(const std::string& text) {
   if (text == "f32") return WeightFormat::f32;
+  if (text == "bf16") return WeightFormat::bf16;
   if (text == "int8") return WeightFormat::int8;
   if (text == "int4") return WeightFormat::int4;
-  throw UsageError(fmt::format("--weights takes f32, int8 or int4, not '{}'", text));
+  throw UsageError(fmt::format("--weights takes f32, bf16, int8 or int4, not '{}'", text));
 }
 
 std::size_t argmax(const float* logits, std::size_t n) {

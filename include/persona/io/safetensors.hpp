@@ -48,6 +48,8 @@ class SafetensorsReader {
   const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
   // In file order.
   const std::vector<SafetensorsTensor>& tensors() const noexcept { return tensors_; }
+  // What keeps the tensors' bytes alive: the mapping of a file open() mapped (null for parse()).
+  std::shared_ptr<const void> mapping() const noexcept { return mapping_; }
   bool contains(std::string_view name) const noexcept;
   // Error(not_found) naming the file and the key.
   const SafetensorsTensor& tensor(std::string_view name) const;

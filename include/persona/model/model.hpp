@@ -21,10 +21,11 @@
 
 namespace persona {
 
-// How the base model's linear layers are held in memory: f32 (converted from bf16, f16 or f32 files), or
-// quantized at load to persona's int8 / int4 group formats (symmetric, groups of 32 along the input).
-// Embeddings, norms and router weights stay f32.
-enum class WeightFormat { f32, int8, int4 };
+// How the base model's linear layers are held in memory: f32 (converted from bf16, f16 or f32 files);
+// bf16 (a bf16 file's tensors used in place from its mapping, others rounded); or quantized at load to
+// persona's int8 / int4 group formats (symmetric, groups of 32 along the input). The embedding is f32
+// with f32 weights and bf16 otherwise; norms and router weights stay f32.
+enum class WeightFormat { f32, bf16, int8, int4 };
 
 struct ModelLoadOptions {
   WeightFormat weights = WeightFormat::f32;
@@ -74,8 +75,10 @@ class Model {
 
   const ModelConfig& config() const noexcept;
   WeightFormat weight_format() const noexcept;
-  // Bytes of the weights as held.
+  // Bytes of the weights as held, and of those read in place from the checkpoint's mapping (bf16 tensors
+  // of a bf16 file with WeightFormat::bf16): the page cache holds those, shared with other processes.
   std::size_t weight_bytes() const noexcept;
+  std::size_t mapped_weight_bytes() const noexcept;
 
   // A cache shaped for this model: its layers, KV heads and head_dim.
   KvCacheConfig kv_cache_config(std::size_t num_blocks, std::size_t block_size = 16,

@@ -56,10 +56,23 @@ constexpr int code_offset(const QuantProductArgs& a, bool int8_path) noexcept {
 using QuantizeActivationsFn = bool (*)(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
                                        float* scales, std::int32_t* code_sums) noexcept;
 
+// y[i, r] = sum_j x[i, j] widen(w[r, j]) for the rows r in [row_begin, row_end) of a bf16 weight w [n, k]
+// (row stride k) and every row i < m of x.
+struct Bf16ProductArgs {
+  const std::uint16_t* w;
+  std::size_t k;
+  const float* x;  // [m, k], row stride ldx
+  std::size_t ldx, m;
+  float* y;  // [m, n], row stride ldy
+  std::size_t ldy;
+  std::size_t row_begin, row_end;
+};
+
 struct QuantKernelTable {
   void (*product_f32)(const QuantProductArgs& args) noexcept;
   void (*product_int8)(const QuantProductArgs& args) noexcept;
   QuantizeActivationsFn quantize_activations;
+  void (*product_bf16)(const Bf16ProductArgs& args) noexcept;
 };
 
 struct ActivationScale {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "core/kernels/x86_io.hpp"
+#include "quant/kernels/bf16_kernels.hpp"
 #include "quant/kernels/quant_io.hpp"
 #include "quant/kernels/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
@@ -403,7 +404,7 @@ struct QuantKernels {
 template <class Arch>
 constexpr QuantKernelTable make_quant_kernel_table() {
   return {QuantKernels<Arch>::template product<false>, QuantKernels<Arch>::template product<true>,
-          QuantKernels<Arch>::quantize_activations};
+          QuantKernels<Arch>::quantize_activations, Bf16Kernels<Arch>::product};
 }
 
 }  // namespace persona::detail

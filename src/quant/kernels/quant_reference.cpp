@@ -1,6 +1,7 @@
 // The scalar oracles of the quantized products. Each output is computed with exactly the operations, in
 // exactly the order, that every SIMD lane performs (quant_kernels.hpp), so results agree bit for bit; the
 // scalar level runs these.
+#include "persona/core/dtype.hpp"
 #include "quant/kernels/quant_kernel_table.hpp"
 #include "quant/quant_layout.hpp"
 
@@ -72,9 +73,23 @@ void product_int8_ref(const QuantProductArgs& a) noexcept {
   }
 }
 
+// Double accumulation in column order of the widened weights.
+void product_bf16_ref(const Bf16ProductArgs& a) noexcept {
+  for (std::size_t r = a.row_begin; r < a.row_end; ++r) {
+    const std::uint16_t* w = a.w + r * a.k;
+    for (std::size_t i = 0; i < a.m; ++i) {
+      const float* x = a.x + i * a.ldx;
+      double sum = 0.0;
+      for (std::size_t j = 0; j < a.k; ++j) sum += static_cast<double>(x[j]) * bf16_bits_to_f32(w[j]);
+      a.y[i * a.ldy + r] = static_cast<float>(sum);
+    }
+  }
+}
+
 }  // namespace
 
-constinit const QuantKernelTable kQuantReferenceKernels{product_f32_ref, product_int8_ref, quantize_activations_ref};
+constinit const QuantKernelTable kQuantReferenceKernels{product_f32_ref, product_int8_ref, quantize_activations_ref,
+                                                        product_bf16_ref};
 
 bool quantize_activations_ref(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes, float* scales,
                               std::int32_t* code_sums) noexcept {
