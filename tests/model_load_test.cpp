@@ -8,8 +8,11 @@
 #include <persona/lora/lora_apply.hpp>
 #include <persona/model/checkpoint.hpp>
 #include <persona/model/model.hpp>
+#include <persona/model/model_file.hpp>
 
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -213,4 +216,60 @@ TEST_CASE("An adapter made for another architecture or shape is refused, naming 
   CHECK(modules[4].out == 48);
   CHECK(modules[4].in == 32);
   PERSONA_REQUIRE_ERROR(mixtral_model.adaptable_modules(2), out_of_range, "layer 2 of a model with 2 layers");
+}
+
+TEST_CASE("A persona model file holds the converted model: the same logits without quantizing again", "[model]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("persona_model_file_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const std::string name : {"qwen3_moe_fused", "llama_tied", "mixtral", "qwen2"}) {
+    for (const WeightFormat format : {WeightFormat::int4, WeightFormat::bf16, WeightFormat::int8}) {
+      DYNAMIC_SECTION(name << " " << static_cast<int>(format)) {
+        const std::filesystem::path file = dir / (name + ".persona");
+        const ModelConversion report = convert_model(kModels / name, file, format);
+        CHECK(report.output_bytes == std::filesystem::file_size(file));
+        CHECK(report.input_bytes > 0);
+        const Model direct = Model::load(kModels / name, {format});
+        const Model converted = Model::load(file);
+        CHECK(converted.weight_format() == format);
+        CHECK(converted.config().architecture == direct.config().architecture);
+        CHECK(converted.weight_bytes() == direct.weight_bytes());
+        if (format == WeightFormat::bf16) CHECK(converted.mapped_weight_bytes() > 0);
+        // One prompt through both: bit for bit, the weights being the same.
+        const std::vector<std::int32_t> prompt{3, 17, 42, 5, 88, 1, 2};
+        std::vector<Tensor<float>> logits;
+        for (const Model* m : {&direct, &converted}) {
+          PagedKvCache cache(m->kv_cache_config(8, 4));
+          ModelWorkspace workspace;
+          const SequenceId id = cache.create_sequence({.tenant = 1});
+          cache.append_tokens(id, prompt);
+          const std::vector<SequenceId> ids{id};
+          const std::vector<std::size_t> counts{prompt.size()};
+          logits.push_back(m->forward({ids, counts, prompt}, cache, workspace));
+        }
+        REQUIRE(logits[0].numel() == logits[1].numel());
+        CHECK(std::memcmp(logits[0].data(), logits[1].data(), logits[0].numel() * sizeof(float)) == 0);
+        PERSONA_REQUIRE_ERROR(Model::load(file, {WeightFormat::f32}), invalid_argument,
+                              "the model file holds");
+      }
+    }
+  }
+  // Damage anywhere is caught by the checksum before anything is used.
+  const std::filesystem::path file = dir / "damaged.persona";
+  convert_model(kModels / "qwen3", file, WeightFormat::int4);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-100, std::ios::end);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x5a);
+    f.seekp(-100, std::ios::end);
+    f.write(&c, 1);
+  }
+  PERSONA_REQUIRE_ERROR(Model::load(file), corrupt_data, "checksum mismatch");
+  // A safetensors file that is not a model file says so.
+  SafetensorsWriter plain;
+  plain.add("x", Tensor<float>({2}));
+  plain.write(dir / "plain.safetensors");
+  PERSONA_REQUIRE_ERROR(Model::load(dir / "plain.safetensors"), corrupt_data, "not a persona model file");
+  std::filesystem::remove_all(dir);
 }

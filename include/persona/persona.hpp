@@ -29,6 +29,7 @@
 #include "persona/model/checkpoint.hpp"
 #include "persona/model/model.hpp"
 #include "persona/model/model_config.hpp"
+#include "persona/model/model_file.hpp"
 #include "persona/moe/expert_plan.hpp"
 #include "persona/moe/moe_ffn.hpp"
 #include "persona/moe/router_config.hpp"

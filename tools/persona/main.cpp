@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  run            load a Hugging Face model folder (and a LoRA adapter) and generate tokens greedily\n"
     "  convert-peft   convert a PEFT LoRA adapter folder into a quantized persona adapter file\n"
+    "  convert-model  convert a Hugging Face model folder into a persona model file (quantized once)\n"
     "\n"
     "persona COMMAND --help describes a command.\n";
 
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   }
   if (command == "run") return persona::cli::run_command(argc, argv, 2);
   if (command == "convert-peft") return persona::cli::convert_peft_command(argc, argv, 2);
+  if (command == "convert-model") return persona::cli::convert_model_command(argc, argv, 2);
   std::fprintf(stderr, "persona: unknown command '%s'\n\n%s", argv[1], kUsage);
   return 2;
 }

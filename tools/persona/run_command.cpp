@@ -21,7 +21,8 @@ constexpr const char* kRunUsage =
     "                   [--weights f32|bf16|int8|int4] [--ignore-eos] [--logits-out FILE.safetensors] [--print ids]\n"
     "                   [--threads N]\n"
     "\n"
-    "Loads the Hugging Face model folder DIR (config.json, model.safetensors or shards), runs the prompt's\n"
+    "Loads the Hugging Face model folder DIR (config.json, model.safetensors or shards), or a persona model\n"
+    "file (persona convert-model), runs the prompt's\n"
     "token ids through it and decodes greedily until N new tokens (default 16) or an eos id of\n"
     "generation_config.json (printed, then the run stops). Prints the generated ids on one line, separated\n"
     "by spaces.\n"
@@ -35,7 +36,13 @@ constexpr const char* kRunUsage =
     "  --print ids       the output form (token ids; text comes with the tokenizer)\n"
     "  --threads         worker threads (default: all cores)\n";
 
-WeightFormat parse_weights(const std::string& text) {
+std::size_t argmax(const float* logits, std::size_t n) {
+  return static_cast<std::size_t>(std::max_element(logits, logits + n) - logits);
+}
+
+}  // namespace
+
+WeightFormat parse_weight_format(const std::string& text) {
   if (text == "f32") return WeightFormat::f32;
   if (text == "bf16") return WeightFormat::bf16;
   if (text == "int8") return WeightFormat::int8;
@@ -43,17 +50,20 @@ WeightFormat parse_weights(const std::string& text) {
   throw UsageError(fmt::format("--weights takes f32, bf16, int8 or int4, not '{}'", text));
 }
 
-std::size_t argmax(const float* logits, std::size_t n) {
-  return static_cast<std::size_t>(std::max_element(logits, logits + n) - logits);
+const char* weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::f32: return "f32";
+    case WeightFormat::bf16: return "bf16";
+    case WeightFormat::int8: return "int8";
+    default: return "int4";
+  }
 }
-
-}  // namespace
 
 int run_command(int argc, char** argv, int first) {
   std::filesystem::path model_dir, adapter_path, logits_out;
   std::vector<std::int32_t> prompt;
   std::size_t max_new_tokens = 16;
-  WeightFormat weights = WeightFormat::f32;
+  std::optional<WeightFormat> weights;
   bool ignore_eos = false;
   try {
     const CommandLine cl(argc, argv, first,
@@ -71,7 +81,7 @@ int run_command(int argc, char** argv, int first) {
       prompt.push_back(static_cast<std::int32_t>(id));
     }
     max_new_tokens = cl.number("--max-new-tokens", 1, 1u << 20).value_or(16);
-    if (const auto w = cl.value("--weights")) weights = parse_weights(*w);
+    if (const auto w = cl.value("--weights")) weights = parse_weight_format(*w);
     if (const auto p = cl.value("--print"); p && *p != "ids") {
       throw UsageError(fmt::format("--print takes ids, not '{}'", *p));
     }

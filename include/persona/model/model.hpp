@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,7 +29,9 @@ namespace persona {
 enum class WeightFormat { f32, bf16, int8, int4 };
 
 struct ModelLoadOptions {
-  WeightFormat weights = WeightFormat::f32;
+  // For a Hugging Face folder, how to hold the weights (default f32). A persona model file
+  // (convert_model) holds them in its own format: naming another is Error(invalid_argument).
+  std::optional<WeightFormat> weights = std::nullopt;
 };
 
 // One serving step: each sequence brings its next tokens (a chunk of prompt, or one decode token), whose
@@ -64,10 +67,12 @@ class ModelWorkspace {
 
 class Model {
  public:
-  // Reads config.json (read_model_config) and the weights. Errors name the file, tensor or field: a
-  // tensor missing, left over (not part of the architecture), or of the wrong shape or dtype
-  // (Error(shape_mismatch) / corrupt_data), plus those of read_model_config and Checkpoint::open.
-  static Model load(const std::filesystem::path& folder, const ModelLoadOptions& options = {});
+  // A Hugging Face folder: reads config.json (read_model_config) and the weights. Errors name the file,
+  // tensor or field: a tensor missing, left over (not part of the architecture), or of the wrong shape or
+  // dtype (Error(shape_mismatch) / corrupt_data), plus those of read_model_config and Checkpoint::open.
+  // A persona model file (a regular file written by convert_model, docs/formats.md): mapped, its checksum
+  // verified, its quantized planes copied and its bf16 tensors used in place; the same checks.
+  static Model load(const std::filesystem::path& path, const ModelLoadOptions& options = {});
 
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
