@@ -9,6 +9,7 @@
 //   decode/<model>/<weights>/B<n>/A<a>      n sequences, each its own rank-16 int4 adapter (a = n), or none (a = 0)
 //   prefill/<model>/<weights>/T512          one 512-token prompt
 //   load/<model>/<weights>, read_files/<model>   Model::load and a sequential read of the same files
+//   load_file/<model>/int4                  Model::load of the model converted once (convert_model)
 // The summary reports decode at batch 1 as a % of the weight-streaming roof (bytes of weights one token
 // reads / the read probe's bandwidth), the multi-tenant tax (adapters vs none at the same batch), prefill
 // tokens/s and load time as a % of reading the files.
@@ -335,6 +336,20 @@ void load_case(benchmark::State& state, const Shape& s, WeightFormat f) {
   });
 }
 
+// The model converted once into a persona model file (beside the folder), then loaded from it.
+void load_file_case(benchmark::State& state, const Shape& s, WeightFormat f) {
+  const fs::path folder = model_folder(s);
+  const fs::path file = folder.parent_path() / fmt::format("{}-{}.persona", s.name, name_of(f));
+  if (!fs::exists(file)) {
+    fmt::print(stderr, "bench_model: converting {} to {} ...\n", folder.string(), file.string());
+    (void)convert_model(folder, file, f);
+  }
+  bench::timed(state, [&] {
+    const Model m = Model::load(file);
+    benchmark::DoNotOptimize(&m);
+  });
+}
+
 void read_files_case(benchmark::State& state, const Shape& s) {
   const fs::path folder = model_folder(s);
   std::vector<char> buffer(16 << 20);
@@ -366,6 +381,9 @@ void register_benchmarks() {
     for (const WeightFormat f : formats) {
       const std::string base = fmt::format("{}/{}", s->name, name_of(f));
       bench::add_case("load/" + base, [s, f](benchmark::State& st) { load_case(st, *s, f); });
+      if (f == WeightFormat::int4) {
+        bench::add_case("load_file/" + base, [s, f](benchmark::State& st) { load_file_case(st, *s, f); });
+      }
       for (const int threads : {1, 2}) {
         const std::string suffix = threads == 2 ? "/threads:2" : "";
         bench::add_case(fmt::format("decode/{}/B1{}", base, suffix),
@@ -425,6 +443,12 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
         fmt::print("- {} load with {} weights: {} = {:.0f}% of a sequential read of the files ({}, page cache warm)\n",
                    s->name, w, bench::format_time(load->median_seconds),
                    100 * load->median_seconds / files->median_seconds, bench::format_time(files->median_seconds));
+      }
+      const auto* from_file = bench::find_result(results, fmt::format("load_file/{}/{}", s->name, w));
+      if (from_file && files) {
+        fmt::print("- {} load of the {} persona model file: {} = {:.0f}% of a sequential read of the checkpoint\n",
+                   s->name, w, bench::format_time(from_file->median_seconds),
+                   100 * from_file->median_seconds / files->median_seconds);
       }
     }
   }

@@ -312,7 +312,9 @@ void run_moe(const Model::Weights& w, const detail::DecoderLayer& layer, std::si
   ws.shared_weights.swap(ws.routing.shared_weights);
   ws.routing.shared_weights.clear();
   ws.routing.shared = 0;
-  plan_experts(ws.routing, E, ws.plan, kMoeTileTokens);
+  // No padding: moe_ffn cuts each expert's entries into tiles itself, and padded rows would be multiplied
+  // too (16 rows for an expert's one token at decode).
+  plan_experts(ws.routing, E, ws.plan);
   if (lora.layer_has_expert_lora[l]) {
     run_experts_with_lora(layer, l, h, out, lora_slots, lora, ws);
   } else {
