@@ -1,7 +1,7 @@
 // persona/model at realistic shapes: random bf16 weights written once in Hugging Face layout (under
-// --model_dir, default build/bench_models) for a Llama-3.2-1B-shaped model (hidden 2048, 16 layers, 32/8
-// heads, ffn 8192, vocab 128256, tied embeddings) and an OLMoE-1B-7B-shaped MoE (64 experts, top-8,
-// hidden 2048, 16 layers, expert ffn 1024, vocab 50304), loaded through Model::load.
+// $PERSONA_BENCH_MODELS, default build/bench_models, relative to the working directory) for a Llama-3.2-1B-shaped model
+// (hidden 2048, 16 layers, 32/8 heads, ffn 8192, vocab 128256, tied embeddings) and an OLMoE-1B-7B-shaped MoE (64
+// experts, top-8, hidden 2048, 16 layers, expert ffn 1024, vocab 50304), loaded through Model::load.
 //
 // Cases (manual time, medians over repetitions):
 //   read/256Mi[/threads:2]                  the read probe: the memory roofline of the same run
@@ -202,7 +202,9 @@ const Model& model(const Shape& s, WeightFormat f) {
     // Only one model at a time: the machine holds ~23 GB.
     models.clear();
     auto& fresh = models[{s.name, static_cast<int>(f)}];
-    fresh = std::make_unique<Model>(Model::load(model_folder(s), {f}));
+    // The converted model file when load_file made one: the same weights, without quantizing again.
+    const fs::path file = model_folder(s).parent_path() / fmt::format("{}-{}.persona", s.name, name_of(f));
+    fresh = std::make_unique<Model>(fs::exists(file) ? Model::load(file) : Model::load(model_folder(s), {f}));
     return *fresh;
   }
   return *slot;
@@ -222,7 +224,7 @@ double bytes_per_token(const Model& m) {
       }
     }
     // adaptable_modules gives shapes; scale by the format's bytes per weight.
-    const double per_weight = m.weight_format() == WeightFormat::bf16 ? 2.0
+    const double per_weight = m.weight_format() == WeightFormat::bf16   ? 2.0
                               : m.weight_format() == WeightFormat::int8 ? 1.0 + 2.0 / 32
                               : m.weight_format() == WeightFormat::int4 ? 0.5 + 2.0 / 32
                                                                         : 4.0;
@@ -231,10 +233,10 @@ double bytes_per_token(const Model& m) {
   }
   // The embedding is read one row per token, not whole, unless it is the lm_head itself (tied, f32 or
   // bf16; tied int8 and int4 models multiply by a quantized copy).
-  const double embedding = static_cast<double>(c.vocab_size * c.hidden_size) *
-                           (m.weight_format() == WeightFormat::f32 ? 4.0 : 2.0);
-  const bool embedding_is_lm_head = c.tie_word_embeddings && (m.weight_format() == WeightFormat::f32 ||
-                                                               m.weight_format() == WeightFormat::bf16);
+  const double embedding =
+      static_cast<double>(c.vocab_size * c.hidden_size) * (m.weight_format() == WeightFormat::f32 ? 4.0 : 2.0);
+  const bool embedding_is_lm_head =
+      c.tie_word_embeddings && (m.weight_format() == WeightFormat::f32 || m.weight_format() == WeightFormat::bf16);
   if (!embedding_is_lm_head) bytes -= embedding;
   return bytes;
 }
@@ -251,8 +253,9 @@ std::vector<LoraAdapter> adapters_for(const Model& m, std::size_t count) {
         Tensor<float> A({16, module.in}), B({module.out, 16});
         for (float& v : A.span()) v = 0.02f * uniform();
         for (float& v : B.span()) v = 0.02f * uniform();
-        adapter.add({l, module.name}, quantize_lora(LoraModule(LoraMatrix(std::move(A)), LoraMatrix(std::move(B)), 16.0f),
-                                                    QuantSpec{4, 32}));
+        adapter.add(
+            {l, module.name},
+            quantize_lora(LoraModule(LoraMatrix(std::move(A)), LoraMatrix(std::move(B)), 16.0f), QuantSpec{4, 32}));
       }
     }
     out.push_back(std::move(adapter));
@@ -373,11 +376,10 @@ void register_benchmarks() {
                     [threads](benchmark::State& st) { bench::run_read_probe(st, threads); });
   }
   for (const Shape* s : {&kLlama, &kOlmoe}) {
-    const std::vector<WeightFormat> formats = s->experts == 0
-                                                  ? std::vector<WeightFormat>{WeightFormat::int4, WeightFormat::int8,
-                                                                              WeightFormat::bf16, WeightFormat::f32}
-                                                  : std::vector<WeightFormat>{WeightFormat::int4, WeightFormat::int8,
-                                                                              WeightFormat::bf16};
+    const std::vector<WeightFormat> formats =
+        s->experts == 0
+            ? std::vector<WeightFormat>{WeightFormat::int4, WeightFormat::int8, WeightFormat::bf16, WeightFormat::f32}
+            : std::vector<WeightFormat>{WeightFormat::int4, WeightFormat::int8, WeightFormat::bf16};
     for (const WeightFormat f : formats) {
       const std::string base = fmt::format("{}/{}", s->name, name_of(f));
       bench::add_case("load/" + base, [s, f](benchmark::State& st) { load_case(st, *s, f); });
@@ -431,9 +433,10 @@ void print_summary(const std::map<std::string, bench::Measurement>& results) {
       const auto* adapted = bench::find_result(results, fmt::format("decode/{}/int4/B{}/A{}", s->name, batch, batch));
       if (plain && adapted) {
         const double tax = adapted->median_seconds / plain->median_seconds - 1.0;
-        fmt::print("- {} int4 batch {} with {} distinct rank-16 adapters: {:.1f}% slower than no adapter (target <= "
-                   "10%) — {}\n",
-                   s->name, batch, batch, 100 * tax, tax <= 0.10 ? "MET" : "NOT MET");
+        fmt::print(
+            "- {} int4 batch {} with {} distinct rank-16 adapters: {:.1f}% slower than no adapter (target <= "
+            "10%) — {}\n",
+            s->name, batch, batch, 100 * tax, tax <= 0.10 ? "MET" : "NOT MET");
       }
     }
     const auto* files = bench::find_result(results, "read_files/" + s->name);

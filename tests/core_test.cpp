@@ -515,12 +515,13 @@ TEST_CASE("RoPE matches the reference and rotates as the Llama convention says",
 TEST_CASE("RoPE scaling reproduces transformers' linear and llama3 frequencies", "[core][ops]") {
   // Recorded from transformers 5.25 ROPE_INIT_FUNCTIONS (head_dim 16), which computes in float32.
   RopeConfig llama3{500000.0f, RopeScaling::llama3, 8.0f, 1.0f, 4.0f, 16};
-  const std::vector<double> expected_llama3{0.5760563611984253,    0.024240344762802124,  0.004700753837823868,
+  const std::vector<double> expected_llama3{0.5760563611984253,    0.024240344762802124,   0.004700753837823868,
                                             0.0009115831344388425, 0.00017677668074611574, 3.428102354519069e-05,
                                             6.647869668086059e-06, 1.289173155782919e-06};
   RopeConfig linear{10000.0f, RopeScaling::linear, 2.0f};
-  const std::vector<double> expected_linear{0.5,    0.15811388194561005,   0.05000000074505806,   0.015811389312148094,
-                                            0.005,  0.0015811389312148094, 0.0005000000237487257, 0.00015811389312148094};
+  const std::vector<double> expected_linear{
+      0.5,   0.15811388194561005,   0.05000000074505806,   0.015811389312148094,
+      0.005, 0.0015811389312148094, 0.0005000000237487257, 0.00015811389312148094};
   for (const auto& [config, expected] : {std::pair{llama3, expected_llama3}, std::pair{linear, expected_linear}}) {
     const std::vector<double> got = rope_inverse_frequencies(config, 16);
     REQUIRE(got.size() == expected.size());
@@ -536,8 +537,8 @@ TEST_CASE("RoPE scaling reproduces transformers' linear and llama3 frequencies",
   rope_ref(y, 3, linear);
   CHECK(bitwise_equal(x, y));
 
-  PERSONA_REQUIRE_ERROR(rope_inverse_frequencies(RopeConfig{10000.0f, RopeScaling::linear, 0.5f}, 16),
-                        invalid_argument, "factor");
+  PERSONA_REQUIRE_ERROR(rope_inverse_frequencies(RopeConfig{10000.0f, RopeScaling::linear, 0.5f}, 16), invalid_argument,
+                        "factor");
   PERSONA_REQUIRE_ERROR(rope_inverse_frequencies(RopeConfig{10000.0f, RopeScaling::llama3, 8.0f, 4.0f, 1.0f}, 16),
                         invalid_argument, "low_freq_factor < high_freq_factor");
 }

@@ -156,14 +156,13 @@ TEST_CASE("Sliding-window attention sees only the last window positions", "[kv]"
             const std::size_t start = context > window ? context - window : 0, n = context - start;
             PagedKvCache alone(KvCacheConfig{1, 2, 24, 4, n / 4 + 2, 0, DType::f32, KvLayout::nhd});
             const SequenceId id = alone.create_sequence({1});
-            alone.append(id, std::vector<std::int32_t>(n, 3),
-                         TensorView<const float>(&k(start, 0, 0), {1, n, 2, 24}),
+            alone.append(id, std::vector<std::int32_t>(n, 3), TensorView<const float>(&k(start, 0, 0), {1, n, 2, 24}),
                          TensorView<const float>(&v(start, 0, 0), {1, n, 2, 24}));
             Tensor<float> one({1, 4, 24});
             paged_decode_attention_ref(alone, 0, std::vector<SequenceId>{id},
-                                       TensorView<const float>(&q(row, 0, 0), {1, 4, 24}), one,
-                                       AttentionConfig{4});
-            for (std::size_t j = 0; j < 4 * 24; ++j) CHECK(one.data()[j] == Approx((&expected(row, 0, 0))[j]).margin(1e-5));
+                                       TensorView<const float>(&q(row, 0, 0), {1, 4, 24}), one, AttentionConfig{4});
+            for (std::size_t j = 0; j < 4 * 24; ++j)
+              CHECK(one.data()[j] == Approx((&expected(row, 0, 0))[j]).margin(1e-5));
           }
         }
         for_each_level_and_threads([&](IsaLevel, int) {

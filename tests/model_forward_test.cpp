@@ -185,8 +185,8 @@ TEST_CASE("Every architecture with its PEFT adapter matches transformers + PEFT"
 }
 
 TEST_CASE("A batch mixing prefill chunks, decode tokens and adapters equals each sequence alone", "[model]") {
-  for (const std::string& name : {std::string("qwen3"), std::string("qwen2_moe"), std::string("mixtral"),
-                                  std::string("mistral")}) {
+  for (const std::string& name :
+       {std::string("qwen3"), std::string("qwen2_moe"), std::string("mixtral"), std::string("mistral")}) {
     DYNAMIC_SECTION(name) {
       const Model model = Model::load(kModels / name);
       // Prompts 0 and 2 run with the adapter, prompt 1 with the base model, in the same steps.
@@ -305,8 +305,9 @@ TEST_CASE("bf16, int8 and int4 weights stay close to f32: KL divergence of the n
       CHECK(int4.weight_bytes() < int8.weight_bytes());
       const Fixture f = read_fixture(name);
       const Measured m16 = measure(f32, bf16, f), m8 = measure(f32, int8, f), m4 = measure(f32, int4, f);
-      INFO(name << ": bf16 mean KL " << m16.mean_kl << ", max " << m16.max_kl << ", top-1 " << m16.top1 << "; int8 mean KL " << m8.mean_kl << ", max " << m8.max_kl << ", top-1 " << m8.top1 << "; int4 mean KL "
-                << m4.mean_kl << ", max " << m4.max_kl << ", top-1 " << m4.top1);
+      INFO(name << ": bf16 mean KL " << m16.mean_kl << ", max " << m16.max_kl << ", top-1 " << m16.top1
+                << "; int8 mean KL " << m8.mean_kl << ", max " << m8.max_kl << ", top-1 " << m8.top1
+                << "; int4 mean KL " << m4.mean_kl << ", max " << m4.max_kl << ", top-1 " << m4.top1);
       CHECK(bf16.weight_bytes() < f32.weight_bytes());
       CHECK(m16.mean_kl < 1e-3);
       CHECK(m16.top1 >= 0.95);

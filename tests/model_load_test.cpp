@@ -111,13 +111,13 @@ TEST_CASE("A model folder with missing, extra or misshapen tensors is refused, n
   {
     const ModelCopy copy("qwen3");
     std::filesystem::remove(copy.path() / "model.safetensors");
-    PERSONA_REQUIRE_ERROR(Model::load(copy.path()), not_found, "no model.safetensors and no model.safetensors.index.json");
+    PERSONA_REQUIRE_ERROR(Model::load(copy.path()), not_found,
+                          "no model.safetensors and no model.safetensors.index.json");
   }
   PERSONA_REQUIRE_ERROR(Model::load(kModels / "no-such-model"), io_error, "config.json");
 }
 
-TEST_CASE("A shard index that names missing files, paths out of the folder or the wrong shard is refused",
-          "[model]") {
+TEST_CASE("A shard index that names missing files, paths out of the folder or the wrong shard is refused", "[model]") {
   {
     const ModelCopy copy("llama");
     std::filesystem::remove(copy.path() / "model-00002-of-00003.safetensors");
@@ -248,8 +248,7 @@ TEST_CASE("A persona model file holds the converted model: the same logits witho
         }
         REQUIRE(logits[0].numel() == logits[1].numel());
         CHECK(std::memcmp(logits[0].data(), logits[1].data(), logits[0].numel() * sizeof(float)) == 0);
-        PERSONA_REQUIRE_ERROR(Model::load(file, {WeightFormat::f32}), invalid_argument,
-                              "the model file holds");
+        PERSONA_REQUIRE_ERROR(Model::load(file, {WeightFormat::f32}), invalid_argument, "the model file holds");
       }
     }
   }

@@ -147,7 +147,8 @@ TEST_CASE("Configs in the format published checkpoints carry parse too", "[model
 
   // The legacy rope_scaling "type" spelling and a top-level rope_theta.
   const ModelConfig linear = parse_model_config(tiny(R"("rope_theta": 20000.0, "rope_scaling": {"type": "linear",
-    "factor": 4.0})"), "");
+    "factor": 4.0})"),
+                                                "");
   CHECK(linear.rope.scaling == RopeScaling::linear);
   CHECK(linear.rope.factor == 4.0f);
   CHECK(linear.rope.theta == 20000.0f);
@@ -175,12 +176,14 @@ TEST_CASE("Configs persona cannot run exactly are refused, naming the field", "[
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("rope_scaling": {"rope_type": "dynamic", "factor": 2.0})"), ""),
                         unsupported, "rope_type 'dynamic'");
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("rope_parameters": {"rope_type": "linear", "factor": 2.0,
-    "mscale": 1.5})"), ""), unsupported, "'mscale'");
+    "mscale": 1.5})"),
+                                           ""),
+                        unsupported, "'mscale'");
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("partial_rotary_factor": 0.5)"), ""), unsupported,
                         "partial_rotary_factor");
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("hidden_act": "gelu")"), ""), unsupported, "hidden_act 'gelu'");
-  PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("quantization_config": {"quant_method": "gptq"})"), ""),
-                        unsupported, "quantization_config");
+  PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("quantization_config": {"quant_method": "gptq"})"), ""), unsupported,
+                        "quantization_config");
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("logit_softcapping": 30.0)"), ""), unsupported,
                         "'logit_softcapping'");
   // A field another architecture interprets is unknown to this one.
@@ -189,7 +192,8 @@ TEST_CASE("Configs persona cannot run exactly are refused, naming the field", "[
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny(R"("layer_types": ["full_attention", "chunked_attention"])"), ""),
                         unsupported, "'layer_types'");
   // Harmless fields are ignored; null ones too.
-  CHECK_NOTHROW(parse_model_config(tiny(R"("initializer_range": 0.02, "torch_dtype": "bfloat16", "sliding_window": null)"), ""));
+  CHECK_NOTHROW(
+      parse_model_config(tiny(R"("initializer_range": 0.02, "torch_dtype": "bfloat16", "sliding_window": null)"), ""));
 }
 
 TEST_CASE("Contradicting or out-of-range config values are a clear Error", "[model]") {
@@ -199,20 +203,28 @@ TEST_CASE("Contradicting or out-of-range config values are a clear Error", "[mod
   PERSONA_REQUIRE_ERROR(parse_model_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64})", ""),
                         corrupt_data, "no vocab_size");
   PERSONA_REQUIRE_ERROR(parse_model_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "64",
-    "vocab_size": 1})", ""), corrupt_data, "hidden_size is \"64\"; expected a non-negative integer");
+    "vocab_size": 1})",
+                                           ""),
+                        corrupt_data, "hidden_size is \"64\"; expected a non-negative integer");
   PERSONA_REQUIRE_ERROR(parse_model_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 66,
-    "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 128})", ""),
+    "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 128})",
+                                           ""),
                         invalid_argument, "hidden_size 66 is not a multiple of num_attention_heads 4");
   PERSONA_REQUIRE_ERROR(parse_model_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
     "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 3,
-    "vocab_size": 128})", ""), invalid_argument, "not a multiple of num_key_value_heads 3");
+    "vocab_size": 128})",
+                                           ""),
+                        invalid_argument, "not a multiple of num_key_value_heads 3");
   PERSONA_REQUIRE_ERROR(parse_model_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
     "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 8,
-    "vocab_size": 128})", ""), invalid_argument, "num_key_value_heads is 8; expected 1..4");
+    "vocab_size": 128})",
+                                           ""),
+                        invalid_argument, "num_key_value_heads is 8; expected 1..4");
   PERSONA_REQUIRE_ERROR(
       parse_model_config(R"({"architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 64, "num_hidden_layers": 4,
     "num_attention_heads": 4, "vocab_size": 128, "moe_intermediate_size": 32, "intermediate_size": 96,
-    "num_experts": 8, "num_experts_per_tok": 9})", ""),
+    "num_experts": 8, "num_experts_per_tok": 9})",
+                         ""),
       invalid_argument, "num_experts_per_tok is 9; expected 1..num_experts (8)");
   PERSONA_REQUIRE_ERROR(parse_model_config(tiny_moe(R"("num_local_experts": 4)"), ""), invalid_argument,
                         "num_experts 8 and num_local_experts 4 disagree");
@@ -235,7 +247,8 @@ TEST_CASE("Contradicting or out-of-range config values are a clear Error", "[mod
   PERSONA_REQUIRE_ERROR(
       parse_model_config(R"({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
       "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 128, "use_sliding_window": true,
-      "sliding_window": 0, "max_window_layers": 0})", ""),
+      "sliding_window": 0, "max_window_layers": 0})",
+                         ""),
       invalid_argument, "layer 0 slides but sliding_window is 0");
   PERSONA_REQUIRE_ERROR(read_model_config(kModels / "no-such-model"), io_error, "config.json");
 }

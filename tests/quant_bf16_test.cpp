@@ -74,7 +74,8 @@ TEST_CASE("The widening kernel gives each row of x the same result whatever the 
   }
 }
 
-TEST_CASE("Bf16Matrix rounds to nearest even, views aligned bytes in place and copies unaligned ones", "[quant][bf16]") {
+TEST_CASE("Bf16Matrix rounds to nearest even, views aligned bytes in place and copies unaligned ones",
+          "[quant][bf16]") {
   Tensor<float> w({1, 3});
   w(0, 0) = 1.0f;
   w(0, 1) = std::bit_cast<float>(0x3f808000u);  // halfway between two bf16 values: ties to the even one

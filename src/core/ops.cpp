@@ -250,8 +250,8 @@ std::vector<double> rope_inverse_frequencies(const RopeConfig& config, std::size
   constexpr const char* function = "rope_inverse_frequencies";
   PERSONA_CHECK_AT(function, invalid_argument, config.theta > 1.0f && std::isfinite(config.theta),
                    "theta must be finite and > 1, got {}", config.theta);
-  PERSONA_CHECK_AT(function, invalid_argument, head_dim % 2 == 0 && head_dim > 0, "head_dim must be even and > 0, got {}",
-                   head_dim);
+  PERSONA_CHECK_AT(function, invalid_argument, head_dim % 2 == 0 && head_dim > 0,
+                   "head_dim must be even and > 0, got {}", head_dim);
   std::vector<double> inv_freq(head_dim / 2);
   for (std::size_t i = 0; i < inv_freq.size(); ++i) {
     inv_freq[i] =

@@ -1,7 +1,7 @@
 #include "persona/io/peft_adapter.hpp"
 
-#include "persona/core/file_io.hpp"
 #include "io/peft_pattern.hpp"
+#include "persona/core/file_io.hpp"
 #include "persona/io/safetensors.hpp"
 
 #include <fmt/ranges.h>
@@ -166,9 +166,9 @@ void add_fused_experts(LoraAdapter& adapter, std::size_t layer, const std::strin
       return be;
     };
     const auto add = [&](const char* projection, Tensor<float> a_e, Tensor<float> b_e) {
-      adapter.add(LoraTarget{layer, fmt::format("{}.{}.{}", experts_path, e, projection)},
-                  LoraModule(LoraMatrix(std::move(a_e)), LoraMatrix(std::move(b_e)), static_cast<float>(alpha),
-                             scaling));
+      adapter.add(
+          LoraTarget{layer, fmt::format("{}.{}.{}", experts_path, e, projection)},
+          LoraModule(LoraMatrix(std::move(a_e)), LoraMatrix(std::move(b_e)), static_cast<float>(alpha), scaling));
     };
     if (gate_up) {
       add("gate_proj", ae, b_rows(0, out / 2));
@@ -204,8 +204,8 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
   for (const SafetensorsTensor& t : weights.tensors()) {
     ParsedKey key;
     if (!parse_key(t.name, key)) {
-      const std::string_view name = std::string_view(t.name).substr(
-          t.name.starts_with(kKeyPrefix) ? kKeyPrefix.size() : 0);
+      const std::string_view name =
+          std::string_view(t.name).substr(t.name.starts_with(kKeyPrefix) ? kKeyPrefix.size() : 0);
       const std::string_view module = name.substr(0, name.find('.'));
       if (options.skip_unsupported && is_task_head(module) &&
           std::find(config.modules_to_save.begin(), config.modules_to_save.end(), module) !=
@@ -322,7 +322,8 @@ LoraAdapter build_adapter(std::string_view config_json, const SafetensorsReader&
       }
     } else if (wrappers.size() == 1) {
       for (const std::string& p : config.target_parameters) {
-        const std::string_view name = std::string_view(p).substr(p.rfind('.') == std::string::npos ? 0 : p.rfind('.') + 1);
+        const std::string_view name =
+            std::string_view(p).substr(p.rfind('.') == std::string::npos ? 0 : p.rfind('.') + 1);
         if (config.target_parameters.size() == 1 && (name == "gate_up_proj" || name == "down_proj")) {
           adapted[0].first = std::string(name);
         }

@@ -46,12 +46,11 @@ std::vector<std::byte> encode_persona_adapter(const LoraAdapter& adapter, DType 
   }
   tensors.set_metadata("persona.format", std::string(kFormat));
   tensors.set_metadata("persona.version", std::to_string(kPersonaAdapterVersion));
-  tensors.set_metadata("persona.adapter",
-                       nlohmann::json{{"id", adapter.id()},
-                                      {"tenant", adapter.tenant()},
-                                      {"layers_path", adapter.layers_path()},
-                                      {"modules", modules}}
-                           .dump());
+  tensors.set_metadata("persona.adapter", nlohmann::json{{"id", adapter.id()},
+                                                         {"tenant", adapter.tenant()},
+                                                         {"layers_path", adapter.layers_path()},
+                                                         {"modules", modules}}
+                                              .dump());
   return detail::seal_persona_file(tensors, adapter.id());
 }
 
@@ -102,15 +101,15 @@ LoraAdapter read_persona_adapter(const std::filesystem::path& path) {
     for (const auto& m : description.at("modules")) {
       const LoraTarget target{m.at("layer").get<std::size_t>(), m.at("module").get<std::string>()};
       const std::string key = fmt::format("layers.{}.{}", target.layer, target.module);
-      const LoraScaling scaling = detail::pick<2>(m.at("scaling"), {"standard", "rank_stabilized"}, "scaling", kRead) == 0
-                                      ? LoraScaling::standard
-                                      : LoraScaling::rank_stabilized;
+      const LoraScaling scaling =
+          detail::pick<2>(m.at("scaling"), {"standard", "rank_stabilized"}, "scaling", kRead) == 0
+              ? LoraScaling::standard
+              : LoraScaling::rank_stabilized;
       Tensor<float> magnitude;
       if (m.at("dora").get<bool>()) magnitude = file.read_f32(key + ".dora_magnitude");
       adapter.add(target, LoraModule(detail::read_matrix(file, key + ".lora_A", m.at("a"), kRead),
                                      detail::read_matrix(file, key + ".lora_B", m.at("b"), kRead),
-                                     m.at("alpha").get<float>(), scaling,
-                                     std::move(magnitude)));
+                                     m.at("alpha").get<float>(), scaling, std::move(magnitude)));
     }
     return adapter;
   } catch (const nlohmann::json::exception& e) {

@@ -27,7 +27,8 @@ bool plain_shard_name(std::string_view name) {
 
 }  // namespace
 
-std::map<std::string, std::string, std::less<>> parse_safetensors_index(std::string_view text, std::string_view source) {
+std::map<std::string, std::string, std::less<>> parse_safetensors_index(std::string_view text,
+                                                                        std::string_view source) {
   constexpr const char* function = "parse_safetensors_index";
   const nlohmann::json json = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (json.is_discarded() || !json.is_object()) {

@@ -79,7 +79,8 @@ WeightMatrix HfWeightSource::slice(const std::string& name, const std::vector<st
   const std::size_t cols = shape.back(), per_matrix = shape.size() == 3 ? shape[1] : shape[0];
   const std::size_t offset = (index * per_matrix + first) * cols;
   if (format == WeightFormat::bf16 && t.dtype == SafetensorsDType::BF16) {
-    return WeightMatrix(Bf16Matrix(t.data.subspan(offset * 2, rows * cols * 2), rows, cols, checkpoint_.owner_of(name)));
+    return WeightMatrix(
+        Bf16Matrix(t.data.subspan(offset * 2, rows * cols * 2), rows, cols, checkpoint_.owner_of(name)));
   }
   if (cached_name_ != name) {
     cached_ = checkpoint_.read_f32(name);
@@ -128,7 +129,8 @@ WeightMatrix HfWeightSource::convert(Tensor<float> w, std::string_view name) con
     if (w.dim(1) % group != 0 || group % tile_traits(bits).columns_per_tile != 0) continue;
     return WeightMatrix(quantize(w, QuantSpec{bits, group}));
   }
-  PERSONA_THROW_AT(kFunction, unsupported, "{}: tensor '{}' has {} inputs, not a multiple of 8: it cannot be held as int{}",
+  PERSONA_THROW_AT(kFunction, unsupported,
+                   "{}: tensor '{}' has {} inputs, not a multiple of 8: it cannot be held as int{}",
                    checkpoint_.folder().string(), name, w.dim(1), bits);
 }
 
@@ -141,7 +143,8 @@ void HfWeightSource::finish() {
   }
   if (extra.empty()) return;
   const std::size_t shown = std::min<std::size_t>(extra.size(), 5);
-  PERSONA_THROW_AT(kFunction, corrupt_data, "{}: {} tensor(s) are not part of the architecture config.json describes: {}{}",
+  PERSONA_THROW_AT(kFunction, corrupt_data,
+                   "{}: {} tensor(s) are not part of the architecture config.json describes: {}{}",
                    checkpoint_.folder().string(), extra.size(),
                    fmt::join(std::vector<std::string>(extra.begin(), extra.begin() + shown), ", "),
                    extra.size() > shown ? ", ..." : "");

@@ -31,24 +31,76 @@ constexpr std::array<std::pair<std::string_view, ModelArchitecture>, 7> kArchite
 }};
 
 // model_type of each architecture, in the order of kArchitectures.
-constexpr std::array<std::string_view, 7> kModelTypes{"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe",
-                                                      "qwen3_moe"};
+constexpr std::array<std::string_view, 7> kModelTypes{"llama",   "mistral",   "qwen2",    "qwen3",
+                                                      "mixtral", "qwen2_moe", "qwen3_moe"};
 
 // Fields that change nothing persona computes: training settings, transformers' own bookkeeping, and
 // the generation defaults old configs carried (sampling is the engine's).
-const std::set<std::string, std::less<>> kIgnoredFields{
-    "_attn_implementation", "_commit_hash", "_name_or_path", "add_cross_attention", "architectures",
-    "attention_dropout", "auto_map", "bad_words_ids", "begin_suppress_tokens", "chunk_size_feed_forward",
-    "cross_attention_hidden_size", "decoder_start_token_id", "diversity_penalty", "do_sample", "dtype",
-    "early_stopping", "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "finetuning_task",
-    "forced_bos_token_id", "forced_eos_token_id", "id2label", "initializer_factor", "initializer_range",
-    "is_decoder", "is_encoder_decoder", "label2id", "length_penalty", "max_length", "min_length", "model_type",
-    "no_repeat_ngram_size", "num_beam_groups", "num_beams", "num_return_sequences", "output_attentions",
-    "output_hidden_states", "output_router_logits", "output_scores", "pad_token_id", "prefix", "pretraining_tp",
-    "problem_type", "pruned_heads", "remove_invalid_values", "repetition_penalty", "return_dict",
-    "return_dict_in_generate", "router_aux_loss_coef", "router_jitter_noise", "sep_token_id", "suppress_tokens",
-    "task_specific_params", "temperature", "tf_legacy_loss", "tie_encoder_decoder", "tokenizer_class", "top_k",
-    "top_p", "torch_dtype", "torchscript", "transformers_version", "typical_p", "use_bfloat16", "use_cache"};
+const std::set<std::string, std::less<>> kIgnoredFields{"_attn_implementation",
+                                                        "_commit_hash",
+                                                        "_name_or_path",
+                                                        "add_cross_attention",
+                                                        "architectures",
+                                                        "attention_dropout",
+                                                        "auto_map",
+                                                        "bad_words_ids",
+                                                        "begin_suppress_tokens",
+                                                        "chunk_size_feed_forward",
+                                                        "cross_attention_hidden_size",
+                                                        "decoder_start_token_id",
+                                                        "diversity_penalty",
+                                                        "do_sample",
+                                                        "dtype",
+                                                        "early_stopping",
+                                                        "encoder_no_repeat_ngram_size",
+                                                        "exponential_decay_length_penalty",
+                                                        "finetuning_task",
+                                                        "forced_bos_token_id",
+                                                        "forced_eos_token_id",
+                                                        "id2label",
+                                                        "initializer_factor",
+                                                        "initializer_range",
+                                                        "is_decoder",
+                                                        "is_encoder_decoder",
+                                                        "label2id",
+                                                        "length_penalty",
+                                                        "max_length",
+                                                        "min_length",
+                                                        "model_type",
+                                                        "no_repeat_ngram_size",
+                                                        "num_beam_groups",
+                                                        "num_beams",
+                                                        "num_return_sequences",
+                                                        "output_attentions",
+                                                        "output_hidden_states",
+                                                        "output_router_logits",
+                                                        "output_scores",
+                                                        "pad_token_id",
+                                                        "prefix",
+                                                        "pretraining_tp",
+                                                        "problem_type",
+                                                        "pruned_heads",
+                                                        "remove_invalid_values",
+                                                        "repetition_penalty",
+                                                        "return_dict",
+                                                        "return_dict_in_generate",
+                                                        "router_aux_loss_coef",
+                                                        "router_jitter_noise",
+                                                        "sep_token_id",
+                                                        "suppress_tokens",
+                                                        "task_specific_params",
+                                                        "temperature",
+                                                        "tf_legacy_loss",
+                                                        "tie_encoder_decoder",
+                                                        "tokenizer_class",
+                                                        "top_k",
+                                                        "top_p",
+                                                        "torch_dtype",
+                                                        "torchscript",
+                                                        "transformers_version",
+                                                        "typical_p",
+                                                        "use_bfloat16",
+                                                        "use_cache"};
 
 // Bounds that keep every size product far from overflow; real models sit well inside them.
 constexpr std::size_t kMaxVocab = std::size_t{1} << 24;
@@ -267,7 +319,9 @@ void parse_attention_window(Fields& fields, ModelConfig& c) {
   switch (c.architecture) {
     case ModelArchitecture::llama: return;
     case ModelArchitecture::mistral:
-    case ModelArchitecture::mixtral: c.attention_window.assign(L, fields.get_or<std::size_t>("sliding_window", 0)); return;
+    case ModelArchitecture::mixtral:
+      c.attention_window.assign(L, fields.get_or<std::size_t>("sliding_window", 0));
+      return;
     default: break;
   }
   const bool use = fields.get_or<bool>("use_sliding_window", false);
@@ -329,8 +383,8 @@ void parse_moe(Fields& fields, ModelConfig& c) {
   std::vector<bool> dense(c.num_layers, false);
   if (const Json* only = fields.find("mlp_only_layers")) {
     if (!only->is_array()) {
-      PERSONA_THROW_AT(kFunction, corrupt_data, "{}: mlp_only_layers is {}; expected a list of layers",
-                       fields.source(), only->dump().substr(0, 80));
+      PERSONA_THROW_AT(kFunction, corrupt_data, "{}: mlp_only_layers is {}; expected a list of layers", fields.source(),
+                       only->dump().substr(0, 80));
     }
     for (const Json& l : *only) {
       if (!l.is_number_unsigned() || l.get<std::size_t>() >= c.num_layers) {
@@ -347,8 +401,8 @@ void parse_moe(Fields& fields, ModelConfig& c) {
 }
 
 void check_size(std::size_t value, std::size_t max, std::string_view name, std::string_view source) {
-  PERSONA_CHECK_AT("ModelConfig::validate", invalid_argument, value >= 1 && value <= max, "{}: {} is {}; expected 1..{}", source,
-                   name, value, max);
+  PERSONA_CHECK_AT("ModelConfig::validate", invalid_argument, value >= 1 && value <= max,
+                   "{}: {} is {}; expected 1..{}", source, name, value, max);
 }
 
 }  // namespace
@@ -377,9 +431,8 @@ void ModelConfig::validate() const {
   check_size(num_layers, kMaxLayers, "num_hidden_layers", source);
   check_size(num_heads, kMaxHeads, "num_attention_heads", source);
   check_size(num_kv_heads, num_heads, "num_key_value_heads", source);
-  PERSONA_CHECK(num_heads % num_kv_heads == 0,
-                "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source, num_heads,
-                num_kv_heads);
+  PERSONA_CHECK(num_heads % num_kv_heads == 0, "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                source, num_heads, num_kv_heads);
   PERSONA_CHECK(head_dim >= 2 && head_dim <= kMaxHeadDim && head_dim % 2 == 0,
                 "{}: head_dim is {}; expected an even number in 2..{}", source, head_dim, kMaxHeadDim);
   PERSONA_CHECK(rms_norm_eps > 0.0f && std::isfinite(rms_norm_eps), "{}: rms_norm_eps is {}; expected > 0", source,
@@ -388,7 +441,8 @@ void ModelConfig::validate() const {
   (void)rope_inverse_frequencies(rope, head_dim);
   PERSONA_CHECK(attention_window.size() == num_layers, "{}: {} attention windows for {} layers", source,
                 attention_window.size(), num_layers);
-  const bool dense_layers = !is_moe() || std::find(sparse_layer.begin(), sparse_layer.end(), false) != sparse_layer.end();
+  const bool dense_layers =
+      !is_moe() || std::find(sparse_layer.begin(), sparse_layer.end(), false) != sparse_layer.end();
   if (dense_layers) check_size(intermediate_size, kMaxWidth * 8, "intermediate_size", source);
   if (is_moe()) {
     check_size(num_experts, kMaxExperts, "num_experts", source);
@@ -415,8 +469,8 @@ ModelConfig parse_model_config(std::string_view config_json, std::string_view ge
   ModelConfig c;
   c.architecture = architecture_of(fields);
   const ModelArchitecture a = c.architecture;
-  const bool moe = a == ModelArchitecture::mixtral || a == ModelArchitecture::qwen2_moe ||
-                   a == ModelArchitecture::qwen3_moe;
+  const bool moe =
+      a == ModelArchitecture::mixtral || a == ModelArchitecture::qwen2_moe || a == ModelArchitecture::qwen3_moe;
   c.vocab_size = fields.require<std::size_t>("vocab_size");
   c.hidden_size = fields.require<std::size_t>("hidden_size");
   c.intermediate_size = fields.get_or<std::size_t>("intermediate_size", 0);

@@ -187,8 +187,8 @@ void load_model_file(Model::Weights& w, const std::filesystem::path& path, const
     return it->second;
   };
   if (field("persona.format") != kFormat) {
-    PERSONA_THROW_AT(kLoad, corrupt_data, "{}: persona.format is '{}', not '{}'", path.string(), field("persona.format"),
-                     kFormat);
+    PERSONA_THROW_AT(kLoad, corrupt_data, "{}: persona.format is '{}', not '{}'", path.string(),
+                     field("persona.format"), kFormat);
   }
   if (field("persona.version") != kVersion) {
     PERSONA_THROW_AT(kLoad, unsupported, "{}: model file version {} is not read by this persona (it reads {})",
@@ -201,8 +201,8 @@ void load_model_file(Model::Weights& w, const std::filesystem::path& path, const
   for (const WeightFormat f : {WeightFormat::f32, WeightFormat::bf16, WeightFormat::int8, WeightFormat::int4}) {
     if (weights == format_name(f)) format = f;
   }
-  PERSONA_CHECK_AT(kLoad, corrupt_data, format.has_value(), "{}: persona.weights is '{}'; expected f32, bf16, int8 or int4",
-                   path.string(), weights);
+  PERSONA_CHECK_AT(kLoad, corrupt_data, format.has_value(),
+                   "{}: persona.weights is '{}'; expected f32, bf16, int8 or int4", path.string(), weights);
   PERSONA_CHECK_AT(kLoad, invalid_argument, !options.weights || *options.weights == *format,
                    "{}: the model file holds {} weights; {} were asked for (convert the model again to change them)",
                    path.string(), weights, format_name(*options.weights));

@@ -44,9 +44,27 @@ struct ModelWorkspace::Impl {
 
   std::size_t bytes() const noexcept {
     std::size_t floats = 0;
-    for (const auto* b : {&x, &h, &q, &k, &v, &attn, &o, &gate, &up, &act, &mlp_out, &router_logits,
-                          &shared_gate_logits, &rows, &normed, &expert_x, &expert_gate, &expert_up, &expert_act,
-                          &expert_out, &entry_out}) {
+    for (const auto* b : {&x,
+                          &h,
+                          &q,
+                          &k,
+                          &v,
+                          &attn,
+                          &o,
+                          &gate,
+                          &up,
+                          &act,
+                          &mlp_out,
+                          &router_logits,
+                          &shared_gate_logits,
+                          &rows,
+                          &normed,
+                          &expert_x,
+                          &expert_gate,
+                          &expert_up,
+                          &expert_act,
+                          &expert_out,
+                          &entry_out}) {
       floats += b->capacity();
     }
     return floats * sizeof(float) + lora.bytes() + moe.bytes();
@@ -66,8 +84,8 @@ namespace {
 // the dense MLP or the shared expert, then 3 per routed expert (gate, up, down).
 struct LoraStep {
   std::size_t slots = 0, per_layer = 0;
-  std::vector<const LoraModule*> modules;   // [layer][linear][slot]
-  std::vector<std::int32_t> plan_of;        // [layer][linear]: index into plans, -1: no token adapted
+  std::vector<const LoraModule*> modules;  // [layer][linear][slot]
+  std::vector<std::int32_t> plan_of;       // [layer][linear]: index into plans, -1: no token adapted
   std::vector<LoraBatchPlan> plans;
   std::vector<bool> layer_has_expert_lora;  // [layer]
 
@@ -256,7 +274,8 @@ void run_experts_with_lora(const detail::DecoderLayer& layer, std::size_t l, Ten
       if (plan.entry_tokens[i] < 0) continue;
       std::copy_n(h.data() + static_cast<std::size_t>(plan.entry_tokens[i]) * H, H, x.data() + r++ * H);
     }
-    const auto project = [&](const WeightMatrix& weight, std::size_t p, TensorView<const float> in, TensorView<float> y) {
+    const auto project = [&](const WeightMatrix& weight, std::size_t p, TensorView<const float> in,
+                             TensorView<float> y) {
       const std::span<const LoraModule* const> modules = lora.at(l, kExpertLinear + 3 * e + p);
       ws.masked_slots.resize(n);
       bool any = false;

@@ -24,8 +24,9 @@ void load_experts(WeightSource& source, const ModelConfig& c, const std::string&
   const bool mixtral = c.architecture == ModelArchitecture::mixtral;
   // Module names as PEFT addresses per-expert checkpoints, whatever the layout on disk.
   const std::string moe_block = mixtral ? "block_sparse_moe." : "mlp.";
-  const std::array<std::string, 3> projections =
-      mixtral ? std::array<std::string, 3>{"w1", "w3", "w2"} : std::array<std::string, 3>{"gate_proj", "up_proj", "down_proj"};
+  const std::array<std::string, 3> projections = mixtral
+                                                     ? std::array<std::string, 3>{"w1", "w3", "w2"}
+                                                     : std::array<std::string, 3>{"gate_proj", "up_proj", "down_proj"};
   layer.router = source.tensor(prefix + moe_block + "gate.weight", {E, H});
   layer.experts.resize(E);
   layer.expert_modules.resize(E);
@@ -33,7 +34,8 @@ void load_experts(WeightSource& source, const ModelConfig& c, const std::string&
     const std::string expert = fmt::format("{}experts.{}.", moe_block, e);
     for (std::size_t p = 0; p < 3; ++p) layer.expert_modules[e][p] = expert + projections[p];
     if (mixtral) {
-      layer.expert_aliases.push_back({fmt::format("mlp.experts.{}.gate_proj", e), fmt::format("mlp.experts.{}.up_proj", e),
+      layer.expert_aliases.push_back({fmt::format("mlp.experts.{}.gate_proj", e),
+                                      fmt::format("mlp.experts.{}.up_proj", e),
                                       fmt::format("mlp.experts.{}.down_proj", e)});
     }
     ExpertFfn& ffn = layer.experts[e];
@@ -44,9 +46,9 @@ void load_experts(WeightSource& source, const ModelConfig& c, const std::string&
   if (c.shared_expert_intermediate_size != 0) {
     const std::size_t S = c.shared_expert_intermediate_size;
     Mlp shared;
-    for (const auto& [linear, module, out, in] :
-         {std::tuple{&shared.gate, "mlp.shared_expert.gate_proj", S, H}, std::tuple{&shared.up, "mlp.shared_expert.up_proj", S, H},
-          std::tuple{&shared.down, "mlp.shared_expert.down_proj", H, S}}) {
+    for (const auto& [linear, module, out, in] : {std::tuple{&shared.gate, "mlp.shared_expert.gate_proj", S, H},
+                                                  std::tuple{&shared.up, "mlp.shared_expert.up_proj", S, H},
+                                                  std::tuple{&shared.down, "mlp.shared_expert.down_proj", H, S}}) {
       linear->module = module;
       linear->weight = source.matrix(prefix + module + ".weight", out, in);
     }
@@ -160,7 +162,9 @@ std::size_t Model::mapped_weight_bytes() const noexcept {
     const Bf16Matrix* b = m.bf16();
     return b != nullptr && b->in_place() ? b->bytes() : 0;
   };
-  const auto mlp = [&](const detail::Mlp& m) { return mapped(m.gate.weight) + mapped(m.up.weight) + mapped(m.down.weight); };
+  const auto mlp = [&](const detail::Mlp& m) {
+    return mapped(m.gate.weight) + mapped(m.up.weight) + mapped(m.down.weight);
+  };
   std::size_t total = mapped(w.embedding) + (w.lm_head ? mapped(*w.lm_head) : 0);
   for (const detail::DecoderLayer& l : w.layers) {
     total += mapped(l.q.weight) + mapped(l.k.weight) + mapped(l.v.weight) + mapped(l.o.weight);

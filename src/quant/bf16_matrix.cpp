@@ -15,18 +15,26 @@ namespace {
 constexpr std::size_t kRowBlock = 64;
 
 void check(TensorView<const float> x, const Bf16Matrix& w, TensorView<float> y, const char* function) {
-  PERSONA_CHECK_AT(function, shape_mismatch,
-                   x.rank() == 2 && y.rank() == 2 && x.dim(1) == w.cols() && y.dim(1) == w.rows() && x.dim(0) == y.dim(0),
-                   "x {} and y {} do not fit a [{}, {}] weight: expected [m, {}] and [m, {}]", x.shape().to_string(),
-                   y.shape().to_string(), w.rows(), w.cols(), w.cols(), w.rows());
-  PERSONA_CHECK_AT(function, invalid_argument, (x.dim(1) <= 1 || x.stride(1) == 1) && (y.dim(1) <= 1 || y.stride(1) == 1),
-                   "x and y must have contiguous rows, got strides {} and {}", x.strides().to_string(),
-                   y.strides().to_string());
+  PERSONA_CHECK_AT(
+      function, shape_mismatch,
+      x.rank() == 2 && y.rank() == 2 && x.dim(1) == w.cols() && y.dim(1) == w.rows() && x.dim(0) == y.dim(0),
+      "x {} and y {} do not fit a [{}, {}] weight: expected [m, {}] and [m, {}]", x.shape().to_string(),
+      y.shape().to_string(), w.rows(), w.cols(), w.cols(), w.rows());
+  PERSONA_CHECK_AT(
+      function, invalid_argument, (x.dim(1) <= 1 || x.stride(1) == 1) && (y.dim(1) <= 1 || y.stride(1) == 1),
+      "x and y must have contiguous rows, got strides {} and {}", x.strides().to_string(), y.strides().to_string());
 }
 
 detail::Bf16ProductArgs args_of(TensorView<const float> x, const Bf16Matrix& w, TensorView<float> y) {
-  return {w.data(), w.cols(), x.data(), x.dim(0) > 1 ? x.stride(0) : w.cols(), x.dim(0), y.data(),
-          y.dim(0) > 1 ? y.stride(0) : w.rows(), 0, w.rows()};
+  return {w.data(),
+          w.cols(),
+          x.data(),
+          x.dim(0) > 1 ? x.stride(0) : w.cols(),
+          x.dim(0),
+          y.data(),
+          y.dim(0) > 1 ? y.stride(0) : w.rows(),
+          0,
+          w.rows()};
 }
 
 }  // namespace

@@ -66,10 +66,10 @@ int run_command(int argc, char** argv, int first) {
   std::optional<WeightFormat> weights;
   bool ignore_eos = false;
   try {
-    const CommandLine cl(argc, argv, first,
-                         {"--model", "--adapter", "--weights", "--tokens", "--max-new-tokens", "--logits-out",
-                          "--print", "--threads"},
-                         {"--ignore-eos"});
+    const CommandLine cl(
+        argc, argv, first,
+        {"--model", "--adapter", "--weights", "--tokens", "--max-new-tokens", "--logits-out", "--print", "--threads"},
+        {"--ignore-eos"});
     if (cl.help()) {
       std::fputs(kRunUsage, stdout);
       return 0;

@@ -19,7 +19,7 @@ namespace persona {
 // `source` for text that is not {"weight_map": {name: file}} (metadata allowed), a file name that is not a
 // plain name in the folder (no '/', no "..", ending in .safetensors), or an empty map.
 std::map<std::string, std::string, std::less<>> parse_safetensors_index(std::string_view text,
-                                                                       std::string_view source = "<memory>");
+                                                                        std::string_view source = "<memory>");
 
 class Checkpoint {
  public:

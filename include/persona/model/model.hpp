@@ -40,7 +40,7 @@ struct ModelLoadOptions {
 struct ForwardBatch {
   std::span<const SequenceId> sequences = {};
   std::span<const std::size_t> token_counts = {};  // per sequence, >= 1
-  std::span<const std::int32_t> tokens = {};  // all sequences' tokens, in sequence order
+  std::span<const std::int32_t> tokens = {};       // all sequences' tokens, in sequence order
   // Per token: the adapter slot (an index into adapters) or kNoLora; empty: no token is adapted.
   std::span<const std::int32_t> lora_slots = {};
   std::span<const LoraAdapter* const> adapters = {};
@@ -86,8 +86,7 @@ class Model {
   std::size_t mapped_weight_bytes() const noexcept;
 
   // A cache shaped for this model: its layers, KV heads and head_dim.
-  KvCacheConfig kv_cache_config(std::size_t num_blocks, std::size_t block_size = 16,
-                                DType storage = DType::f32) const;
+  KvCacheConfig kv_cache_config(std::size_t num_blocks, std::size_t block_size = 16, DType storage = DType::f32) const;
 
   // The names of the linear layers of `layer` LoRA may adapt, as PEFT's module paths below
   // "model.layers.<layer>." (e.g. "self_attn.q_proj", "mlp.experts.3.gate_proj",

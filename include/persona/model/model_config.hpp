@@ -55,10 +55,10 @@ struct ModelConfig {
   // Mixture of Experts (0 experts: a dense model).
   std::size_t num_experts = 0;
   std::size_t experts_per_token = 0;
-  std::size_t moe_intermediate_size = 0;     // each routed expert's
+  std::size_t moe_intermediate_size = 0;            // each routed expert's
   std::size_t shared_expert_intermediate_size = 0;  // Qwen2-MoE's shared expert (0: none)
-  bool norm_topk_prob = false;               // the chosen weights renormalized
-  std::vector<bool> sparse_layer;            // per layer: MoE (true) or the dense MLP
+  bool norm_topk_prob = false;                      // the chosen weights renormalized
+  std::vector<bool> sparse_layer;                   // per layer: MoE (true) or the dense MLP
 
   // Token ids that end generation (generation_config.json, else config.json), and the bos id if any.
   std::vector<std::int32_t> eos_token_ids;

@@ -23,7 +23,7 @@ class WeightMatrix {
   std::size_t rows() const noexcept;
   std::size_t cols() const noexcept;
   bool quantized() const noexcept { return std::holds_alternative<QuantizedMatrix>(storage_); }
-  std::string format() const;  // "f32", "bf16" or the QuantSpec, e.g. "int4 g32 sym f16"
+  std::string format() const;          // "f32", "bf16" or the QuantSpec, e.g. "int4 g32 sym f16"
   std::size_t bytes() const noexcept;  // of the weights (a bf16 matrix used in place included)
 
   // out[m, rows] = x[m, cols] · W^T on num_threads() threads. Quantized matrices use the int8-activation

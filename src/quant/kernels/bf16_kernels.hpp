@@ -18,9 +18,7 @@ struct Bf16Kernels {
   static constexpr std::size_t L = F::size;
   static constexpr std::size_t kRowGroup = 4;
 
-  static F widen(const std::uint16_t* p) noexcept {
-    return xsimd::bitwise_cast<F>(HalfIo<Arch>::load_u16(p) << 16);
-  }
+  static F widen(const std::uint16_t* p) noexcept { return xsimd::bitwise_cast<F>(HalfIo<Arch>::load_u16(p) << 16); }
 
   // y[i, r] for G rows of x starting at `first` and one weight row w.
   template <std::size_t G>
