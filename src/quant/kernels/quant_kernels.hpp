@@ -347,11 +347,14 @@ struct QuantKernels {
   }
 
   // ---- activations for the int8 path ----------------------------------------------------------------
-  // The oracle's operations per element (quantize_activations_ref); groups that are not whole blocks of
-  // four vectors take the oracle itself.
+  // The oracle's operations per element (quantize_activations_ref). Codes are stored four vectors at a
+  // time: groups of fewer (32 at AVX-512) share a block of four, each vector with its own group's
+  // multiplier; groups that are not whole vectors, or rows that are not whole blocks, take the oracle.
   static bool quantize_activations(const float* x, std::size_t k, std::size_t group_size, std::int8_t* codes,
                                    float* scales, std::int32_t* code_sums) noexcept {
-    if (group_size % (4 * L) != 0) return quantize_activations_ref(x, k, group_size, codes, scales, code_sums);
+    if (group_size % L != 0 || k % (4 * L) != 0) {
+      return quantize_activations_ref(x, k, group_size, codes, scales, code_sums);
+    }
     // Two passes, so that each group's scale (a horizontal max and a division) does not stall the next
     // group's loads: absmax of every group into scales, then the codes.
     const std::size_t groups = k / group_size;
@@ -367,6 +370,24 @@ struct QuantKernels {
       scales[g] = reduce_max<Arch>(absmax);
     }
     if (!xsimd::all(finite)) return false;
+    if (group_size % (4 * L) != 0) {
+      for (std::size_t g = 0; g < groups; ++g) code_sums[g] = 0;
+      for (std::size_t c = 0; c < k; c += 4 * L) {
+        I32 q[4];
+        for (std::size_t j = 0; j < 4; ++j) {
+          const std::size_t g = (c + j * L) / group_size;
+          const float max = scales[g];
+          const ActivationScale s = activation_scale(max);
+          const bool divide = max > 0.0f && !s.finite;
+          const F v = F::load_unaligned(x + c + j * L);
+          q[j] = xsimd::nearbyint_as_int(divide ? v / F(max) * F(127.0f) : v * F(max > 0.0f ? s.multiplier : 0.0f));
+          code_sums[g] += xsimd::hadd(q[j]);
+        }
+        Io::store_i8x4(codes + c, q[0], q[1], q[2], q[3]);
+      }
+      for (std::size_t g = 0; g < groups; ++g) scales[g] /= 127.0f;
+      return true;
+    }
     for (std::size_t g = 0; g < groups; ++g) {
       const float max = scales[g];
       const ActivationScale s = activation_scale(max);
