@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ pkg-config libeigen3-dev libxsimd-dev libfmt-dev libtbb-dev nlohmann-json3-dev
-          catch2 libbenchmark-dev libxxhash-dev libpcre2-dev clang-format-14 clang-14 libclang-rt-14-dev "$@")
+          catch2 libbenchmark-dev libxxhash-dev libpcre2-dev libonig-dev libutf8proc-dev libsentencepiece-dev clang-format-14 clang-14 libclang-rt-14-dev "$@")
 
 missing=()
 for p in "${packages[@]}"; do

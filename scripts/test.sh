@@ -31,7 +31,7 @@ fuzz_seconds=${PERSONA_FUZZ_SECONDS:-30}
 cmake -S tests/fuzz -B build/fuzz -G Ninja "${instrumented[@]}" -DCMAKE_CXX_COMPILER=clang++-14
 cmake --build build/fuzz -j "$jobs"
 build/fuzz/make_fuzz_seeds build/fuzz/seeds
-for target in safetensors peft persona_adapter hnsw_index model_config; do
+for target in safetensors peft persona_adapter hnsw_index model_config text; do
   mkdir -p "build/fuzz/corpus-$target"
   seeds=()
   for folder in "tests/fuzz/corpus/$target" "build/fuzz/seeds/$target"; do [ -d "$folder" ] && seeds+=("$folder"); done

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 using namespace persona;
@@ -122,6 +123,41 @@ TEST_CASE("plan_lora_batch groups tokens by slot, stably", "[lora]") {
   CHECK(chunked.chunks[3].end - chunked.chunks[3].begin == 40 - 2 * kLoraChunkTokens);
   const std::vector<std::int32_t> bad = {0, 4};
   PERSONA_REQUIRE_ERROR(plan_lora_batch(bad, 4), out_of_range, "token 1 has slot 4");
+}
+
+TEST_CASE("plan_lora_batch into a kept plan: the same plan, slot offsets, no allocation once reserved", "[lora]") {
+  const std::vector<std::int32_t> first = {2, kNoLora, 0, 2, 2, 0, kNoLora};
+  std::vector<std::int32_t> second(40, 1);
+  second.insert(second.begin() + 5, 3, 0);
+  LoraBatchPlan kept;
+  kept.reserve(43, 4);
+  for (const std::vector<std::int32_t>* slots : {&first, &std::as_const(second), &first}) {
+    {
+      CountAllocations counter;
+      plan_lora_batch(*slots, 4, kept);
+      CHECK(counter.count() == 0);
+    }
+    const LoraBatchPlan fresh = plan_lora_batch(*slots, 4);
+    CHECK(kept.token_count == fresh.token_count);
+    CHECK(kept.tokens == fresh.tokens);
+    CHECK(kept.token_slots == fresh.token_slots);
+    CHECK(kept.max_segment_tokens == fresh.max_segment_tokens);
+    REQUIRE(kept.segments.size() == fresh.segments.size());
+    for (std::size_t i = 0; i < kept.segments.size(); ++i) {
+      CHECK(kept.segments[i].slot == fresh.segments[i].slot);
+      CHECK(kept.segments[i].begin == fresh.segments[i].begin);
+      CHECK(kept.segments[i].end == fresh.segments[i].end);
+    }
+    CHECK(kept.chunks.size() == fresh.chunks.size());
+    // Slot s's entries are tokens[slot_offsets[s], slot_offsets[s + 1]).
+    REQUIRE(kept.slot_offsets.size() == 5);
+    for (std::size_t s = 0; s < 4; ++s) {
+      for (std::size_t i = kept.slot_offsets[s]; i < kept.slot_offsets[s + 1]; ++i) {
+        CHECK(kept.token_slots[i] == static_cast<std::int32_t>(s));
+      }
+    }
+    CHECK(kept.slot_offsets[4] == kept.tokens.size());
+  }
 }
 
 TEST_CASE("LoRA modules: scaling and shape checks", "[lora]") {

@@ -2,6 +2,7 @@
 // random models of every architecture and transformers' logits for fixed prompts. With f32 weights persona
 // must match every prefill position and 16 greedy steps to 1e-4 of the largest logit with the same greedy
 // tokens, whether the prompt comes whole, in chunks, or batched with the other prompts.
+#include "allocation_counter.hpp"
 #include "test_support.hpp"
 
 #include <persona/core/error.hpp>
@@ -319,6 +320,93 @@ TEST_CASE("bf16, int8 and int4 weights stay close to f32: KL divergence of the n
       CHECK(m4.max_kl < 3.0);
       CHECK(m4.top1 >= 0.3);
       CHECK(m8.mean_kl * 10 < m4.mean_kl);
+    }
+  }
+}
+
+TEST_CASE("A warm step allocates only its logits, and ForwardStats reports the step's routing and stages", "[model]") {
+  // qwen2_moe and mixtral: LoRA on attention and the routed experts (and qwen2_moe's shared expert);
+  // qwen3: DoRA on a dense model; llama_tied: every bias.
+  for (const std::string& name :
+       {std::string("qwen2_moe"), std::string("mixtral"), std::string("qwen3"), std::string("llama_tied")}) {
+    for (const auto& [format, format_name] :
+         {std::pair{WeightFormat::f32, "f32"}, std::pair{WeightFormat::bf16, "bf16"},
+          std::pair{WeightFormat::int8, "int8"}, std::pair{WeightFormat::int4, "int4"}}) {
+      DYNAMIC_SECTION(name << " " << format_name) {
+        const Model model = Model::load(kModels / name, {.weights = format});
+        const ModelConfig& c = model.config();
+        const LoraAdapter adapter = read_peft_adapter(kModels / name / "adapter", 1);
+        const std::vector<const LoraAdapter*> adapters{&adapter, nullptr};
+        const Fixture f = read_fixture(name);
+        ScopedNumThreads one(1);  // the counter sees this thread's allocations
+        PagedKvCache cache(model.kv_cache_config(64, 4));
+        ModelWorkspace workspace;
+        const std::vector<SequenceId> ids{cache.create_sequence({.tenant = 1}), cache.create_sequence({.tenant = 1})};
+        // Two steps of the same shape: 3 tokens of fixture prompt 1 with the adapter, 2 of prompt 2 without.
+        const std::vector<std::size_t> counts{3, 2};
+        const auto step = [&](std::size_t n) {
+          std::vector<std::int32_t> tokens;
+          for (std::size_t i = 0; i < 2; ++i) {
+            const auto first = f.prompts[i + 1].begin() + static_cast<std::ptrdiff_t>(n * counts[i]);
+            const std::vector<std::int32_t> next(first, first + static_cast<std::ptrdiff_t>(counts[i]));
+            cache.append_tokens(ids[i], next);
+            tokens.insert(tokens.end(), next.begin(), next.end());
+          }
+          const std::vector<std::int32_t> slots{0, 0, 0, kNoLora, kNoLora};
+          return std::pair{tokens, slots};
+        };
+        auto [tokens0, slots0] = step(0);
+        ForwardStats stats;
+        const Tensor<float> warm = model.forward({ids, counts, tokens0, slots0, adapters}, cache, workspace, &stats);
+        auto [tokens1, slots1] = step(1);
+        std::size_t allocations = 0, logits_allocations = 0;
+        Tensor<float> logits;
+        {
+          test::CountAllocations counter;
+          logits = model.forward({ids, counts, tokens1, slots1, adapters}, cache, workspace, &stats);
+          allocations = counter.count();
+        }
+        {
+          test::CountAllocations counter;
+          const Tensor<float> same_shape({2, c.vocab_size});
+          logits_allocations = counter.count();
+        }
+        // DoRA's row norms depend on the base weight and are computed at each step (lora_linear).
+        if (name != "qwen3") CHECK(allocations == logits_allocations);
+
+        // The same step without stats on a fresh cache gives the same bits: the stats only observe.
+        PagedKvCache fresh(model.kv_cache_config(64, 4));
+        ModelWorkspace fresh_workspace;
+        const std::vector<SequenceId> fresh_ids{fresh.create_sequence({.tenant = 1}),
+                                                fresh.create_sequence({.tenant = 1})};
+        for (std::size_t i = 0; i < 2; ++i) {
+          const std::vector<std::int32_t> prompt(f.prompts[i + 1].begin(),
+                                                 f.prompts[i + 1].begin() + static_cast<std::ptrdiff_t>(2 * counts[i]));
+          fresh.append_tokens(fresh_ids[i], prompt);
+        }
+        std::vector<std::int32_t> all_tokens, all_slots;
+        for (std::size_t i = 0; i < 2; ++i) {
+          all_tokens.insert(all_tokens.end(), f.prompts[i + 1].begin(),
+                            f.prompts[i + 1].begin() + static_cast<std::ptrdiff_t>(2 * counts[i]));
+          all_slots.insert(all_slots.end(), 2 * counts[i], i == 0 ? 0 : kNoLora);
+        }
+        const std::vector<std::size_t> all_counts{6, 4}, last_rows{5, 9};
+        const Tensor<float> whole =
+            model.forward({fresh_ids, all_counts, all_tokens, all_slots, adapters, last_rows}, fresh, fresh_workspace);
+        REQUIRE(whole.numel() == logits.numel());
+        CHECK(relative_error(logits.data(), whole.data(), logits.numel()) < 1e-5);
+
+        const std::size_t moe_layers =
+            c.is_moe() ? static_cast<std::size_t>(std::count(c.sparse_layer.begin(), c.sparse_layer.end(), true)) : 0;
+        CHECK(stats.routed_experts.size() == moe_layers * 5 * c.experts_per_token);
+        for (const std::int32_t e : stats.routed_experts)
+          CHECK((e >= 0 && static_cast<std::size_t>(e) < c.num_experts));
+        CHECK(stats.base_seconds > 0);
+        CHECK(stats.lora_seconds > 0);
+        CHECK(stats.attention_seconds > 0);
+        CHECK((stats.experts_seconds > 0) == c.is_moe());
+        CHECK(warm.numel() == logits.numel());
+      }
     }
   }
 }

@@ -10,6 +10,8 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 using namespace persona;
@@ -160,6 +162,54 @@ TEST_CASE("QuantizedMatrix sizes are overflow-checked, plane_sizes gives them wi
   }
   PERSONA_REQUIRE_ERROR(QuantizedMatrix::plane_sizes(16, std::size_t{1} << 62, QuantSpec{8, 64}), out_of_range,
                         "needs more bytes than size_t holds");
+}
+
+TEST_CASE("A QuantizedMatrix view uses its planes in place, and writing copies it first", "[quant]") {
+  const Tensor<float> w = test::random_tensor({37, 128}, 41);
+  const Tensor<float> x = test::random_tensor({5, 128}, 42);
+  for (const QuantSpec& spec : {QuantSpec{4, 32}, QuantSpec{8, 32, false}}) {
+    INFO(spec.to_string());
+    const QuantizedMatrix owned = quantize(w, spec);
+    // The planes somewhere else, as a mapped file holds them.
+    auto bytes = std::make_shared<Tensor<std::uint8_t>>(Shape{owned.bytes() + 64});
+    std::uint8_t* at = bytes->data();
+    std::copy(owned.codes().begin(), owned.codes().end(), at);
+    std::copy(owned.scales().begin(), owned.scales().end(), at + owned.codes().size());
+    std::copy(owned.minima().begin(), owned.minima().end(), at + owned.codes().size() + owned.scales().size());
+    const std::span<const std::uint8_t> codes(at, owned.codes().size());
+    const std::span<const std::uint8_t> scales(at + codes.size(), owned.scales().size());
+    const std::span<const std::uint8_t> minima(at + codes.size() + scales.size(), owned.minima().size());
+    QuantizedMatrix view = QuantizedMatrix::view(37, 128, spec, codes, scales, minima, bytes);
+    CHECK(view.in_place());
+    CHECK(!owned.in_place());
+    CHECK(std::as_const(view).codes().data() == at);
+    CHECK(view.bytes() == owned.bytes());
+    Tensor<float> y_owned({5, 37}), y_view({5, 37});
+    quantized_matmul(x, owned, y_owned);
+    quantized_matmul(x, view, y_view);
+    CHECK(std::memcmp(y_owned.data(), y_view.data(), y_owned.numel() * sizeof(float)) == 0);
+    // A copy shares the planes; a write detaches only the written matrix and leaves the bytes alone.
+    QuantizedMatrix copy = view;
+    CHECK(std::as_const(copy).codes().data() == at);
+    const std::uint8_t before = at[0];
+    copy.set_code(0, 0, static_cast<std::uint8_t>(copy.code(0, 0) ^ 1));
+    CHECK(!copy.in_place());
+    CHECK(at[0] == before);
+    CHECK(view.in_place());
+    CHECK(copy.code(0, 0) != view.code(0, 0));
+    CHECK(copy.code(36, 127) == view.code(36, 127));
+    CHECK(copy.scale(36, 3) == view.scale(36, 3));
+    // Wrong sizes, misaligned planes and a missing owner are refused.
+    PERSONA_REQUIRE_ERROR(QuantizedMatrix::view(60, 128, spec, codes, scales, minima, bytes), shape_mismatch,
+                          "has planes of");
+    if (scales.size() > 64) {
+      PERSONA_REQUIRE_ERROR(
+          QuantizedMatrix::view(37, 128, spec, codes, std::span(scales.data() + 1, scales.size()), minima, bytes),
+          invalid_argument, "not 64-byte aligned");
+    }
+    PERSONA_REQUIRE_ERROR(QuantizedMatrix::view(37, 128, spec, codes, scales, minima, nullptr), invalid_argument,
+                          "needs an owner");
+  }
 }
 
 TEST_CASE("Round trips stay within the error bound of each format", "[quant]") {

@@ -1,6 +1,6 @@
 // serve_demo: one base model serving many tenants, each with its own int4 LoRA adapter, in one
 // continuous-batching loop. What it does and how to read its report: docs/serve_demo.md.
-#include "model.hpp"
+#include "demo_model.hpp"
 #include "report.hpp"
 #include "workload.hpp"
 
@@ -41,17 +41,40 @@ struct Live {
   Routes routes;  // when recorded
 };
 
-// Keeps the experts that batch token t (of T), at `position` of the request, was routed to in each layer.
+// Keeps the experts that batch token t (of T), at `position` of the request, was routed to in each layer
+// (every layer of the demo's model is a MoE layer).
 void keep_routes(Routes& routes, const std::vector<std::int32_t>& routed, std::size_t t, std::size_t T,
                  std::size_t position, const ModelConfig& c) {
   if (routes.size() <= position) routes.resize(position + 1);
   auto& kept = routes[position];
   kept.clear();
-  for (std::size_t l = 0; l < c.layers; ++l) {
-    const auto first = routed.begin() + static_cast<std::ptrdiff_t>((l * T + t) * c.top_k);
-    kept.insert(kept.end(), first, first + static_cast<std::ptrdiff_t>(c.top_k));
+  const std::size_t k = c.experts_per_token;
+  for (std::size_t l = 0; l < c.num_layers; ++l) {
+    const auto first = routed.begin() + static_cast<std::ptrdiff_t>((l * T + t) * k);
+    kept.insert(kept.end(), first, first + static_cast<std::ptrdiff_t>(k));
   }
 }
+
+// Where the time of the forward passes went, in seconds.
+struct StageTimes {
+  double lora = 0, base_matmul = 0, attention = 0, experts = 0, other = 0;
+  void add(const ForwardStats& s) noexcept {
+    lora += s.lora_seconds;
+    base_matmul += s.base_seconds;
+    attention += s.attention_seconds;
+    experts += s.experts_seconds;
+    other += s.other_seconds;
+  }
+};
+
+// One step's inputs for Model::forward, kept alive while it runs.
+struct Step {
+  std::vector<SequenceId> sequences;
+  std::vector<std::size_t> token_counts;
+  std::vector<std::int32_t> tokens, lora_slots;
+  std::vector<const LoraAdapter*> adapters;
+  ForwardBatch batch() const { return {sequences, token_counts, tokens, lora_slots, adapters}; }
+};
 
 struct Outcome {
   RunReport report;
@@ -65,20 +88,32 @@ std::int32_t argmax(std::span<const float> row) {
 
 // Runs the trace. With `registry`, every request uses its tenant's adapter; without, the model's weights
 // already hold the one adapter every request uses (the single-tenant case).
-Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& trace, AdapterRegistry* registry,
+Outcome serve(const Options& o, const Model& model, const std::vector<Request>& trace, AdapterRegistry* registry,
               const HnswIndex& memory, const MemoryEmbedder& embedder, const std::vector<std::size_t>& verify_ids) {
   const ModelConfig& c = model.config();
-  const std::vector<std::int32_t> system = system_prompt(c.vocab);
+  const std::vector<std::int32_t> system = system_prompt(c.vocab_size);
   const std::size_t max_tokens = kSystemPromptTokens + kMemoryHits * kMemoryTokens + 48 + o.new_tokens;
-  PagedKvCache cache(model.kv_config(o.max_batch * ((max_tokens + 15) / 16) + 64));
+  PagedKvCache cache(model.kv_cache_config(o.max_batch * ((max_tokens + 15) / 16) + 64));
+  ModelWorkspace workspace;
+  ForwardStats step_stats;
   Outcome outcome;
   RunReport& r = outcome.report;
   r.label = registry ? "multi-tenant" : "single adapter merged";
   r.kv_blocks = cache.num_blocks();
   StageTimes stages;
   double ann_seconds = 0, registry_seconds = 0;
-  std::vector<std::size_t> expert_counts;
-  std::vector<std::int32_t> routed;
+  std::vector<std::size_t> expert_counts(c.num_layers * c.num_experts, 0);
+  // One step through the model: its logits, its stage times and routing recorded.
+  const auto forward = [&](const Step& step) {
+    Tensor<float> logits = model.forward(step.batch(), cache, workspace, &step_stats);
+    stages.add(step_stats);
+    const std::size_t T = step.tokens.size(), k = c.experts_per_token;
+    for (std::size_t i = 0; i < step_stats.routed_experts.size(); ++i) {
+      const std::size_t layer = i / (T * k);
+      ++expert_counts[layer * c.num_experts + static_cast<std::size_t>(step_stats.routed_experts[i])];
+    }
+    return logits;
+  };
 
   const auto t0 = Clock::now();
   double skipped = 0;  // idle trace time jumped over
@@ -127,7 +162,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
     if (registry && running.empty() && !loading.empty() && !loading.front().adapter) {
       loading.front().pending.wait_for(std::chrono::milliseconds(1));
     }
-    ForwardBatch prefill;
+    Step prefill;
     std::vector<Live> starting;
     for (auto it = loading.begin(); it != loading.end();) {
       if (registry && !it->adapter) {
@@ -148,7 +183,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       for (const Neighbor& hit : hits) {
         PERSONA_CHECK(hit.label / 1000 == live.request->tenant, "memory of tenant {} returned for tenant {}",
                       hit.label / 1000, live.request->tenant);
-        const auto tokens = memory_tokens(hit.label, c.vocab);
+        const auto tokens = memory_tokens(hit.label, c.vocab_size);
         live.prompt.insert(live.prompt.end(), tokens.begin(), tokens.end());
       }
       live.prompt.insert(live.prompt.end(), live.request->user_prompt.begin(), live.request->user_prompt.end());
@@ -167,20 +202,20 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
         const std::size_t n = live.prompt.size() - live.computed_from;
         prefill.sequences.push_back(live.sequence);
         prefill.token_counts.push_back(n);
-        const auto slot = static_cast<std::int32_t>(prefill.slot_adapters.size());
-        if (registry) prefill.slot_adapters.push_back(&live.adapter.adapter());
+        const auto slot = static_cast<std::int32_t>(prefill.adapters.size());
+        if (registry) prefill.adapters.push_back(&live.adapter.adapter());
         for (std::size_t p = live.computed_from; p < live.prompt.size(); ++p) {
           prefill.tokens.push_back(live.prompt[p]);
-          prefill.positions.push_back(p);
           // The shared system prompt is computed with the base model, so that every tenant can reuse it.
-          prefill.lora_slots.push_back(registry && p >= kSystemPromptTokens ? slot : kNoLora);
+          if (registry) prefill.lora_slots.push_back(p >= kSystemPromptTokens ? slot : kNoLora);
         }
         r.prefill_tokens += n;
         r.cached_prompt_tokens += live.computed_from;
       }
       const auto start = Clock::now();
-      const Tensor<float> logits = model.forward(prefill, cache, stages, expert_counts, &routed);
+      const Tensor<float> logits = forward(prefill);
       r.prefill_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      const std::vector<std::int32_t>& routed = step_stats.routed_experts;
       for (std::size_t s = 0, t = 0; s < starting.size(); ++s) {
         for (std::size_t p = starting[s].computed_from; p < starting[s].prompt.size(); ++p, ++t) {
           if (starting[s].recorded) keep_routes(starting[s].routes, routed, t, prefill.tokens.size(), p, c);
@@ -193,7 +228,7 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       const double at = now();
       for (std::size_t s = 0; s < starting.size(); ++s) {
         Live& live = starting[s];
-        const std::span<const float> row(logits.data() + s * c.vocab, c.vocab);
+        const std::span<const float> row(logits.data() + s * c.vocab_size, c.vocab_size);
         live.generated.push_back(argmax(row));
         if (live.recorded) live.logits.emplace_back(row.begin(), row.end());
         r.first_token_ms.push_back((at - live.request->arrival) * 1e3);
@@ -208,29 +243,32 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
       if (live.generated.size() < o.new_tokens) decoding.push_back(&live);
     }
     if (!decoding.empty()) {
-      ForwardBatch step;
-      step.decode = true;
+      Step step;
+      std::vector<std::size_t> positions;
       for (Live* live : decoding) {
         const std::int32_t token = live->generated.back();
-        const std::size_t position = cache.append_tokens(live->sequence, std::span(&token, 1));
+        positions.push_back(cache.append_tokens(live->sequence, std::span(&token, 1)));
         step.sequences.push_back(live->sequence);
         step.token_counts.push_back(1);
         step.tokens.push_back(token);
-        step.positions.push_back(position);
-        step.lora_slots.push_back(registry ? static_cast<std::int32_t>(step.slot_adapters.size()) : kNoLora);
-        if (registry) step.slot_adapters.push_back(&live->adapter.adapter());
+        if (registry) {
+          step.lora_slots.push_back(static_cast<std::int32_t>(step.adapters.size()));
+          step.adapters.push_back(&live->adapter.adapter());
+        }
       }
       const auto start = Clock::now();
-      const Tensor<float> logits = model.forward(step, cache, stages, expert_counts, &routed);
+      const Tensor<float> logits = forward(step);
       r.decode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
       for (std::size_t s = 0; s < decoding.size(); ++s) {
-        if (decoding[s]->recorded) keep_routes(decoding[s]->routes, routed, s, decoding.size(), step.positions[s], c);
+        if (decoding[s]->recorded) {
+          keep_routes(decoding[s]->routes, step_stats.routed_experts, s, decoding.size(), positions[s], c);
+        }
       }
       r.decode_tokens += decoding.size();
       const double at = now();
       for (std::size_t s = 0; s < decoding.size(); ++s) {
         Live& live = *decoding[s];
-        const std::span<const float> row(logits.data() + s * c.vocab, c.vocab);
+        const std::span<const float> row(logits.data() + s * c.vocab_size, c.vocab_size);
         live.generated.push_back(argmax(row));
         if (live.recorded) live.logits.emplace_back(row.begin(), row.end());
         r.token_latency_ms.push_back((at - live.last_token) * 1e3);
@@ -266,8 +304,8 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const KvCacheStats kv_stats = cache.stats();
   r.kv_prefix_hit_rate = kv_stats.hit_rate();
-  r.expert_load.assign(c.experts, 0);
-  for (std::size_t i = 0; i < expert_counts.size(); ++i) r.expert_load[i % c.experts] += expert_counts[i];
+  r.expert_load.assign(c.num_experts, 0);
+  for (std::size_t i = 0; i < expert_counts.size(); ++i) r.expert_load[i % c.num_experts] += expert_counts[i];
   double adapter_load_seconds = 0;
   if (registry) {
     const AdapterRegistryMetrics m = registry->metrics();
@@ -286,13 +324,13 @@ Outcome serve(const Options& o, DemoModel& model, const std::vector<Request>& tr
                      {"routing + experts", stages.experts},
                      {"ANN search", ann_seconds},
                      {"adapter loads (workers)", adapter_load_seconds + registry_seconds},
-                     {"norms, SwiGLU, embedding", stages.other}};
+                     {"norms, RoPE, SwiGLU, embedding", stages.other}};
   return outcome;
 }
 
 // ---- Verification: each sampled request again, alone, dense f32, adapter merged ----
 
-Verification verify(const DemoModel& model, const Outcome& outcome, AdapterStore& store) {
+Verification verify(const ReferenceWeights& weights, const Outcome& outcome, AdapterStore& store) {
   Verification v;
   // Relative to the largest reference logit: the batched run quantizes activations to int8 for its
   // int8/int4 weight products and the reference does not (measured: up to ~3%).
@@ -310,7 +348,7 @@ Verification verify(const DemoModel& model, const Outcome& outcome, AdapterStore
   for (const Live& live : outcome.verified) {
     ++v.checked;
     const LoraAdapter adapter = store.get(live.request->tenant, "persona");
-    ReferenceDecoder reference(model, &adapter, kSystemPromptTokens, v.router_tie);
+    ReferenceDecoder reference(weights, &adapter, kSystemPromptTokens, v.router_tie);
     std::vector<float> logits;
     for (std::size_t p = 0; p < live.prompt.size(); ++p) logits = reference.step(live.prompt[p], routes(live, p));
     bool ok = true;
@@ -354,15 +392,32 @@ int run(int argc, char** argv) {
   fmt::print("persona {} serve_demo | {} | {} threads\n", PERSONA_VERSION_STRING, cpu_features().to_string(),
              num_threads());
 
-  ModelConfig config;
-  DemoModel model(config);
-  const MemoryEmbedder embedder(model);
-  Tenants tenants = prepare_tenants(o, model, embedder);
+  // The model: written once as a Hugging Face folder, then loaded like any checkpoint.
+  const DemoShape shape;
+  const fs::path model_dir = o.out / "model";
+  auto start = Clock::now();
+  const bool wrote = write_demo_model(model_dir, shape);
+  const double write_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  start = Clock::now();
+  const Model model = Model::load(model_dir, {.weights = kDemoWeights});
+  const double load_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const ModelConfig& config = model.config();
+  fmt::print(
+      "model: {} in {} ({} layers, hidden {}, {} experts top-{} + a shared expert, vocab {}), {}, loaded as "
+      "int8 in {:.2f} s ({:.1f} MiB of weights)\n",
+      to_string(config.architecture), model_dir.string(), config.num_layers, config.hidden_size, config.num_experts,
+      config.experts_per_token, config.vocab_size,
+      wrote ? fmt::format("written in {:.1f} s", write_seconds) : std::string("reused"), load_seconds,
+      static_cast<double>(model.weight_bytes()) / (1 << 20));
+  const ReferenceWeights reference(model_dir);
+  const MemoryEmbedder embedder(reference.embedding);
+  const std::string model_key = nlohmann::json::parse(std::ifstream(model_dir / "serve_demo.json")).at("model");
+  Tenants tenants = prepare_tenants(o, model, model_key, embedder);
   fmt::print("tenants: {} adapters (int{}, ranks 4-32, {:.1f} MiB in RAM in all), {} memory vectors — {} in {:.1f} s\n",
              o.tenants, o.adapter_bits, static_cast<double>(tenants.adapter_bytes) / (1 << 20), tenants.memory->size(),
              tenants.reused ? "reused" : "made", tenants.setup_seconds);
 
-  const std::vector<Request> trace = make_trace(o, config.vocab);
+  const std::vector<Request> trace = make_trace(o, config.vocab_size);
   std::vector<std::size_t> verify_ids;
   for (std::size_t i = 0; i < o.verify; ++i) verify_ids.push_back(i * o.requests / o.verify);
   AdapterRegistryConfig registry_config;
@@ -370,22 +425,26 @@ int run(int argc, char** argv) {
   AdapterRegistry registry(*tenants.store, registry_config);
   Outcome multi = serve(o, model, trace, &registry, *tenants.memory, embedder, verify_ids);
   multi.report.registry_budget_bytes = static_cast<double>(registry_config.ram_budget_bytes);
-  const Verification verification = verify(model, multi, *tenants.store);
+  const Verification verification = verify(reference, multi, *tenants.store);
 
   std::optional<RunReport> merged;
   if (o.tax) {
-    DemoModel single = model.merged_with(tenants.store->get(trace.front().tenant, "persona"));
+    const fs::path merged_dir = o.out / "merged_model";
+    write_merged_model(model_dir, merged_dir, tenants.store->get(trace.front().tenant, "persona"));
+    const Model single = Model::load(merged_dir, {.weights = kDemoWeights});
     merged = serve(o, single, trace, nullptr, *tenants.memory, embedder, {}).report;
   }
   const nlohmann::json setup = {{"model",
-                                 {{"layers", config.layers},
-                                  {"hidden", config.hidden},
-                                  {"q_heads", config.q_heads},
-                                  {"kv_heads", config.kv_heads},
-                                  {"experts", config.experts},
-                                  {"top_k", config.top_k},
-                                  {"vocab", config.vocab},
-                                  {"base_weights", fmt::format("int{}", config.weight_bits)}}},
+                                 {{"architecture", to_string(config.architecture)},
+                                  {"layers", config.num_layers},
+                                  {"hidden", config.hidden_size},
+                                  {"q_heads", config.num_heads},
+                                  {"kv_heads", config.num_kv_heads},
+                                  {"experts", config.num_experts},
+                                  {"top_k", config.experts_per_token},
+                                  {"shared_expert_ffn", config.shared_expert_intermediate_size},
+                                  {"vocab", config.vocab_size},
+                                  {"base_weights", "int8"}}},
                                 {"tenants", o.tenants},
                                 {"requests", o.requests},
                                 {"threads", num_threads()},

@@ -42,17 +42,19 @@ std::size_t adapter_rank(TenantId tenant) {
 
 // A tenant's adapter, quantized: A and B uniform with the variances of 1/in and 0.09/rank (the
 // adapter moves each adapted output by about 0.3 of its base's spread), alpha = rank.
-LoraAdapter make_adapter(const DemoModel& model, TenantId tenant, int bits) {
-  const ModelConfig& c = model.config();
+LoraAdapter make_adapter(const Model& model, TenantId tenant, int bits) {
   UniformSource uniform(kSeed * 1000003ull + tenant);
   const std::size_t rank = adapter_rank(tenant);
   LoraAdapter adapter("persona", tenant);
-  for (std::size_t l = 0; l < c.layers; ++l) {
+  for (std::size_t l = 0; l < model.config().num_layers; ++l) {
+    const std::vector<Model::AdaptableModule> modules = model.adaptable_modules(l);
     for (std::size_t i = 0; i < kAdaptedModules.size(); ++i) {
-      const WeightMatrix& w = model.layer(l).linear[i];
-      Tensor<float> a({rank, w.cols()}), b({w.rows(), rank});
+      const auto w = std::find_if(modules.begin(), modules.end(),
+                                  [&](const Model::AdaptableModule& m) { return m.name == kAdaptedModules[i]; });
+      PERSONA_CHECK(w != modules.end(), "the model has no {} in layer {}", kAdaptedModules[i], l);
+      Tensor<float> a({rank, w->in}), b({w->out, rank});
       const float sqrt3 = std::sqrt(3.0f);
-      const float a_range = sqrt3 / std::sqrt(static_cast<float>(w.cols()));
+      const float a_range = sqrt3 / std::sqrt(static_cast<float>(w->in));
       const float b_range = sqrt3 * 0.3f / std::sqrt(static_cast<float>(rank));
       for (float& v : a.span()) v = a_range * uniform();
       for (float& v : b.span()) v = b_range * uniform();
@@ -122,25 +124,26 @@ std::array<std::int32_t, kMemoryTokens> memory_tokens(VectorLabel label, std::si
   return tokens;
 }
 
-MemoryEmbedder::MemoryEmbedder(const DemoModel& model)
-    : model_(model), projection_({kMemoryDim, model.config().hidden}) {
+MemoryEmbedder::MemoryEmbedder(const Tensor<float>& embedding)
+    : embedding_(embedding), projection_({kMemoryDim, embedding.dim(1)}) {
   std::mt19937 rng(kSeed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (float& v : projection_.span()) v = normal(rng);
 }
 
 std::vector<float> MemoryEmbedder::embed(std::span<const std::int32_t> tokens) const {
-  const std::size_t H = model_.config().hidden;
+  const std::size_t H = embedding_.dim(1);
   std::vector<float> mean(H, 0.0f), out(kMemoryDim);
   for (std::int32_t t : tokens) {
-    for (std::size_t i = 0; i < H; ++i) mean[i] += model_.embedding().data()[static_cast<std::size_t>(t) * H + i];
+    for (std::size_t i = 0; i < H; ++i) mean[i] += embedding_.data()[static_cast<std::size_t>(t) * H + i];
   }
   matmul(TensorView<const float>(mean.data(), {1, H}), projection_, TensorView<float>(out.data(), {1, kMemoryDim}),
          Transpose::yes);
   return out;
 }
 
-Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEmbedder& embedder) {
+Tenants prepare_tenants(const Options& o, const Model& model, const std::string& model_key,
+                        const MemoryEmbedder& embedder) {
   const auto start = std::chrono::steady_clock::now();
   Tenants t;
   // What the cached setup was made with; "format" goes up when the index file's format does (2: the XXH3
@@ -151,7 +154,7 @@ Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEm
                                {"adapter_bits", o.adapter_bits},
                                {"memories", o.memories},
                                {"seed", kSeed},
-                               {"model_seed", model.config().seed}};
+                               {"model", model_key}};
   const fs::path manifest = o.out / "tenants.json", store_root = o.out / "adapters", index_path = o.out / "memory.hnsw";
   nlohmann::json have;
   if (std::ifstream in(manifest); in) have = nlohmann::json::parse(in, nullptr, false);
@@ -175,7 +178,7 @@ Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEm
       for (TenantId tenant = 1; tenant <= o.tenants; ++tenant) {
         for (std::size_t j = 0; j < o.memories; ++j) {
           const VectorLabel label = tenant * 1000 + j;
-          const auto v = embedder.embed(memory_tokens(label, model.config().vocab));
+          const auto v = embedder.embed(memory_tokens(label, model.config().vocab_size));
           std::copy(v.begin(), v.end(), vectors.data() + labels.size() * kMemoryDim);
           labels.push_back(label);
           owners.push_back(tenant);

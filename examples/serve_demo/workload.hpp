@@ -3,7 +3,7 @@
 // over tenants, Poisson arrivals).
 #pragma once
 
-#include "model.hpp"
+#include "demo_model.hpp"
 
 #include <persona/persona.hpp>
 
@@ -40,11 +40,11 @@ std::array<std::int32_t, kMemoryTokens> memory_tokens(persona::VectorLabel label
 // The vector the memory index holds for some tokens: a fixed projection of their mean embedding.
 class MemoryEmbedder {
  public:
-  explicit MemoryEmbedder(const DemoModel& model);
+  explicit MemoryEmbedder(const persona::Tensor<float>& embedding);  // [vocab, hidden], kept by the caller
   std::vector<float> embed(std::span<const std::int32_t> tokens) const;
 
  private:
-  const DemoModel& model_;
+  const persona::Tensor<float>& embedding_;
   persona::Tensor<float> projection_;
 };
 
@@ -56,8 +56,10 @@ struct Tenants {
   bool reused = false;
 };
 
-// Makes (or, when the output folder holds the same setup, reopens) every tenant's adapter and memories.
-Tenants prepare_tenants(const Options& o, const DemoModel& model, const MemoryEmbedder& embedder);
+// Makes (or, when the output folder holds the same setup, reopens) every tenant's adapter, shaped for the
+// model's adapted layers, and memories. `model_key` names the model they were made for.
+Tenants prepare_tenants(const Options& o, const persona::Model& model, const std::string& model_key,
+                        const MemoryEmbedder& embedder);
 
 struct Request {
   std::size_t id = 0;

@@ -46,4 +46,5 @@
 #include "persona/registry/adapter_registry.hpp"
 #include "persona/registry/adapter_store.hpp"
 #include "persona/registry/eviction_policy.hpp"
+#include "persona/text/tokenizer.hpp"
 #include "persona/version.hpp"

@@ -183,6 +183,15 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) 
   return file;
 }
 
+void MappedFile::release(std::span<const std::byte> range) const noexcept {
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto base = reinterpret_cast<std::uintptr_t>(address_);
+  const auto begin = reinterpret_cast<std::uintptr_t>(range.data()), end = begin + range.size();
+  if (range.empty() || begin < base || end > base + size_) return;
+  const std::uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (first < last) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (address_ != nullptr) munmap(address_, size_);
 }

@@ -200,6 +200,47 @@ float pair_impl(float (*kernel)(const float*, const B*, std::size_t) noexcept, s
   return kernel(a.data(), b.data(), a.size());
 }
 
+// Into inv_freq ([head_dim / 2]), so that rope itself allocates nothing.
+void fill_rope_inverse_frequencies(const RopeConfig& config, std::size_t head_dim, std::span<double> inv_freq,
+                                   const char* function) {
+  PERSONA_CHECK_AT(function, invalid_argument, config.theta > 1.0f && std::isfinite(config.theta),
+                   "theta must be finite and > 1, got {}", config.theta);
+  PERSONA_CHECK_AT(function, invalid_argument, head_dim % 2 == 0 && head_dim > 0,
+                   "head_dim must be even and > 0, got {}", head_dim);
+  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+    inv_freq[i] =
+        std::pow(static_cast<double>(config.theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  }
+  if (config.scaling == RopeScaling::none) return;
+  PERSONA_CHECK_AT(function, invalid_argument, config.factor >= 1.0f && std::isfinite(config.factor),
+                   "rope scaling factor must be finite and >= 1, got {}", config.factor);
+  const double factor = config.factor;
+  if (config.scaling == RopeScaling::linear) {
+    for (double& f : inv_freq) f /= factor;
+    return;
+  }
+  PERSONA_CHECK_AT(function, invalid_argument,
+                   config.low_freq_factor > 0.0f && config.high_freq_factor > config.low_freq_factor &&
+                       std::isfinite(config.high_freq_factor),
+                   "llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor, got {} and {}",
+                   config.low_freq_factor, config.high_freq_factor);
+  PERSONA_CHECK_AT(function, invalid_argument, config.original_max_positions > 0,
+                   "llama3 rope scaling needs original_max_position_embeddings > 0");
+  // transformers' _compute_llama3_parameters, in double.
+  const auto old_context = static_cast<double>(config.original_max_positions);
+  const double low = config.low_freq_factor, high = config.high_freq_factor;
+  const double low_freq_wavelen = old_context / low, high_freq_wavelen = old_context / high;
+  for (double& f : inv_freq) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen > low_freq_wavelen) {
+      f /= factor;
+    } else if (!(wavelen < high_freq_wavelen)) {
+      const double smooth = (old_context / wavelen - low) / (high - low);
+      f = (1.0 - smooth) * f / factor + smooth * f;
+    }
+  }
+}
+
 // Angles in double so that the SIMD and reference paths share the exact same cos/sin tables.
 template <class PositionOf>
 void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std::size_t tokens, PositionOf position_of,
@@ -215,7 +256,8 @@ void rope_impl(const CoreKernelTable& k, bool threaded, TensorView<float> x, std
   if (head_dim % 2 != 0 || head_dim > kMaxHeadDim) {
     PERSONA_THROW_AT(function, invalid_argument, "head_dim must be even and <= {}, got {}", kMaxHeadDim, head_dim);
   }
-  const std::vector<double> inv_freq = rope_inverse_frequencies(config, head_dim);
+  std::array<double, kMaxHeadDim / 2> inv_freq{};
+  fill_rope_inverse_frequencies(config, head_dim, std::span(inv_freq.data(), head_dim / 2), function);
   if (x.empty()) return;
   if (x.stride(2) != 1 || (heads > 1 && x.stride(1) != head_dim)) {
     PERSONA_THROW_AT(function, invalid_argument, "each token's heads must be contiguous, got strides {}",
@@ -247,44 +289,8 @@ const CoreKernelTable& fast() { return detail::core_kernels(); }
 }  // namespace
 
 std::vector<double> rope_inverse_frequencies(const RopeConfig& config, std::size_t head_dim) {
-  constexpr const char* function = "rope_inverse_frequencies";
-  PERSONA_CHECK_AT(function, invalid_argument, config.theta > 1.0f && std::isfinite(config.theta),
-                   "theta must be finite and > 1, got {}", config.theta);
-  PERSONA_CHECK_AT(function, invalid_argument, head_dim % 2 == 0 && head_dim > 0,
-                   "head_dim must be even and > 0, got {}", head_dim);
   std::vector<double> inv_freq(head_dim / 2);
-  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
-    inv_freq[i] =
-        std::pow(static_cast<double>(config.theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-  }
-  if (config.scaling == RopeScaling::none) return inv_freq;
-  PERSONA_CHECK_AT(function, invalid_argument, config.factor >= 1.0f && std::isfinite(config.factor),
-                   "rope scaling factor must be finite and >= 1, got {}", config.factor);
-  const double factor = config.factor;
-  if (config.scaling == RopeScaling::linear) {
-    for (double& f : inv_freq) f /= factor;
-    return inv_freq;
-  }
-  PERSONA_CHECK_AT(function, invalid_argument,
-                   config.low_freq_factor > 0.0f && config.high_freq_factor > config.low_freq_factor &&
-                       std::isfinite(config.high_freq_factor),
-                   "llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor, got {} and {}",
-                   config.low_freq_factor, config.high_freq_factor);
-  PERSONA_CHECK_AT(function, invalid_argument, config.original_max_positions > 0,
-                   "llama3 rope scaling needs original_max_position_embeddings > 0");
-  // transformers' _compute_llama3_parameters, in double.
-  const auto old_context = static_cast<double>(config.original_max_positions);
-  const double low = config.low_freq_factor, high = config.high_freq_factor;
-  const double low_freq_wavelen = old_context / low, high_freq_wavelen = old_context / high;
-  for (double& f : inv_freq) {
-    const double wavelen = 2.0 * std::numbers::pi / f;
-    if (wavelen > low_freq_wavelen) {
-      f /= factor;
-    } else if (!(wavelen < high_freq_wavelen)) {
-      const double smooth = (old_context / wavelen - low) / (high - low);
-      f = (1.0 - smooth) * f / factor + smooth * f;
-    }
-  }
+  fill_rope_inverse_frequencies(config, head_dim, inv_freq, "rope_inverse_frequencies");
   return inv_freq;
 }
 

@@ -114,7 +114,7 @@ void add_matrix(SafetensorsWriter& w, const std::string& key, const WeightMatrix
 }
 
 WeightMatrix read_matrix(const SafetensorsReader& file, const std::string& key, const nlohmann::json& d,
-                         const char* function, std::shared_ptr<const void> bf16_owner) {
+                         const char* function, std::shared_ptr<const void> owner) {
   const auto rows = d.at("rows").get<std::size_t>(), cols = d.at("cols").get<std::size_t>();
   const std::string format = d.at("format").get<std::string>();
   if (pick<4>(d.at("format"), {"f32", "f16", "bf16", "quantized"}, "format", function) != 3) {
@@ -130,8 +130,8 @@ WeightMatrix read_matrix(const SafetensorsReader& file, const std::string& key, 
       PERSONA_THROW_AT(function, corrupt_data, "{}: '{}.weight' has shape [{}] but the metadata says [{}, {}]",
                        file.source(), key, fmt::join(t.shape, ", "), rows, cols);
     }
-    if (want == SafetensorsDType::BF16 && bf16_owner != nullptr) {
-      return WeightMatrix(Bf16Matrix(t.data, rows, cols, std::move(bf16_owner)));
+    if (want == SafetensorsDType::BF16 && owner != nullptr) {
+      return WeightMatrix(Bf16Matrix(t.data, rows, cols, std::move(owner)));
     }
     return WeightMatrix(file.read_f32(key + ".weight"));
   }
@@ -156,6 +156,16 @@ WeightMatrix read_matrix(const SafetensorsReader& file, const std::string& key, 
   const auto codes = check_plane(key + ".codes", sizes.codes);
   const auto scales = check_plane(key + ".scales", sizes.scales);
   const auto minima = spec.symmetric ? std::span<const std::byte>{} : check_plane(key + ".minima", sizes.minima);
+  const auto bytes = [](std::span<const std::byte> plane) {
+    return std::span(reinterpret_cast<const std::uint8_t*>(plane.data()), plane.size());
+  };
+  const auto aligned = [](std::span<const std::byte> plane) {
+    return reinterpret_cast<std::uintptr_t>(plane.data()) % kTileBytes == 0;
+  };
+  if (owner != nullptr && aligned(codes) && aligned(scales) && (minima.empty() || aligned(minima))) {
+    return WeightMatrix(
+        QuantizedMatrix::view(rows, cols, spec, bytes(codes), bytes(scales), bytes(minima), std::move(owner)));
+  }
   QuantizedMatrix q(rows, cols, spec);
   std::memcpy(q.codes().data(), codes.data(), codes.size());
   std::memcpy(q.scales().data(), scales.data(), scales.size());

@@ -44,9 +44,10 @@ nlohmann::json describe_matrix(const WeightMatrix& m, DType float_storage);
 // <key>.weight, or <key>.codes / .scales / .minima for quantized matrices. `function` names errors.
 void add_matrix(SafetensorsWriter& w, const std::string& key, const WeightMatrix& m, DType float_storage,
                 const char* function);
-// The matrix `key` as `description` says, every size checked against the file first. A bf16 matrix is
-// kept bf16 in place when bf16_owner (what keeps the file's bytes alive) is given, else widened to f32.
+// The matrix `key` as `description` says, every size checked against the file first. With `owner` (what
+// keeps the file's bytes alive), a bf16 matrix is used in place, and so is a quantized one whose planes
+// are 64-byte aligned (QuantizedMatrix::view); otherwise bf16 is widened to f32 and planes are copied.
 WeightMatrix read_matrix(const SafetensorsReader& file, const std::string& key, const nlohmann::json& description,
-                         const char* function, std::shared_ptr<const void> bf16_owner = nullptr);
+                         const char* function, std::shared_ptr<const void> owner = nullptr);
 
 }  // namespace persona::detail

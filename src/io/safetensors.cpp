@@ -189,6 +189,10 @@ const SafetensorsTensor& SafetensorsReader::tensor(std::string_view name) const 
   return *it;
 }
 
+void SafetensorsReader::release_pages(std::string_view name) const {
+  if (mapping_) mapping_->release(tensor(name).data);
+}
+
 Tensor<float> SafetensorsReader::read_f32(std::string_view name) const {
   const SafetensorsTensor& t = tensor(name);
   PERSONA_CHECK_CODE(unsupported, t.shape.size() <= kMaxRank, "{}: tensor '{}' has rank {}, more than {}", source_,

@@ -1,5 +1,6 @@
 #include "persona/kv/attention.hpp"
 
+#include "core/thread_scratch.hpp"
 #include "kv/kernels/attention_kernel_table.hpp"
 #include "persona/core/error.hpp"
 #include "persona/core/threading.hpp"
@@ -21,7 +22,7 @@ struct AttentionBatch {
   std::size_t layer;
   std::span<const SequenceId> sequences;
   std::span<const std::size_t> query_counts;  // empty: one query per sequence (decode)
-  std::vector<std::size_t> first_query;       // prefill only
+  std::span<const std::size_t> first_query;   // prefill only
   TensorView<const float> q;
   TensorView<float> out;
   std::size_t group = 1;  // query heads per KV head
@@ -37,9 +38,11 @@ struct AttentionBatch {
   std::size_t query_row(std::size_t i) const noexcept { return query_counts.empty() ? i : first_query[i]; }
 };
 
+// first_query: where the prefill's query offsets go (kept by the caller while the batch runs).
 AttentionBatch validate_batch(const PagedKvCache& cache, std::size_t layer, std::span<const SequenceId> sequences,
                               std::span<const std::size_t> query_counts, bool prefill, TensorView<const float> q,
-                              TensorView<float> out, const AttentionConfig& config, const char* function) {
+                              TensorView<float> out, const AttentionConfig& config, const char* function,
+                              std::vector<std::size_t>* first_query = nullptr) {
   const KvCacheConfig& c = cache.config();
   AttentionBatch batch{&cache, layer, sequences, query_counts, {}, q, out};
   PERSONA_CHECK_AT(function, out_of_range, layer < c.layers, "layer {} of a cache with {} layers", layer, c.layers);
@@ -53,11 +56,12 @@ AttentionBatch validate_batch(const PagedKvCache& cache, std::size_t layer, std:
     PERSONA_CHECK_AT(function, shape_mismatch, query_counts.size() == sequences.size(),
                      "{} query counts for {} sequences", query_counts.size(), sequences.size());
     total = 0;
-    batch.first_query.resize(sequences.size());
+    first_query->resize(sequences.size());
     for (std::size_t i = 0; i < sequences.size(); ++i) {
-      batch.first_query[i] = total;
+      (*first_query)[i] = total;
       total += query_counts[i];
     }
+    batch.first_query = *first_query;
   }
   const auto expected = Shape{total, config.q_heads, c.head_dim};
   PERSONA_CHECK_AT(function, shape_mismatch, q.shape() == expected && q.is_contiguous(),
@@ -168,13 +172,17 @@ void paged_decode_attention_ref(const PagedKvCache& cache, std::size_t layer, st
 void paged_prefill_attention(const PagedKvCache& cache, std::size_t layer, std::span<const SequenceId> sequences,
                              std::span<const std::size_t> query_counts, TensorView<const float> q,
                              TensorView<float> out, const AttentionConfig& config) {
-  run_paged(validate_batch(cache, layer, sequences, query_counts, true, q, out, config, "paged_prefill_attention"));
+  detail::ThreadScratch<std::vector<std::size_t>> first_query;  // a warm call allocates nothing
+  run_paged(validate_batch(cache, layer, sequences, query_counts, true, q, out, config, "paged_prefill_attention",
+                           &first_query.get()));
 }
 
 void paged_prefill_attention_ref(const PagedKvCache& cache, std::size_t layer, std::span<const SequenceId> sequences,
                                  std::span<const std::size_t> query_counts, TensorView<const float> q,
                                  TensorView<float> out, const AttentionConfig& config) {
-  run_dense(validate_batch(cache, layer, sequences, query_counts, true, q, out, config, "paged_prefill_attention_ref"));
+  std::vector<std::size_t> first_query;
+  run_dense(validate_batch(cache, layer, sequences, query_counts, true, q, out, config, "paged_prefill_attention_ref",
+                           &first_query));
 }
 
 }  // namespace persona

@@ -205,36 +205,54 @@ void run_plan(TensorView<const float> x, TensorView<float> y, std::span<const Lo
 
 }  // namespace
 
-LoraBatchPlan plan_lora_batch(std::span<const std::int32_t> token_slots, std::size_t slot_count) {
-  LoraBatchPlan plan;
+void LoraBatchPlan::reserve(std::size_t max_tokens, std::size_t slots) {
+  tokens.reserve(max_tokens);
+  token_slots.reserve(max_tokens);
+  segments.reserve(slots);
+  chunks.reserve(slots + max_tokens / kLoraChunkTokens);  // each segment's last chunk may be partial
+  slot_offsets.reserve(slots + 1);
+}
+
+void plan_lora_batch(std::span<const std::int32_t> token_slots, std::size_t slot_count, LoraBatchPlan& plan) {
   plan.token_count = token_slots.size();
-  std::vector<std::size_t> counts(slot_count + 1, 0);
+  // A counting sort with the offsets as cursors: offsets[s] ends at slot s's end, then shifts back one.
+  std::vector<std::size_t>& offsets = plan.slot_offsets;
+  offsets.assign(slot_count + 1, 0);
   for (std::size_t t = 0; t < token_slots.size(); ++t) {
     const std::int32_t s = token_slots[t];
     PERSONA_CHECK_CODE(out_of_range, s == kNoLora || (s >= 0 && static_cast<std::size_t>(s) < slot_count),
                        "token {} has slot {}; slots are 0..{} or kNoLora ({})", t, s,
                        static_cast<std::int64_t>(slot_count) - 1, kNoLora);
-    if (s != kNoLora) ++counts[static_cast<std::size_t>(s) + 1];
+    if (s != kNoLora) ++offsets[static_cast<std::size_t>(s) + 1];
   }
-  for (std::size_t s = 0; s < slot_count; ++s) counts[s + 1] += counts[s];  // exclusive prefix sums
-  plan.tokens.resize(counts[slot_count]);
-  plan.token_slots.resize(counts[slot_count]);
-  std::vector<std::size_t> next(counts.begin(), counts.end() - 1);
+  for (std::size_t s = 0; s < slot_count; ++s) offsets[s + 1] += offsets[s];
+  plan.tokens.resize(offsets[slot_count]);
+  plan.token_slots.resize(offsets[slot_count]);
   for (std::size_t t = 0; t < token_slots.size(); ++t) {
     if (token_slots[t] == kNoLora) continue;
-    const std::size_t i = next[static_cast<std::size_t>(token_slots[t])]++;
+    const std::size_t i = offsets[static_cast<std::size_t>(token_slots[t])]++;
     plan.tokens[i] = t;
     plan.token_slots[i] = token_slots[t];
   }
+  for (std::size_t s = slot_count; s > 0; --s) offsets[s] = offsets[s - 1];
+  offsets[0] = 0;
+  plan.segments.clear();
+  plan.chunks.clear();
+  plan.max_segment_tokens = 0;
   for (std::size_t s = 0; s < slot_count; ++s) {
-    if (counts[s + 1] == counts[s]) continue;
+    if (offsets[s + 1] == offsets[s]) continue;
     const auto slot = static_cast<std::int32_t>(s);
-    plan.segments.push_back({slot, counts[s], counts[s + 1]});
-    plan.max_segment_tokens = std::max(plan.max_segment_tokens, counts[s + 1] - counts[s]);
-    for (std::size_t begin = counts[s]; begin < counts[s + 1]; begin += kLoraChunkTokens) {
-      plan.chunks.push_back({slot, begin, std::min(begin + kLoraChunkTokens, counts[s + 1])});
+    plan.segments.push_back({slot, offsets[s], offsets[s + 1]});
+    plan.max_segment_tokens = std::max(plan.max_segment_tokens, offsets[s + 1] - offsets[s]);
+    for (std::size_t begin = offsets[s]; begin < offsets[s + 1]; begin += kLoraChunkTokens) {
+      plan.chunks.push_back({slot, begin, std::min(begin + kLoraChunkTokens, offsets[s + 1])});
     }
   }
+}
+
+LoraBatchPlan plan_lora_batch(std::span<const std::int32_t> token_slots, std::size_t slot_count) {
+  LoraBatchPlan plan;
+  plan_lora_batch(token_slots, slot_count, plan);
   return plan;
 }
 

@@ -127,6 +127,11 @@ Tensor<float> Checkpoint::read_f32(std::string_view name) const {
   return readers_[e.reader].read_f32(name);
 }
 
+void Checkpoint::release_pages(std::string_view name) const {
+  (void)tensor(name);
+  readers_[tensors_.find(name)->second.reader].release_pages(name);
+}
+
 std::shared_ptr<const void> Checkpoint::owner_of(std::string_view name) const {
   (void)tensor(name);
   return readers_[tensors_.find(name)->second.reader].mapping();

@@ -70,7 +70,14 @@ Tensor<float> HfWeightSource::tensor(const std::string& name, const std::vector<
     actual = name.substr(0, at) + "mlp.gate.weight";
   }
   (void)checked(actual, shape);
-  return checkpoint_.read_f32(actual);
+  return copied(actual);
+}
+
+Tensor<float> HfWeightSource::copied(const std::string& name) const {
+  Tensor<float> t = checkpoint_.read_f32(name);
+  // The f32 copy is what the model keeps (or quantizes): the file's pages need not stay resident.
+  checkpoint_.release_pages(name);
+  return t;
 }
 
 WeightMatrix HfWeightSource::slice(const std::string& name, const std::vector<std::size_t>& shape, std::size_t index,
@@ -83,7 +90,7 @@ WeightMatrix HfWeightSource::slice(const std::string& name, const std::vector<st
         Bf16Matrix(t.data.subspan(offset * 2, rows * cols * 2), rows, cols, checkpoint_.owner_of(name)));
   }
   if (cached_name_ != name) {
-    cached_ = checkpoint_.read_f32(name);
+    cached_ = copied(name);
     cached_name_ = name;
   }
   Tensor<float> w({rows, cols});
@@ -118,7 +125,7 @@ std::optional<WeightMatrix> HfWeightSource::tied_lm_head(std::size_t rows, std::
   if (checkpoint_.contains("lm_head.weight")) read_.insert("lm_head.weight");
   if (format_ != WeightFormat::int8 && format_ != WeightFormat::int4) return std::nullopt;
   (void)checked("model.embed_tokens.weight", {rows, cols});
-  return convert(checkpoint_.read_f32("model.embed_tokens.weight"), "model.embed_tokens.weight");
+  return convert(copied("model.embed_tokens.weight"), "model.embed_tokens.weight");
 }
 
 WeightMatrix HfWeightSource::convert(Tensor<float> w, std::string_view name) const {

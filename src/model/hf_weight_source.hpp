@@ -25,6 +25,8 @@ class HfWeightSource final : public WeightSource {
   // f32 values in the load's format (int8 / int4 in groups of 32 inputs, or 16 or 8 where the inputs are
   // not a multiple of 32, as tiny test models' may not be).
   WeightMatrix convert(Tensor<float> w, std::string_view name) const;
+  // The tensor read as f32, its file pages then released (Checkpoint::release_pages).
+  Tensor<float> copied(const std::string& name) const;
 
  private:
   const SafetensorsTensor& checked(const std::string& name, const std::vector<std::size_t>& shape);

@@ -43,9 +43,11 @@ class RecordingSource final : public detail::WeightSource {
  public:
   RecordingSource(detail::WeightSource& inner, SafetensorsWriter& out) : inner_(inner), out_(out) {}
 
+  // The small f32 tensors (norms, routers, biases) wait for the matrices: written after them, they leave
+  // every quantized plane 64-byte aligned in the file, to be used in place from the mapping.
   Tensor<float> tensor(const std::string& name, const std::vector<std::size_t>& shape) override {
     Tensor<float> t = inner_.tensor(name, shape);
-    out_.add(name, t);
+    tensors_.emplace_back(name, t);
     return t;
   }
   WeightMatrix matrix(const std::string& name, std::size_t rows, std::size_t cols) override {
@@ -59,7 +61,11 @@ class RecordingSource final : public detail::WeightSource {
     if (m) keep("lm_head.weight", *m);
     return m;
   }
-  void finish() override { inner_.finish(); }
+  void finish() override {
+    inner_.finish();
+    for (const auto& [name, t] : tensors_) out_.add(name, t);
+    tensors_.clear();
+  }
 
   const nlohmann::json& matrices() const noexcept { return matrices_; }
 
@@ -73,6 +79,7 @@ class RecordingSource final : public detail::WeightSource {
   detail::WeightSource& inner_;
   SafetensorsWriter& out_;
   nlohmann::json matrices_ = nlohmann::json::object();
+  std::vector<std::pair<std::string, Tensor<float>>> tensors_;
 };
 
 // The weights of a model file, as the loader asks for them; every size checked against the description.

@@ -110,6 +110,7 @@ void build_weights(Model::Weights& w, WeightSource& source) {
   }
   source.finish();
   if (c.is_moe()) w.router.emplace(c.router_config());
+  index_linears(w);
 }
 
 }  // namespace detail
@@ -158,9 +159,10 @@ std::size_t Model::weight_bytes() const noexcept {
 
 std::size_t Model::mapped_weight_bytes() const noexcept {
   const Weights& w = *weights_;
-  const auto mapped = [](const WeightMatrix& m) {
-    const Bf16Matrix* b = m.bf16();
-    return b != nullptr && b->in_place() ? b->bytes() : 0;
+  const auto mapped = [](const WeightMatrix& m) -> std::size_t {
+    if (const Bf16Matrix* b = m.bf16()) return b->in_place() ? b->bytes() : 0;
+    if (const QuantizedMatrix* q = m.quantized_matrix()) return q->in_place() ? q->bytes() : 0;
+    return 0;
   };
   const auto mlp = [&](const detail::Mlp& m) {
     return mapped(m.gate.weight) + mapped(m.up.weight) + mapped(m.down.weight);

@@ -8,8 +8,11 @@
 #include "persona/quant/weight_matrix.hpp"
 
 #include <array>
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace persona::detail {
@@ -59,6 +62,21 @@ struct Model::Weights {
   std::optional<WeightMatrix> lm_head;
   std::vector<detail::DecoderLayer> layers;
   std::optional<TopKRouter> router;
+
+  // LoRA's map of the linear layers (index_linears): per layer, `linears_per_layer` of them in the
+  // forward's order (q, k, v, o; gate, up, down of the dense MLP or the shared expert; then each routed
+  // expert's gate, up, down), found by (layer, module name or alias). The names view the layers' strings.
+  struct LinearShape {
+    std::size_t out = 0, in = 0;
+  };
+  std::size_t linears_per_layer = 0;
+  std::map<std::pair<std::size_t, std::string_view>, std::size_t> linear_by_name;  // -> index in its layer
+  std::vector<LinearShape> linear_shapes;  // [layer * linears_per_layer + index]; {0, 0}: none there
 };
+
+namespace detail {
+// Fills the LoRA map above once the layers are built (model_forward.cpp, which owns the order).
+void index_linears(Model::Weights& w);
+}  // namespace detail
 
 }  // namespace persona

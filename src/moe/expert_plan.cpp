@@ -31,17 +31,18 @@ void plan_experts(const Routing& routing, std::size_t num_experts, ExpertPlan& o
   out.entry_tokens.assign(out.offsets.back(), -1);
   out.entry_slots.assign(out.offsets.back(), -1);
   out.position.assign(T * k, -1);
-  std::vector<std::size_t> next(out.offsets.begin(), out.offsets.end() - 1);
+  // The offsets serve as the cursors (a warm plan allocates nothing), then step back by the counts.
   for (std::size_t t = 0, i = 0; t < T; ++t) {
     for (std::size_t slot = 0; slot < k; ++slot, ++i) {
       const std::int32_t e = routing.experts[i];
       if (e == kNoExpert) continue;
-      const std::size_t at = next[static_cast<std::size_t>(e)]++;
+      const std::size_t at = out.offsets[static_cast<std::size_t>(e)]++;
       out.entry_tokens[at] = static_cast<std::int32_t>(t);
       out.entry_slots[at] = static_cast<std::int32_t>(slot);
       out.position[i] = static_cast<std::int32_t>(at);
     }
   }
+  for (std::size_t e = 0; e < num_experts; ++e) out.offsets[e] -= out.counts[e];
 }
 
 ExpertPlan plan_experts(const Routing& routing, std::size_t num_experts, std::size_t tile) {

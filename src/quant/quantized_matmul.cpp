@@ -1,6 +1,7 @@
 // Validation, activation preparation and threading for the quantized products.
 #include "persona/quant/quantized_matmul.hpp"
 
+#include "core/thread_scratch.hpp"
 #include "persona/core/threading.hpp"
 #include "quant/quant_product.hpp"
 
@@ -136,8 +137,8 @@ void quantized_product(const QuantKernelTable& kernels, TensorView<const float> 
 }  // namespace detail
 
 void quantized_matmul(TensorView<const float> x, const QuantizedMatrix& w, TensorView<float> y, QuantProductPath path) {
-  detail::QuantActivationScratch scratch;
-  detail::quantized_product(detail::quant_kernels(active_isa_level()), x, w, y, path, scratch, true,
+  detail::ThreadScratch<detail::QuantActivationScratch> scratch;  // a warm product allocates nothing
+  detail::quantized_product(detail::quant_kernels(active_isa_level()), x, w, y, path, scratch.get(), true,
                             "quantized_matmul");
 }
 

@@ -3,6 +3,8 @@
 #include "persona/core/error.hpp"
 #include "quant/quant_layout.hpp"
 
+#include <algorithm>
+
 namespace persona {
 
 QuantizedPlaneSizes QuantizedMatrix::plane_sizes(std::size_t rows, std::size_t cols, const QuantSpec& spec) {
@@ -36,12 +38,51 @@ QuantizedMatrix::QuantizedMatrix(std::size_t rows, std::size_t cols, const Quant
   storage_ = Tensor<std::uint8_t>({sizes.codes + sizes.scales + sizes.minima});
 }
 
-std::uint8_t QuantizedMatrix::code(std::size_t row, std::size_t col) const noexcept {
-  return detail::read_code(storage_.data(), tiles_per_panel(), spec_.bits, row, col);
+QuantizedMatrix QuantizedMatrix::view(std::size_t rows, std::size_t cols, const QuantSpec& spec,
+                                      std::span<const std::uint8_t> codes, std::span<const std::uint8_t> scales,
+                                      std::span<const std::uint8_t> minima, std::shared_ptr<const void> owner) {
+  const QuantizedPlaneSizes sizes = plane_sizes(rows, cols, spec);
+  PERSONA_CHECK_CODE(
+      shape_mismatch, codes.size() == sizes.codes && scales.size() == sizes.scales && minima.size() == sizes.minima,
+      "a [{}, {}] matrix in {} has planes of {}, {} and {} bytes, not {}, {} and {}", rows, cols, spec.to_string(),
+      sizes.codes, sizes.scales, sizes.minima, codes.size(), scales.size(), minima.size());
+  PERSONA_CHECK_CODE(invalid_argument, owner != nullptr, "a view needs an owner that keeps its planes alive");
+  for (const std::uint8_t* p : {codes.data(), scales.data(), minima.data()}) {
+    PERSONA_CHECK_CODE(invalid_argument, p == nullptr || reinterpret_cast<std::uintptr_t>(p) % kTileBytes == 0,
+                       "a plane at {} is not {}-byte aligned", static_cast<const void*>(p), kTileBytes);
+  }
+  QuantizedMatrix m;
+  m.rows_ = rows;
+  m.cols_ = cols;
+  m.spec_ = spec;
+  m.codes_bytes_ = sizes.codes;
+  m.params_bytes_ = sizes.scales;
+  m.view_[0] = codes.data();
+  m.view_[1] = scales.data();
+  m.view_[2] = minima.data();
+  m.owner_ = std::move(owner);
+  return m;
 }
 
-void QuantizedMatrix::set_code(std::size_t row, std::size_t col, std::uint8_t code) noexcept {
-  detail::write_code(storage_.data(), tiles_per_panel(), spec_.bits, row, col, code);
+std::uint8_t* QuantizedMatrix::own() {
+  if (owner_) {
+    Tensor<std::uint8_t> storage({bytes()});
+    std::copy_n(view_[0], codes_bytes_, storage.data());
+    std::copy_n(view_[1], params_bytes_, storage.data() + codes_bytes_);
+    if (minima_bytes() != 0) std::copy_n(view_[2], minima_bytes(), storage.data() + codes_bytes_ + params_bytes_);
+    storage_ = std::move(storage);
+    owner_.reset();
+    std::fill(std::begin(view_), std::end(view_), nullptr);
+  }
+  return storage_.data();
+}
+
+std::uint8_t QuantizedMatrix::code(std::size_t row, std::size_t col) const noexcept {
+  return detail::read_code(plane(0), tiles_per_panel(), spec_.bits, row, col);
+}
+
+void QuantizedMatrix::set_code(std::size_t row, std::size_t col, std::uint8_t code) {
+  detail::write_code(own(), tiles_per_panel(), spec_.bits, row, col, code);
 }
 
 std::size_t QuantizedMatrix::param_index(std::size_t row, std::size_t group) const noexcept {
@@ -58,7 +99,7 @@ float QuantizedMatrix::minimum(std::size_t row, std::size_t group) const noexcep
   return detail::read_param(minima().data(), spec_.scale_type, param_index(row, group));
 }
 
-void QuantizedMatrix::set_scale(std::size_t row, std::size_t group, float value) noexcept {
+void QuantizedMatrix::set_scale(std::size_t row, std::size_t group, float value) {
   detail::write_param(scales().data(), spec_.scale_type, param_index(row, group), value);
 }
 

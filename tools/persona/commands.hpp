@@ -11,6 +11,8 @@ namespace persona::cli {
 int run_command(int argc, char** argv, int first);
 int convert_peft_command(int argc, char** argv, int first);
 int convert_model_command(int argc, char** argv, int first);
+int tokenize_command(int argc, char** argv, int first);
+int detokenize_command(int argc, char** argv, int first);
 
 // "f32", "bf16", "int8", "int4" (UsageError naming --weights otherwise), and back.
 WeightFormat parse_weight_format(const std::string& text);

@@ -17,6 +17,8 @@ constexpr const char* kUsage =
     "  run            load a Hugging Face model folder (and a LoRA adapter) and generate tokens greedily\n"
     "  convert-peft   convert a PEFT LoRA adapter folder into a quantized persona adapter file\n"
     "  convert-model  convert a Hugging Face model folder into a persona model file (quantized once)\n"
+    "  tokenize       text lines on stdin to token ids, with a model's or tokenizer folder's tokenizer\n"
+    "  detokenize     lines of token ids on stdin back to text\n"
     "\n"
     "persona COMMAND --help describes a command.\n";
 
@@ -39,6 +41,8 @@ int main(int argc, char** argv) {
   if (command == "run") return persona::cli::run_command(argc, argv, 2);
   if (command == "convert-peft") return persona::cli::convert_peft_command(argc, argv, 2);
   if (command == "convert-model") return persona::cli::convert_model_command(argc, argv, 2);
+  if (command == "tokenize") return persona::cli::tokenize_command(argc, argv, 2);
+  if (command == "detokenize") return persona::cli::detokenize_command(argc, argv, 2);
   std::fprintf(stderr, "persona: unknown command '%s'\n\n%s", argv[1], kUsage);
   return 2;
 }

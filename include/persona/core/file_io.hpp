@@ -46,6 +46,10 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   std::span<std::byte> bytes() const noexcept { return {address_, size_}; }
+  // Drops the pages wholly inside `range` (a part of bytes()) from the process's resident memory: a later
+  // read faults them in again from the file (the page cache). For bytes a loader has copied and will not
+  // read again; a page written since mapping would lose the write (the mapping is private).
+  void release(std::span<const std::byte> range) const noexcept;
 
  private:
   MappedFile() = default;

@@ -55,6 +55,9 @@ class SafetensorsReader {
   const SafetensorsTensor& tensor(std::string_view name) const;
   // F32, F16 or BF16 tensors as f32 (rank <= 4); other dtypes are Error(unsupported).
   Tensor<float> read_f32(std::string_view name) const;
+  // Drops the tensor's pages from the process's resident memory (MappedFile::release) once a loader has
+  // copied it; reading it again faults them back in. Nothing for parse()d bytes.
+  void release_pages(std::string_view name) const;
 
  private:
   std::shared_ptr<const MappedFile> mapping_;

@@ -39,10 +39,16 @@ struct LoraBatchPlan {
   std::vector<LoraSegment> segments;      // one per slot that has tokens, in slot order
   std::vector<LoraSegment> chunks;        // the segments cut into pieces of at most kLoraChunkTokens
   std::size_t max_segment_tokens = 0;
+  std::vector<std::size_t> slot_offsets;  // [slot_count + 1]: slot s's entries are tokens[offsets[s], offsets[s+1])
+
+  // Room for any plan of up to `tokens` tokens over `slots` slots: planning into it allocates nothing.
+  void reserve(std::size_t tokens, std::size_t slots);
 };
 
 // token_slots[t] is a slot in [0, slot_count) or kNoLora. Error(out_of_range) naming the token otherwise.
 LoraBatchPlan plan_lora_batch(std::span<const std::int32_t> token_slots, std::size_t slot_count);
+// The same into `plan`, reusing its storage: no allocation once it has held as many tokens and slots.
+void plan_lora_batch(std::span<const std::int32_t> token_slots, std::size_t slot_count, LoraBatchPlan& plan);
 
 namespace detail {
 struct LoraWorkspaceAccess;

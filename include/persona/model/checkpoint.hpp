@@ -35,6 +35,9 @@ class Checkpoint {
   const SafetensorsTensor& tensor(std::string_view name) const;
   // An F32, F16 or BF16 tensor as f32 (SafetensorsReader::read_f32).
   Tensor<float> read_f32(std::string_view name) const;
+  // Its pages out of the process's resident memory, for a tensor a loader has copied
+  // (SafetensorsReader::release_pages).
+  void release_pages(std::string_view name) const;
   // What keeps a tensor's bytes alive (its file's mapping), for views that outlive the checkpoint.
   std::shared_ptr<const void> owner_of(std::string_view name) const;
   // The file a tensor lives in (for messages).

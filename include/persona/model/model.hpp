@@ -48,8 +48,25 @@ struct ForwardBatch {
   std::span<const std::size_t> logit_rows = {};
 };
 
-// Scratch of the forward: activations, the LoRA and MoE workspaces, routing. Grown to the largest step it
-// has run and reused, so that steady-state steps allocate little. One per concurrent caller.
+// What one step did, for reports and metrics: forward fills it when given one (the stage times cost a
+// clock read per stage and layer).
+struct ForwardStats {
+  // Wall seconds of the step's stages: the base weights' products (linear layers and lm_head), the LoRA
+  // deltas (with DoRA's, whose base product is inside), attention (K/V writes and paged attention), the
+  // routed experts (router, experts with their LoRA, combination), and the rest (embedding, norms, RoPE,
+  // q/k norm, biases, SwiGLU, residuals, the shared expert's gate).
+  double base_seconds = 0, lora_seconds = 0, attention_seconds = 0, experts_seconds = 0, other_seconds = 0;
+  // The experts each token was routed to in each MoE layer, in layer order, best first:
+  // [MoE layers, tokens, experts_per_token].
+  std::vector<std::int32_t> routed_experts;
+
+  double total_seconds() const noexcept {
+    return base_seconds + lora_seconds + attention_seconds + experts_seconds + other_seconds;
+  }
+};
+
+// Scratch of the forward: activations, the step's LoRA plan, the LoRA and MoE workspaces, routing. Grown to
+// the largest step it has run and reused. One per concurrent caller.
 class ModelWorkspace {
  public:
   ModelWorkspace();
@@ -71,7 +88,8 @@ class Model {
   // tensor or field: a tensor missing, left over (not part of the architecture), or of the wrong shape or
   // dtype (Error(shape_mismatch) / corrupt_data), plus those of read_model_config and Checkpoint::open.
   // A persona model file (a regular file written by convert_model, docs/formats.md): mapped, its checksum
-  // verified, its quantized planes copied and its bf16 tensors used in place; the same checks.
+  // verified, its quantized planes and bf16 tensors used in place (planes a file does not align
+  // to 64 bytes are copied); the same checks.
   static Model load(const std::filesystem::path& path, const ModelLoadOptions& options = {});
 
   Model(Model&&) noexcept;
@@ -80,8 +98,9 @@ class Model {
 
   const ModelConfig& config() const noexcept;
   WeightFormat weight_format() const noexcept;
-  // Bytes of the weights as held, and of those read in place from the checkpoint's mapping (bf16 tensors
-  // of a bf16 file with WeightFormat::bf16): the page cache holds those, shared with other processes.
+  // Bytes of the weights as held, and of those read in place from the file's mapping (bf16 tensors of a
+  // bf16 file with WeightFormat::bf16; the quantized and bf16 matrices of a persona model file): the page
+  // cache holds those, shared with other processes.
   std::size_t weight_bytes() const noexcept;
   std::size_t mapped_weight_bytes() const noexcept;
 
@@ -100,8 +119,11 @@ class Model {
   // Runs one step and returns the logits of the requested rows: [rows, vocab]. Errors (before anything is
   // written): shapes that disagree, a token outside the vocabulary, a sequence whose appended positions do
   // not match its token count, a slot without an adapter, an adapter module whose shape does not fit the
-  // model's layer (naming the adapter, layer and module). Results do not depend on the thread count.
-  Tensor<float> forward(const ForwardBatch& batch, PagedKvCache& cache, ModelWorkspace& workspace) const;
+  // model's layer (naming the adapter, layer and module), an adapter naming one module twice (by its name
+  // and an alias). Results do not depend on the thread count. With `stats`, also what the step did. Once
+  // the workspace has run a step as large, a step allocates only the returned logits.
+  Tensor<float> forward(const ForwardBatch& batch, PagedKvCache& cache, ModelWorkspace& workspace,
+                        ForwardStats* stats = nullptr) const;
 
   struct Weights;  // defined in src/model (opaque to users)
 
